@@ -1,0 +1,358 @@
+//! The opaque network configuration (`parameters` of a DeviceClass or claim `opaque` config).
+//!
+//! Layers (class-level first, then claim-level, per request) are merged as JSON objects: a key of a
+//! later layer replaces the same key of an earlier one, nested objects merge key by key, arrays are
+//! replaced whole. The merged object is then parsed strictly (unknown fields are errors).
+
+use std::net::Ipv4Addr;
+
+use ipnet::{IpNet, Ipv4Net};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::names::API_VERSION;
+
+/// Largest accepted opaque parameters object (the API server's limit, 10 KiB).
+pub const MAX_PARAMETERS_BYTES: usize = 10 * 1024;
+/// Linux `IFNAMSIZ - 1`.
+pub const MAX_IFNAME_LEN: usize = 15;
+/// The kind of the opaque parameters object.
+pub const NETWORK_CONFIG_KIND: &str = "NetworkConfig";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error(
+        "opaque config layer {layer} is not a JSON object; parameters must be an object such as {{\"apiVersion\":\"{API_VERSION}\",\"kind\":\"{NETWORK_CONFIG_KIND}\"}}"
+    )]
+    NotAnObject { layer: usize },
+    #[error(
+        "opaque config layer {layer} is {size} bytes, over the {MAX_PARAMETERS_BYTES}-byte limit; shrink the parameters"
+    )]
+    TooLarge { layer: usize, size: usize },
+    #[error("opaque config: {0}; fix the parameters of the DeviceClass or the claim config")]
+    Parse(String),
+    #[error("opaque config: apiVersion {0:?} is not supported; use {API_VERSION:?}")]
+    ApiVersion(String),
+    #[error("opaque config: kind {0:?} is not supported; use {NETWORK_CONFIG_KIND:?}")]
+    Kind(String),
+    #[error("opaque config: {0}")]
+    Invalid(String),
+}
+
+/// How a device reaches the pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttachmentMode {
+    /// Move the netdev into the pod netns.
+    #[default]
+    HostDevice,
+    /// Move an SR-IOV VF netdev into the pod netns.
+    SriovVf,
+    /// Create a bridge-mode macvlan child of the device in the pod netns.
+    Macvlan,
+    /// Create an ipvlan L2 child.
+    IpvlanL2,
+    /// Create an ipvlan L3 child.
+    IpvlanL3,
+}
+
+impl AttachmentMode {
+    /// Whether the pod gets a child link (the host device stays and may be shared).
+    pub fn is_shared(self) -> bool {
+        matches!(self, Self::Macvlan | Self::IpvlanL2 | Self::IpvlanL3)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::HostDevice => "host-device",
+            Self::SriovVf => "sriov-vf",
+            Self::Macvlan => "macvlan",
+            Self::IpvlanL2 => "ipvlan-l2",
+            Self::IpvlanL3 => "ipvlan-l3",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IpamType {
+    /// Per-host, per-rail blocks from `NicNodeBlocks`.
+    Rails,
+    /// Reuse the host's address of the NIC.
+    Host,
+    /// A node-local range.
+    Pool,
+    /// Addresses listed in the config, in device order.
+    Static,
+    /// No addresses.
+    #[default]
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RoutingMode {
+    L3,
+    #[default]
+    None,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Attachment {
+    #[serde(default)]
+    pub mode: AttachmentMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Ipam {
+    #[serde(rename = "type", default)]
+    pub kind: IpamType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<Ipv4Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_block: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface_block: Option<u8>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<Ipv4Net>,
+    /// `static`: one CIDR per device, in device order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<IpNet>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Routing {
+    #[serde(default)]
+    pub mode: RoutingMode,
+    #[serde(default)]
+    pub policy_routing: bool,
+}
+
+/// The merged, parsed opaque config.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Name of the MultiNicNetwork this config belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    #[serde(default)]
+    pub attachment: Attachment,
+    #[serde(default)]
+    pub ipam: Ipam,
+    #[serde(default)]
+    pub routing: Routing,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface_name_prefix: Option<String>,
+    /// Explicit pod interface names, in device order; overrides the prefix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interface_names: Vec<String>,
+}
+
+impl NetworkConfig {
+    /// Default pod interface name prefix.
+    pub const DEFAULT_PREFIX: &'static str = "net";
+
+    /// Merge the layers in order (earlier ones are overridden by later ones) and parse the result.
+    pub fn from_layers<'a>(layers: impl IntoIterator<Item = &'a [u8]>) -> Result<Self, ConfigError> {
+        let mut merged = Value::Object(Map::new());
+        for (layer, raw) in layers.into_iter().enumerate() {
+            if raw.len() > MAX_PARAMETERS_BYTES {
+                return Err(ConfigError::TooLarge { layer, size: raw.len() });
+            }
+            let value: Value =
+                serde_json::from_slice(raw).map_err(|e| ConfigError::Parse(format!("layer {layer}: {e}")))?;
+            if !value.is_object() {
+                return Err(ConfigError::NotAnObject { layer });
+            }
+            merge_into(&mut merged, value);
+        }
+        let config: NetworkConfig = serde_json::from_value(merged).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that do not need the devices: identity, names, prefix arithmetic.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(v) = &self.api_version
+            && v != API_VERSION
+        {
+            return Err(ConfigError::ApiVersion(v.clone()));
+        }
+        if let Some(k) = &self.kind
+            && k != NETWORK_CONFIG_KIND
+        {
+            return Err(ConfigError::Kind(k.clone()));
+        }
+        let prefix = self.prefix();
+        // The longest generated name is prefix + up to 3 digits.
+        if prefix.is_empty() || prefix.len() + 3 > MAX_IFNAME_LEN {
+            return Err(ConfigError::Invalid(format!(
+                "interfaceNamePrefix {prefix:?} must be 1..={} bytes",
+                MAX_IFNAME_LEN - 3
+            )));
+        }
+        validate_ifname(prefix).map_err(|e| ConfigError::Invalid(format!("interfaceNamePrefix: {e}")))?;
+        for name in &self.interface_names {
+            validate_ifname(name).map_err(|e| ConfigError::Invalid(format!("interfaceNames: {e}")))?;
+        }
+        if let Some(mtu) = self.attachment.mtu
+            && !(68..=65535).contains(&mtu)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "attachment.mtu {mtu} is outside 68..=65535"
+            )));
+        }
+        if self.ipam.kind == IpamType::Rails {
+            let subnet = self
+                .ipam
+                .subnet
+                .ok_or_else(|| ConfigError::Invalid("ipam.type rails needs ipam.subnet, e.g. 10.10.0.0/16".into()))?;
+            let host = self.ipam.host_block.unwrap_or(0);
+            let iface = self.ipam.interface_block.unwrap_or(0);
+            let used = u32::from(subnet.prefix_len()) + u32::from(host) + u32::from(iface);
+            if used > 30 {
+                return Err(ConfigError::Invalid(format!(
+                    "ipam: subnet {subnet} with hostBlock {host} and interfaceBlock {iface} leaves a /{used} \
+                     per interface, which holds no pod address; use a larger subnet or fewer block bits"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn prefix(&self) -> &str {
+        self.interface_name_prefix.as_deref().unwrap_or(Self::DEFAULT_PREFIX)
+    }
+
+    /// The pod interface name of the device at `position` (0-based) in plan order.
+    pub fn pod_if_name(&self, position: usize) -> String {
+        match self.interface_names.get(position) {
+            Some(name) => name.clone(),
+            None => format!("{}{}", self.prefix(), position + 1),
+        }
+    }
+}
+
+/// A Linux interface name: 1..=15 bytes, no '/', no whitespace, not "." or "..".
+pub fn validate_ifname(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_IFNAME_LEN {
+        return Err(format!("interface name {name:?} must be 1..={MAX_IFNAME_LEN} bytes"));
+    }
+    if name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "interface name {name:?} may not be '.', '..' or contain '/', ':' or whitespace"
+        ));
+    }
+    Ok(())
+}
+
+fn merge_into(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (Value::Object(base), Value::Object(overlay)) => {
+            for (key, value) in overlay {
+                match base.get_mut(&key) {
+                    Some(existing) if existing.is_object() && value.is_object() => merge_into(existing, value),
+                    _ => {
+                        base.insert(key, value);
+                    }
+                }
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(layers: &[&str]) -> Result<NetworkConfig, ConfigError> {
+        NetworkConfig::from_layers(layers.iter().map(|l| l.as_bytes()))
+    }
+
+    #[test]
+    fn claim_layer_overrides_class_layer_key_by_key() {
+        let c = parse(&[
+            r#"{"apiVersion":"multinic.dev/v1alpha1","kind":"NetworkConfig","attachment":{"mode":"macvlan","mtu":9000},
+               "ipam":{"type":"rails","subnet":"10.10.0.0/16","hostBlock":8,"interfaceBlock":2}}"#,
+            r#"{"attachment":{"mtu":1500},"interfaceNamePrefix":"rdma"}"#,
+        ])
+        .unwrap();
+        assert_eq!(c.attachment.mode, AttachmentMode::Macvlan);
+        assert_eq!(c.attachment.mtu, Some(1500));
+        assert_eq!(c.ipam.kind, IpamType::Rails);
+        assert_eq!(c.ipam.host_block, Some(8));
+        assert_eq!(c.pod_if_name(0), "rdma1");
+    }
+
+    #[test]
+    fn defaults_when_no_layers() {
+        let c = NetworkConfig::from_layers(std::iter::empty()).unwrap();
+        assert_eq!(c.attachment.mode, AttachmentMode::HostDevice);
+        assert_eq!(c.ipam.kind, IpamType::None);
+        assert_eq!(c.pod_if_name(3), "net4");
+    }
+
+    #[test]
+    fn explicit_names_win_over_prefix() {
+        let c = parse(&[r#"{"interfaceNames":["ib0","ib1"]}"#]).unwrap();
+        assert_eq!(c.pod_if_name(1), "ib1");
+        assert_eq!(c.pod_if_name(2), "net3");
+    }
+
+    #[test]
+    fn malformed_configs_are_errors() {
+        assert!(matches!(parse(&["[1]"]), Err(ConfigError::NotAnObject { layer: 0 })));
+        assert!(matches!(parse(&["{"]), Err(ConfigError::Parse(_))));
+        assert!(matches!(parse(&[r#"{"bogus":1}"#]), Err(ConfigError::Parse(_))));
+        assert!(matches!(
+            parse(&[r#"{"attachment":{"mode":"tap"}}"#]),
+            Err(ConfigError::Parse(_))
+        ));
+        assert!(matches!(
+            parse(&[r#"{"apiVersion":"v9"}"#]),
+            Err(ConfigError::ApiVersion(_))
+        ));
+        assert!(matches!(parse(&[r#"{"kind":"Pod"}"#]), Err(ConfigError::Kind(_))));
+        assert!(matches!(
+            parse(&[r#"{"interfaceNamePrefix":"a/b"}"#]),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse(&[r#"{"interfaceNamePrefix":"abcdefghijklm"}"#]),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse(&[r#"{"attachment":{"mtu":10}}"#]),
+            Err(ConfigError::Invalid(_))
+        ));
+        let big = format!(r#"{{"network":"{}"}}"#, "x".repeat(MAX_PARAMETERS_BYTES));
+        assert!(matches!(parse(&[&big]), Err(ConfigError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn rails_prefix_arithmetic_is_checked() {
+        let err = parse(&[r#"{"ipam":{"type":"rails","subnet":"10.0.0.0/30","hostBlock":8}}"#]).unwrap_err();
+        assert!(err.to_string().contains("hostBlock 8"), "{err}");
+        assert!(parse(&[r#"{"ipam":{"type":"rails"}}"#]).is_err());
+        assert!(
+            parse(&[r#"{"ipam":{"type":"rails","subnet":"10.10.0.0/16","hostBlock":8,"interfaceBlock":2}}"#]).is_ok()
+        );
+    }
+}

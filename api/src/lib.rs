@@ -1,0 +1,12 @@
+//! Types shared by every multinic-dra component.
+//!
+//! * [`names`]: the driver name, the attribute domain and the default paths of design.md §2.
+//! * [`config`]: the opaque `NetworkConfig` carried by DeviceClasses and claims.
+//! * [`plan`]: the per-claim plan written by `NodePrepareResources` and read by the CNI plugin.
+
+pub mod config;
+pub mod names;
+pub mod plan;
+
+pub use config::{AttachmentMode, IpamType, NetworkConfig};
+pub use plan::{Plan, PlanError, PlannedDevice};

@@ -1,0 +1,392 @@
+//! The plan: what `NodePrepareResources` decided for one claim, and what the CNI plugin applies.
+//!
+//! Stored one file per claim under `<state-dir>/plans/<claim-uid>.json`, written to a temporary file,
+//! fsynced and renamed, so a reader sees either the old or the new plan, never a torn one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::config::AttachmentMode;
+
+/// Version of the plan file format. Bump on incompatible changes; readers reject other versions.
+pub const PLAN_VERSION: u32 = 1;
+/// Largest plan file a reader accepts.
+pub const MAX_PLAN_BYTES: u64 = 1024 * 1024;
+/// Longest accepted claim UID (Kubernetes UIDs are 36 characters).
+const MAX_UID_LEN: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("claim UID {0:?} is not a valid UID (1..=64 of [A-Za-z0-9-]); refusing to use it as a file name")]
+    BadUid(String),
+    #[error("plan file {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("plan file {path} is over {MAX_PLAN_BYTES} bytes; it is not a plan written by multinic")]
+    TooLarge { path: PathBuf },
+    #[error("plan file {path} is corrupt ({reason}); delete it and let the kubelet prepare the claim again")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error(
+        "plan file {path} has version {found}, this binary reads version {PLAN_VERSION}; upgrade all multinic components together"
+    )]
+    Version { path: PathBuf, found: u32 },
+}
+
+/// A pod that the claim is reserved for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodRef {
+    pub uid: String,
+    pub name: String,
+}
+
+/// A route inside the pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedRoute {
+    pub dst: IpNet,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<IpAddr>,
+}
+
+/// One device of the plan, in pod interface order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedDevice {
+    /// The claim request that got the device.
+    pub request: String,
+    pub pool: String,
+    /// Device name in the ResourceSlice.
+    pub device: String,
+    /// The netdev on the host (the device itself, or the parent of a child link).
+    pub host_if_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rail_index: Option<u32>,
+    /// Interface name inside the pod.
+    pub pod_if_name: String,
+    pub mode: AttachmentMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Hardware address of the host device (moved modes) at prepare time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub ips: Vec<IpNet>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<IpAddr>,
+    #[serde(default)]
+    pub routes: Vec<PlannedRoute>,
+    /// Routing table for this interface when policy routing is on (a rule sends traffic from its
+    /// addresses to this table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdma_device: Option<String>,
+}
+
+/// The plan of one claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub version: u32,
+    #[serde(rename = "claimUID")]
+    pub claim_uid: String,
+    pub namespace: String,
+    pub name: String,
+    /// Pods the claim is reserved for (from `status.reservedFor`).
+    #[serde(default)]
+    pub pods: Vec<PodRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    pub devices: Vec<PlannedDevice>,
+}
+
+impl Plan {
+    /// Whether this plan belongs to the pod (by UID, else by namespace and name).
+    pub fn is_for_pod(&self, pod_uid: Option<&str>, namespace: &str, name: &str) -> bool {
+        match pod_uid {
+            Some(uid) if !uid.is_empty() => self.pods.iter().any(|p| p.uid == uid),
+            _ => self.namespace == namespace && self.pods.iter().any(|p| p.name == name),
+        }
+    }
+}
+
+/// Validates a claim UID for use as a file name (no path traversal).
+pub fn validate_uid(uid: &str) -> Result<(), PlanError> {
+    let ok = !uid.is_empty() && uid.len() <= MAX_UID_LEN && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(PlanError::BadUid(uid.to_string()))
+    }
+}
+
+/// Plans on disk, one file per claim.
+#[derive(Debug, Clone)]
+pub struct PlanStore {
+    dir: PathBuf,
+}
+
+impl PlanStore {
+    /// `state_dir/plans`.
+    pub fn new(state_dir: &Path) -> Self {
+        Self {
+            dir: state_dir.join("plans"),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path_of(&self, claim_uid: &str) -> Result<PathBuf, PlanError> {
+        validate_uid(claim_uid)?;
+        Ok(self.dir.join(format!("{claim_uid}.json")))
+    }
+
+    /// Atomically writes the plan (0600, fsynced file and directory).
+    pub fn write(&self, plan: &Plan) -> Result<(), PlanError> {
+        let path = self.path_of(&plan.claim_uid)?;
+        let io = |source| PlanError::Io {
+            path: path.clone(),
+            source,
+        };
+        create_private_dir(&self.dir).map_err(io)?;
+        let tmp = self.dir.join(format!(".{}.json.tmp", plan.claim_uid));
+        let body = serde_json::to_vec_pretty(plan).map_err(|e| PlanError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        file.write_all(&body).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        drop(file);
+        fs::rename(&tmp, &path).map_err(io)?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)?;
+        Ok(())
+    }
+
+    /// Loads the plan of a claim; `Ok(None)` when there is none.
+    pub fn load(&self, claim_uid: &str) -> Result<Option<Plan>, PlanError> {
+        let path = self.path_of(claim_uid)?;
+        match load_file(&path) {
+            Ok(plan) => Ok(Some(plan)),
+            Err(PlanError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes the plan of a claim; a missing plan is success.
+    pub fn remove(&self, claim_uid: &str) -> Result<(), PlanError> {
+        let path = self.path_of(claim_uid)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(PlanError::Io { path, source }),
+        }
+    }
+
+    /// The claim UIDs that have a plan file (temporary files are ignored).
+    pub fn claim_uids(&self) -> Result<Vec<String>, PlanError> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(PlanError::Io {
+                    path: self.dir.clone(),
+                    source,
+                });
+            }
+        };
+        let mut uids = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| PlanError::Io {
+                path: self.dir.clone(),
+                source,
+            })?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(uid) = name.strip_suffix(".json")
+                && validate_uid(uid).is_ok()
+            {
+                uids.push(uid.to_string());
+            }
+        }
+        uids.sort();
+        Ok(uids)
+    }
+
+    /// Every readable plan, plus the errors of the unreadable ones.
+    pub fn load_all(&self) -> Result<(Vec<Plan>, Vec<PlanError>), PlanError> {
+        let mut plans = Vec::new();
+        let mut errors = Vec::new();
+        for uid in self.claim_uids()? {
+            match self.load(&uid) {
+                Ok(Some(plan)) => plans.push(plan),
+                Ok(None) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        Ok((plans, errors))
+    }
+}
+
+/// Reads and checks one plan file.
+pub fn load_file(path: &Path) -> Result<Plan, PlanError> {
+    let io = |source| PlanError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    let mut body = Vec::new();
+    file.take(MAX_PLAN_BYTES + 1).read_to_end(&mut body).map_err(io)?;
+    parse_plan(path, &body)
+}
+
+/// Parses plan bytes; never panics on corrupt input.
+pub fn parse_plan(path: &Path, body: &[u8]) -> Result<Plan, PlanError> {
+    if body.len() as u64 > MAX_PLAN_BYTES {
+        return Err(PlanError::TooLarge {
+            path: path.to_path_buf(),
+        });
+    }
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: u32,
+    }
+    let corrupt = |e: serde_json::Error| PlanError::Corrupt {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let Versioned { version } = serde_json::from_slice(body).map_err(corrupt)?;
+    if version != PLAN_VERSION {
+        return Err(PlanError::Version {
+            path: path.to_path_buf(),
+            found: version,
+        });
+    }
+    let plan: Plan = serde_json::from_slice(body).map_err(corrupt)?;
+    if plan.claim_uid.is_empty() || validate_uid(&plan.claim_uid).is_err() {
+        return Err(PlanError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("bad claimUID {:?}", plan.claim_uid),
+        });
+    }
+    Ok(plan)
+}
+
+/// Creates a directory (and parents) with mode 0750 for the leaf.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o750))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample(uid: &str) -> Plan {
+        Plan {
+            version: PLAN_VERSION,
+            claim_uid: uid.into(),
+            namespace: "ml".into(),
+            name: "train-0-nics".into(),
+            pods: vec![PodRef {
+                uid: "pod-uid-1".into(),
+                name: "train-0".into(),
+            }],
+            network: Some("rdma-rails".into()),
+            devices: vec![PlannedDevice {
+                request: "nics".into(),
+                pool: "node-a".into(),
+                device: "pci-0000-3b-00-0".into(),
+                host_if_name: "ens1f0".into(),
+                rail_index: Some(0),
+                pod_if_name: "net1".into(),
+                mode: AttachmentMode::HostDevice,
+                mtu: Some(9000),
+                mac: Some("02:00:00:00:00:01".into()),
+                ips: vec!["10.10.0.1/30".parse().unwrap()],
+                gateway: None,
+                routes: vec![PlannedRoute {
+                    dst: "10.10.0.0/16".parse().unwrap(),
+                    gateway: None,
+                }],
+                table: Some(101),
+                rdma_device: Some("mlx5_0".into()),
+            }],
+        }
+    }
+
+    #[test]
+    fn write_load_remove_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PlanStore::new(dir.path());
+        let plan = sample("0b6e5a3c-1111-2222-3333-444455556666");
+        assert!(store.load(&plan.claim_uid).unwrap().is_none());
+        store.write(&plan).unwrap();
+        store.write(&plan).unwrap();
+        assert_eq!(store.load(&plan.claim_uid).unwrap(), Some(plan.clone()));
+        let mode = fs::metadata(store.path_of(&plan.claim_uid).unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(store.claim_uids().unwrap(), vec![plan.claim_uid.clone()]);
+        store.remove(&plan.claim_uid).unwrap();
+        store.remove(&plan.claim_uid).unwrap();
+        assert!(store.claim_uids().unwrap().is_empty());
+    }
+
+    #[test]
+    fn traversal_uids_are_refused() {
+        let store = PlanStore::new(Path::new("/nonexistent"));
+        for bad in ["../etc/passwd", "a/b", "", ".", "x".repeat(65).as_str()] {
+            assert!(matches!(store.path_of(bad), Err(PlanError::BadUid(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn corrupt_truncated_and_foreign_files_are_errors() {
+        let p = Path::new("x.json");
+        let good = serde_json::to_vec(&sample("abc")).unwrap();
+        for cut in [0, 1, good.len() / 2, good.len() - 1] {
+            assert!(
+                matches!(parse_plan(p, &good[..cut]), Err(PlanError::Corrupt { .. })),
+                "cut at {cut}"
+            );
+        }
+        assert!(matches!(
+            parse_plan(p, br#"{"version":7}"#),
+            Err(PlanError::Version { found: 7, .. })
+        ));
+        let mut bad_uid = sample("abc");
+        bad_uid.claim_uid = "../x".into();
+        assert!(matches!(
+            parse_plan(p, &serde_json::to_vec(&bad_uid).unwrap()),
+            Err(PlanError::Corrupt { .. })
+        ));
+        assert!(parse_plan(p, &good).is_ok());
+    }
+
+    #[test]
+    fn pod_matching_prefers_uid() {
+        let plan = sample("abc");
+        assert!(plan.is_for_pod(Some("pod-uid-1"), "other", "other"));
+        assert!(!plan.is_for_pod(Some("pod-uid-2"), "ml", "train-0"));
+        assert!(plan.is_for_pod(None, "ml", "train-0"));
+        assert!(plan.is_for_pod(Some(""), "ml", "train-0"));
+        assert!(!plan.is_for_pod(None, "default", "train-0"));
+    }
+}
