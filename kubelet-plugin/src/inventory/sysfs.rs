@@ -1,0 +1,303 @@
+//! Hardware facts of netdevs from sysfs (`<root>/class/net`, `<root>/bus/pci`, `<root>/class/infiniband`).
+//!
+//! Reading is best effort: a fact that cannot be read is left out, never an error, because sysfs
+//! differs between kernels and drivers. The parsing helpers are pure and tested on their own; the
+//! fixture trees under `tests/fixtures` exercise the reader end to end.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// PCI facts of the function behind a netdev.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PciFacts {
+    /// BDF, e.g. `0000:3b:00.0`.
+    pub address: String,
+    pub vendor: u16,
+    pub device: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numa_node: Option<u32>,
+    /// `pci<domain>:<bus>` of the root complex, as `resource.kubernetes.io/pcieRoot` wants it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pcie_root: Option<String>,
+    /// SR-IOV PF: VFs the function supports / has enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sriov_total_vfs: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sriov_num_vfs: Option<u32>,
+    /// SR-IOV VF: BDF of its PF, its index there and the PF's netdev.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physfn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vf_index: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pf_netdev: Option<String>,
+}
+
+impl PciFacts {
+    pub fn is_sriov_pf(&self) -> bool {
+        self.sriov_total_vfs.is_some_and(|n| n > 0)
+    }
+
+    pub fn is_sriov_vf(&self) -> bool {
+        self.physfn.is_some()
+    }
+}
+
+/// The RDMA device of a netdev.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RdmaFacts {
+    /// e.g. `mlx5_0`.
+    pub device: String,
+    /// `Ethernet` (RoCE) or `InfiniBand`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_layer: Option<String>,
+}
+
+/// What sysfs says about one netdev.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SysfsNetdev {
+    /// `class/net/<if>/device` exists (the netdev has a bus parent).
+    pub has_device: bool,
+    /// The netdev lives under `devices/virtual`.
+    pub virtual_device: bool,
+    /// `ARPHRD_*` from `type`.
+    pub link_type: Option<u16>,
+    pub speed_mbps: Option<u32>,
+    /// `bonding_slave/` exists.
+    pub bond_slave: bool,
+    pub pci: Option<PciFacts>,
+    pub rdma: Option<RdmaFacts>,
+}
+
+/// Reads sysfs below a root (`/sys` on a host, a fixture tree in tests).
+#[derive(Debug, Clone)]
+pub struct SysfsReader {
+    root: PathBuf,
+}
+
+impl SysfsReader {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Names under `class/net`, sorted.
+    pub fn netdev_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.root.join("class/net"))
+            .map(|rd| rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// Facts for each of the named netdevs.
+    pub fn read_all<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> HashMap<String, SysfsNetdev> {
+        let rdma_by_pci = self.rdma_devices();
+        names
+            .into_iter()
+            .map(|name| (name.to_string(), self.read(name, &rdma_by_pci)))
+            .collect()
+    }
+
+    fn read(&self, if_name: &str, rdma_by_pci: &HashMap<PathBuf, Vec<String>>) -> SysfsNetdev {
+        let net = self.root.join("class/net").join(if_name);
+        let Ok(canonical) = fs::canonicalize(&net) else {
+            return SysfsNetdev::default();
+        };
+        let device = fs::canonicalize(net.join("device")).ok();
+        let mut facts = SysfsNetdev {
+            has_device: device.is_some(),
+            virtual_device: canonical.starts_with(self.root.join("devices/virtual"))
+                || fs::canonicalize(self.root.join("devices/virtual")).is_ok_and(|v| canonical.starts_with(v)),
+            link_type: read_trimmed(&net.join("type")).and_then(|t| t.parse().ok()),
+            speed_mbps: read_trimmed(&net.join("speed")).and_then(|s| parse_speed(&s)),
+            bond_slave: net.join("bonding_slave").is_dir(),
+            pci: None,
+            rdma: None,
+        };
+        let Some(dev) = device else { return facts };
+        let Some(address) = dev
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| is_bdf(n))
+            .map(str::to_string)
+        else {
+            return facts;
+        };
+        let port = read_trimmed(&net.join("dev_port"))
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or(0)
+            + 1;
+        facts.rdma = rdma_by_pci.get(&dev).and_then(|devs| {
+            let device = devs.first()?.clone();
+            let link_layer = read_trimmed(
+                &self
+                    .root
+                    .join("class/infiniband")
+                    .join(&device)
+                    .join(format!("ports/{port}/link_layer")),
+            );
+            Some(RdmaFacts { device, link_layer })
+        });
+        let physfn = fs::canonicalize(dev.join("physfn")).ok();
+        facts.pci = Some(PciFacts {
+            vendor: read_trimmed(&dev.join("vendor"))
+                .and_then(|v| parse_hex_id(&v))
+                .unwrap_or(0),
+            device: read_trimmed(&dev.join("device"))
+                .and_then(|v| parse_hex_id(&v))
+                .unwrap_or(0),
+            driver: fs::read_link(dev.join("driver"))
+                .ok()
+                .and_then(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string)),
+            numa_node: read_trimmed(&dev.join("numa_node")).and_then(|n| parse_numa(&n)),
+            pcie_root: self.pcie_root(&address, &dev),
+            sriov_total_vfs: read_trimmed(&dev.join("sriov_totalvfs")).and_then(|n| n.parse().ok()),
+            sriov_num_vfs: read_trimmed(&dev.join("sriov_numvfs")).and_then(|n| n.parse().ok()),
+            vf_index: physfn.as_deref().and_then(|pf| vf_index(pf, &dev)),
+            pf_netdev: physfn.as_deref().and_then(first_netdev),
+            physfn: physfn
+                .as_deref()
+                .and_then(|p| p.file_name()?.to_str().map(str::to_string)),
+            address,
+        });
+        facts
+    }
+
+    /// The root complex as the upstream `deviceattribute` helper computes it: resolve
+    /// `bus/pci/devices/<bdf>` and take the first component below `devices/`.
+    fn pcie_root(&self, address: &str, dev: &Path) -> Option<String> {
+        let resolved =
+            fs::canonicalize(self.root.join("bus/pci/devices").join(address)).unwrap_or_else(|_| dev.to_path_buf());
+        let devices = fs::canonicalize(self.root.join("devices")).ok()?;
+        pcie_root_from_path(&devices, &resolved)
+    }
+
+    /// Canonical PCI device dir → RDMA device names (from `class/infiniband/*/device`).
+    fn rdma_devices(&self) -> HashMap<PathBuf, Vec<String>> {
+        let mut map: HashMap<PathBuf, Vec<String>> = HashMap::new();
+        let Ok(entries) = fs::read_dir(self.root.join("class/infiniband")) else {
+            return map;
+        };
+        let mut entries: Vec<_> = entries.filter_map(|e| e.ok()).collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let (Ok(name), Ok(dev)) = (
+                entry.file_name().into_string(),
+                fs::canonicalize(entry.path().join("device")),
+            ) else {
+                continue;
+            };
+            map.entry(dev).or_default().push(name);
+        }
+        map
+    }
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+}
+
+/// Parses `0x15b3` (or `15b3`).
+pub fn parse_hex_id(s: &str) -> Option<u16> {
+    u16::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()
+}
+
+/// `numa_node` is -1 when the platform has no NUMA information.
+pub fn parse_numa(s: &str) -> Option<u32> {
+    s.trim().parse::<i64>().ok().and_then(|n| u32::try_from(n).ok())
+}
+
+/// `speed` is -1 (or unreadable) when the link is down or the driver does not say.
+pub fn parse_speed(s: &str) -> Option<u32> {
+    s.trim()
+        .parse::<i64>()
+        .ok()
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n > 0)
+}
+
+/// A PCI BDF with domain: `dddd:bb:dd.f`, lowercase hex.
+pub fn is_bdf(s: &str) -> bool {
+    let b = s.as_bytes();
+    let hex = |r: std::ops::Range<usize>| b[r].iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
+    b.len() == 12
+        && b[4] == b':'
+        && b[7] == b':'
+        && b[10] == b'.'
+        && hex(0..4)
+        && hex(5..7)
+        && hex(8..10)
+        && hex(11..12)
+}
+
+/// `<devices>/pci0000:3a/0000:3a:00.0/0000:3b:00.0` → `pci0000:3a`.
+pub fn pcie_root_from_path(devices: &Path, device: &Path) -> Option<String> {
+    let first = device.strip_prefix(devices).ok()?.components().next()?;
+    let first = first.as_os_str().to_str()?;
+    first.starts_with("pci").then(|| first.to_string())
+}
+
+/// The N of the `virtfnN` link of the PF that points at this VF.
+fn vf_index(pf: &Path, vf: &Path) -> Option<u32> {
+    fs::read_dir(pf).ok()?.filter_map(|e| e.ok()).find_map(|e| {
+        let name = e.file_name().into_string().ok()?;
+        let n = name.strip_prefix("virtfn")?.parse().ok()?;
+        (fs::canonicalize(e.path()).ok()? == vf).then_some(n)
+    })
+}
+
+fn first_netdev(pci_dir: &Path) -> Option<String> {
+    let mut names: Vec<String> = fs::read_dir(pci_dir.join("net"))
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names.into_iter().next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pure_parsers() {
+        assert_eq!(parse_hex_id("0x15b3\n"), Some(0x15b3));
+        assert_eq!(parse_hex_id("zz"), None);
+        assert_eq!(parse_numa("-1"), None);
+        assert_eq!(parse_numa("1"), Some(1));
+        assert_eq!(parse_speed("-1"), None);
+        assert_eq!(parse_speed("200000"), Some(200_000));
+        assert!(is_bdf("0000:3b:00.0"));
+        assert!(!is_bdf("0000:3B:00.0"));
+        assert!(!is_bdf("3b:00.0"));
+        assert!(!is_bdf("pci0000:00"));
+        let devices = Path::new("/sys/devices");
+        assert_eq!(
+            pcie_root_from_path(devices, Path::new("/sys/devices/pci0000:3a/0000:3a:00.0/0000:3b:00.0")).as_deref(),
+            Some("pci0000:3a")
+        );
+        assert_eq!(
+            pcie_root_from_path(devices, Path::new("/sys/devices/virtual/net/veth0")),
+            None
+        );
+        assert_eq!(pcie_root_from_path(devices, Path::new("/elsewhere/pci0000:00")), None);
+    }
+
+    #[test]
+    fn missing_netdev_yields_no_facts() {
+        let dir = tempfile::tempdir().unwrap();
+        let facts = SysfsReader::new(dir.path()).read_all(["eth0"]);
+        assert_eq!(facts["eth0"], SysfsNetdev::default());
+    }
+}

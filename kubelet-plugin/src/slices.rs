@@ -1,0 +1,506 @@
+//! Pure ResourceSlice building (design.md §4, limits of dra-reference.md).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::resource::v1::{
+    Device, DeviceAttribute, DeviceCapacity, ResourcePool, ResourceSlice, ResourceSliceSpec,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use multinic_api::names::{DRIVER_NAME, PCIE_ROOT_ATTRIBUTE};
+
+use crate::inventory::Nic;
+
+/// Devices per slice (API limit).
+pub const MAX_DEVICES_PER_SLICE: usize = 128;
+/// Attributes plus capacities per device (API limit).
+pub const MAX_ATTRIBUTES_AND_CAPACITIES: usize = 32;
+/// Bytes of a string or version attribute (API limit).
+pub const MAX_ATTRIBUTE_STRING_BYTES: usize = 64;
+/// Length of a DNS label.
+pub const MAX_DNS_LABEL: usize = 63;
+/// Length of the identifier part of a qualified name.
+pub const MAX_ATTRIBUTE_ID: usize = 32;
+/// Capacity consumed per pod in shared mode.
+pub const PODS_CAPACITY: &str = "multinic.dev/pods";
+
+/// What the slices are for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceOptions {
+    pub driver: String,
+    pub node_name: String,
+    /// Shared mode: publish devices with `allowMultipleAllocations` and this many `multinic.dev/pods`.
+    pub shared_pods: Option<u32>,
+}
+
+impl SliceOptions {
+    pub fn new(node_name: impl Into<String>) -> Self {
+        Self {
+            driver: DRIVER_NAME.to_string(),
+            node_name: node_name.into(),
+            shared_pods: None,
+        }
+    }
+}
+
+/// The longest prefix of `s` with at most `max` bytes that ends on a character boundary.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Device name: `pci-0000-3b-00-0` from the PCI address, else the interface name made a DNS label.
+pub fn device_name(nic: &Nic) -> String {
+    match &nic.pci {
+        Some(pci) => dns_label(&format!("pci-{}", pci.address)),
+        None => dns_label(&nic.if_name),
+    }
+}
+
+/// Lowercase, every other character than `[a-z0-9]` becomes `-`, no leading/trailing `-`, ≤ 63 bytes.
+/// A name that had to change gets a short stable hash so that distinct inputs stay distinct.
+pub fn dns_label(raw: &str) -> String {
+    let mapped: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let trimmed = mapped.trim_matches('-');
+    let lossless = trimmed.len() <= MAX_DNS_LABEL
+        && !trimmed.is_empty()
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ':' || c == '.')
+        && raw.to_ascii_lowercase() == raw
+        && trimmed.len() == mapped.len();
+    if lossless {
+        return trimmed.to_string();
+    }
+    let hash = format!("{:08x}", fnv1a(raw.as_bytes()) as u32);
+    let keep = truncate_utf8(trimmed, MAX_DNS_LABEL - hash.len() - 1).trim_end_matches('-');
+    if keep.is_empty() {
+        format!("if-{hash}")
+    } else {
+        format!("{keep}-{hash}")
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn string(v: &str) -> DeviceAttribute {
+    DeviceAttribute {
+        string: Some(truncate_utf8(v, MAX_ATTRIBUTE_STRING_BYTES).to_string()),
+        ..Default::default()
+    }
+}
+
+fn int(v: impl Into<i64>) -> DeviceAttribute {
+    DeviceAttribute {
+        int: Some(v.into()),
+        ..Default::default()
+    }
+}
+
+fn boolean(v: bool) -> DeviceAttribute {
+    DeviceAttribute {
+        bool: Some(v),
+        ..Default::default()
+    }
+}
+
+/// The attributes of design.md §4, in priority order (kept first when the limit bites).
+pub fn device_attributes(nic: &Nic, rail_index: usize) -> Vec<(String, DeviceAttribute)> {
+    let q = |id: &str| format!("{DRIVER_NAME}/{id}");
+    let mut attrs = vec![
+        (q("ifName"), string(&nic.if_name)),
+        (q("railIndex"), int(i64::try_from(rail_index).unwrap_or(i64::MAX))),
+        (q("linkType"), string(nic.link_type.as_str())),
+        (q("rdma"), boolean(nic.rdma.is_some())),
+        (q("virtual"), boolean(nic.virtual_device)),
+        (q("mtu"), int(nic.mtu)),
+    ];
+    let pci = nic.pci.as_ref();
+    attrs.push((q("sriovPF"), boolean(pci.is_some_and(|p| p.is_sriov_pf()))));
+    attrs.push((q("sriovVF"), boolean(pci.is_some_and(|p| p.is_sriov_vf()))));
+    if let Some(root) = pci.and_then(|p| p.pcie_root.as_deref()) {
+        attrs.push((PCIE_ROOT_ATTRIBUTE.to_string(), string(root)));
+    }
+    if let Some(numa) = pci.and_then(|p| p.numa_node) {
+        attrs.push((q("numaNode"), int(numa)));
+    }
+    if let Some(rdma) = &nic.rdma {
+        attrs.push((q("rdmaDevice"), string(&rdma.device)));
+    }
+    if let Some(pci) = pci {
+        attrs.push((q("pciAddress"), string(&pci.address)));
+        attrs.push((q("pciVendor"), string(&format!("{:04x}", pci.vendor))));
+        attrs.push((q("pciDevice"), string(&format!("{:04x}", pci.device))));
+        if let Some(driver) = &pci.driver {
+            attrs.push((q("driver"), string(driver)));
+        }
+        if let Some(index) = pci.vf_index {
+            attrs.push((q("vfIndex"), int(index)));
+        }
+        if let Some(total) = pci.sriov_total_vfs.filter(|n| *n > 0) {
+            attrs.push((q("sriovTotalVFs"), int(total)));
+            attrs.push((q("sriovNumVFs"), int(pci.sriov_num_vfs.unwrap_or(0))));
+        }
+    }
+    if let Some(pf) = &nic.pf_name {
+        attrs.push((q("pfName"), string(pf)));
+    }
+    if let Some(speed) = nic.speed_mbps {
+        attrs.push((q("speedMbps"), int(speed)));
+    }
+    if let Some(mac) = &nic.mac {
+        attrs.push((q("mac"), string(mac)));
+    }
+    if let Some(ipv4) = nic.ipv4 {
+        attrs.push((q("ipv4"), string(&ipv4.to_string())));
+    }
+    attrs
+}
+
+/// Devices for the NICs, `railIndex` by PCI order, names unique within the pool.
+pub fn build_devices(nics: &[Nic], opts: &SliceOptions) -> Vec<Device> {
+    let mut ordered: Vec<&Nic> = nics.iter().collect();
+    ordered.sort_by_key(|n| n.order_key());
+    let mut used = std::collections::HashSet::new();
+    ordered
+        .into_iter()
+        .enumerate()
+        .map(|(rail, nic)| {
+            let mut name = device_name(nic);
+            if !used.insert(name.clone()) {
+                // Two netdevs on one PCI function (multi-port cards): tell them apart by interface.
+                name = dns_label(&format!("{name}-{}", nic.if_name));
+                used.insert(name.clone());
+            }
+            let capacity: BTreeMap<String, DeviceCapacity> = opts
+                .shared_pods
+                .map(|pods| {
+                    let cap = DeviceCapacity { value: Quantity(pods.to_string()), request_policy: None };
+                    BTreeMap::from([(PODS_CAPACITY.to_string(), cap)])
+                })
+                .unwrap_or_default();
+            let room = MAX_ATTRIBUTES_AND_CAPACITIES - capacity.len();
+            let mut attrs = device_attributes(nic, rail);
+            if attrs.len() > room {
+                tracing::warn!(device = %name, dropped = attrs.len() - room, "attribute limit reached; lowest-priority attributes left out");
+                attrs.truncate(room);
+            }
+            Device {
+                name,
+                attributes: Some(attrs.into_iter().collect()),
+                capacity: (!capacity.is_empty()).then_some(capacity),
+                allow_multiple_allocations: opts.shared_pods.map(|_| true),
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+/// Name of the slice with this index of the node's pool: a DNS subdomain ≤ 253.
+pub fn slice_name(node_name: &str, driver: &str, index: usize) -> String {
+    let suffix = format!("-{driver}-{index}");
+    let node = truncate_utf8(node_name, 253 - suffix.len()).trim_end_matches(['-', '.']);
+    format!("{node}{suffix}")
+}
+
+/// The slices of the node's pool at `generation`: ≤ 128 devices each, all with the same generation
+/// and count. An empty device list still yields one (empty) slice so that the pool exists.
+pub fn build_slices(devices: &[Device], opts: &SliceOptions, generation: i64) -> Vec<ResourceSlice> {
+    let chunks: Vec<&[Device]> = if devices.is_empty() {
+        vec![&[]]
+    } else {
+        devices.chunks(MAX_DEVICES_PER_SLICE).collect()
+    };
+    let count = i64::try_from(chunks.len()).unwrap_or(i64::MAX);
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| ResourceSlice {
+            metadata: ObjectMeta {
+                name: Some(slice_name(&opts.node_name, &opts.driver, i)),
+                ..Default::default()
+            },
+            spec: ResourceSliceSpec {
+                driver: opts.driver.clone(),
+                node_name: Some(opts.node_name.clone()),
+                pool: ResourcePool {
+                    name: opts.node_name.clone(),
+                    generation,
+                    resource_slice_count: count,
+                },
+                devices: Some(chunk.to_vec()),
+                ..Default::default()
+            },
+        })
+        .collect()
+}
+
+/// Checks a device against the API server's validation rules (dra-reference.md); returns every
+/// violation. Used before publishing and by the tests.
+pub fn validate_device(device: &Device) -> Vec<String> {
+    let mut errors = Vec::new();
+    if !is_dns_label(&device.name) {
+        errors.push(format!("name {:?} is not a DNS label", device.name));
+    }
+    let attrs = device.attributes.as_ref().map_or(0, |a| a.len());
+    let caps = device.capacity.as_ref().map_or(0, |c| c.len());
+    if attrs + caps > MAX_ATTRIBUTES_AND_CAPACITIES {
+        errors.push(format!(
+            "{} attributes and capacities, over {MAX_ATTRIBUTES_AND_CAPACITIES}",
+            attrs + caps
+        ));
+    }
+    for (name, attr) in device.attributes.iter().flatten() {
+        if let Err(e) = validate_qualified_name(name) {
+            errors.push(e);
+        }
+        let set = [
+            attr.int.is_some(),
+            attr.bool.is_some(),
+            attr.string.is_some(),
+            attr.version.is_some(),
+        ];
+        if set.iter().filter(|s| **s).count() != 1 {
+            errors.push(format!(
+                "attribute {name} must have exactly one of int, bool, string, version"
+            ));
+        }
+        for s in [&attr.string, &attr.version].into_iter().flatten() {
+            if s.len() > MAX_ATTRIBUTE_STRING_BYTES {
+                errors.push(format!(
+                    "attribute {name} is {} bytes, over {MAX_ATTRIBUTE_STRING_BYTES}",
+                    s.len()
+                ));
+            }
+        }
+    }
+    for name in device.capacity.iter().flat_map(|c| c.keys()) {
+        if let Err(e) = validate_qualified_name(name) {
+            errors.push(e);
+        }
+    }
+    errors
+}
+
+/// `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, ≤ 63.
+pub fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_DNS_LABEL
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// Dot-separated DNS labels, ≤ `max`.
+pub fn is_dns_subdomain(s: &str, max: usize) -> bool {
+    !s.is_empty() && s.len() <= max && s.split('.').all(is_dns_label)
+}
+
+/// `[<domain>/]<id>`: domain a DNS subdomain ≤ 63, id a C identifier ≤ 32.
+pub fn validate_qualified_name(name: &str) -> Result<(), String> {
+    let (domain, id) = match name.split_once('/') {
+        Some((d, i)) => (Some(d), i),
+        None => (None, name),
+    };
+    if let Some(domain) = domain
+        && !is_dns_subdomain(domain, 63)
+    {
+        return Err(format!(
+            "qualified name {name:?}: domain is not a DNS subdomain of at most 63 bytes"
+        ));
+    }
+    let c_ident = id.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !c_ident || id.len() > MAX_ATTRIBUTE_ID {
+        return Err(format!(
+            "qualified name {name:?}: {id:?} is not a C identifier of at most {MAX_ATTRIBUTE_ID} bytes"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::inventory::{LinkType, PciFacts, RdmaFacts};
+
+    pub(crate) fn nic(i: usize) -> Nic {
+        Nic {
+            if_name: format!("ens{i}"),
+            if_index: u32::try_from(i).unwrap() + 2,
+            mac: Some(format!("02:00:00:00:{:02x}:{:02x}", i / 256, i % 256)),
+            mtu: 9000,
+            speed_mbps: Some(400_000),
+            link_type: LinkType::Ethernet,
+            pci: Some(PciFacts {
+                address: format!("0000:{:02x}:{:02x}.{}", 0x10 + i / 32, i % 32, i % 8),
+                vendor: 0x15b3,
+                device: 0x1021,
+                driver: Some("mlx5_core".into()),
+                numa_node: Some(u32::try_from(i % 2).unwrap()),
+                pcie_root: Some("pci0000:00".into()),
+                ..Default::default()
+            }),
+            rdma: Some(RdmaFacts {
+                device: format!("mlx5_{i}"),
+                link_layer: Some("Ethernet".into()),
+            }),
+            virtual_device: false,
+            ipv4: None,
+            pf_name: None,
+        }
+    }
+
+    #[test]
+    fn one_hundred_thirty_devices_make_two_slices_of_one_pool() {
+        let nics: Vec<Nic> = (0..130).map(nic).collect();
+        let opts = SliceOptions::new("gpu-node-7");
+        let devices = build_devices(&nics, &opts);
+        let slices = build_slices(&devices, &opts, 5);
+        assert_eq!(slices.len(), 2);
+        assert_eq!(slices[0].spec.devices.as_ref().unwrap().len(), 128);
+        assert_eq!(slices[1].spec.devices.as_ref().unwrap().len(), 2);
+        for s in &slices {
+            assert_eq!(s.spec.pool.name, "gpu-node-7");
+            assert_eq!(s.spec.pool.generation, 5);
+            assert_eq!(s.spec.pool.resource_slice_count, 2);
+            assert_eq!(s.spec.node_name.as_deref(), Some("gpu-node-7"));
+            assert!(is_dns_subdomain(s.metadata.name.as_deref().unwrap(), 253));
+        }
+        assert_ne!(slices[0].metadata.name, slices[1].metadata.name);
+        let mut names = std::collections::HashSet::new();
+        for (rail, d) in slices.iter().flat_map(|s| s.spec.devices.iter().flatten()).enumerate() {
+            assert!(validate_device(d).is_empty(), "{}: {:?}", d.name, validate_device(d));
+            assert!(names.insert(d.name.clone()), "duplicate device name {}", d.name);
+            let attrs = d.attributes.as_ref().unwrap();
+            assert_eq!(attrs["multinic.dev/railIndex"].int, Some(i64::try_from(rail).unwrap()));
+        }
+    }
+
+    #[test]
+    fn over_long_strings_are_cut_on_a_char_boundary() {
+        // 63 ASCII bytes then a 3-byte character: the cut must not split it.
+        let long = format!("{}€tail", "a".repeat(63));
+        assert_eq!(truncate_utf8(&long, 64), "a".repeat(63));
+        assert_eq!(truncate_utf8("€€", 4), "€");
+        assert_eq!(truncate_utf8("short", 64), "short");
+        let mut n = nic(0);
+        n.pci.as_mut().unwrap().driver = Some(long.clone());
+        let devices = build_devices(&[n], &SliceOptions::new("n"));
+        let driver = devices[0].attributes.as_ref().unwrap()["multinic.dev/driver"]
+            .string
+            .clone()
+            .unwrap();
+        assert_eq!(driver, "a".repeat(63));
+        assert!(validate_device(&devices[0]).is_empty());
+    }
+
+    #[test]
+    fn device_names_are_stable_dns_labels() {
+        let n = nic(0);
+        assert_eq!(device_name(&n), "pci-0000-10-00-0");
+        let mut v = nic(1);
+        v.pci = None;
+        v.if_name = "eth0".into();
+        assert_eq!(device_name(&v), "eth0");
+        v.if_name = "Eth_0".into();
+        let name = device_name(&v);
+        assert!(is_dns_label(&name) && name.starts_with("eth-0-"), "{name}");
+        assert_ne!(dns_label("Eth_0"), dns_label("eth-0"));
+        assert_eq!(dns_label("Eth_0"), dns_label("Eth_0"));
+        assert!(is_dns_label(&dns_label(&"x".repeat(100))));
+        assert!(is_dns_label(&dns_label("---")));
+    }
+
+    #[test]
+    fn two_netdevs_on_one_function_get_distinct_names() {
+        let a = nic(0);
+        let mut b = nic(0);
+        b.if_name = "ens0p1".into();
+        let devices = build_devices(&[a, b], &SliceOptions::new("n"));
+        assert_ne!(devices[0].name, devices[1].name);
+        assert!(devices.iter().all(|d| validate_device(d).is_empty()));
+    }
+
+    #[test]
+    fn shared_mode_adds_capacity_and_multiple_allocations() {
+        let opts = SliceOptions {
+            shared_pods: Some(16),
+            ..SliceOptions::new("n")
+        };
+        let d = &build_devices(&[nic(0)], &opts)[0];
+        assert_eq!(d.allow_multiple_allocations, Some(true));
+        assert_eq!(d.capacity.as_ref().unwrap()[PODS_CAPACITY].value.0, "16");
+        assert!(validate_device(d).is_empty());
+    }
+
+    #[test]
+    fn validation_catches_each_rule() {
+        let mut d = build_devices(&[nic(0)], &SliceOptions::new("n")).remove(0);
+        assert!(validate_device(&d).is_empty());
+        d.name = "Bad_Name".into();
+        let attrs = d.attributes.as_mut().unwrap();
+        attrs.insert("multinic.dev/1bad".into(), int(1));
+        attrs.insert("bad domain/x".into(), int(1));
+        attrs.insert(
+            "multinic.dev/both".into(),
+            DeviceAttribute {
+                int: Some(1),
+                bool: Some(true),
+                ..Default::default()
+            },
+        );
+        attrs.insert(
+            "multinic.dev/long".into(),
+            DeviceAttribute {
+                string: Some("x".repeat(65)),
+                ..Default::default()
+            },
+        );
+        for i in 0..20 {
+            attrs.insert(format!("multinic.dev/extra{i}"), int(i));
+        }
+        let errors = validate_device(&d);
+        for needle in ["DNS label", "1bad", "bad domain", "exactly one", "65 bytes", "over 32"] {
+            assert!(
+                errors.iter().any(|e| e.contains(needle)),
+                "missing {needle:?} in {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_inventory_still_publishes_the_pool() {
+        let slices = build_slices(&[], &SliceOptions::new("n"), 1);
+        assert_eq!(slices.len(), 1);
+        assert_eq!(slices[0].spec.pool.resource_slice_count, 1);
+    }
+
+    #[test]
+    fn slice_names_fit_for_long_node_names() {
+        let node = "n".repeat(253);
+        let name = slice_name(&node, DRIVER_NAME, 3);
+        assert!(name.len() <= 253 && name.ends_with("-multinic.dev-3"));
+    }
+}
