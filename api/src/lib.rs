@@ -3,10 +3,14 @@
 //! * [`names`]: the driver name, the attribute domain and the default paths of design.md §2.
 //! * [`config`]: the opaque `NetworkConfig` carried by DeviceClasses and claims.
 //! * [`plan`]: the per-claim plan written by `NodePrepareResources` and read by the CNI plugin.
+//! * [`crd`]: `MultiNicNetwork` and `NicNodeBlocks`.
+//! * [`rails`]: the block arithmetic of `rails` IPAM.
 
 pub mod config;
+pub mod crd;
 pub mod names;
 pub mod plan;
+pub mod rails;
 
 pub use config::{AttachmentMode, IpamType, NetworkConfig};
 pub use plan::{Plan, PlanError, PlannedDevice};

@@ -1,6 +1,11 @@
 //! The multinic-dra node plugin: NIC inventory, ResourceSlice publishing and the kubelet DRA service.
 
+pub mod cdi;
+pub mod driver;
+pub mod grpc;
 pub mod inventory;
+pub mod metrics;
+pub mod plan_builder;
 pub mod publish;
 pub mod setup;
 pub mod slices;

@@ -1,15 +1,24 @@
 //! `multinic-kubelet-plugin`: the node DaemonSet of multinic-dra.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use multinic_api::names::{
+    DEFAULT_METRICS_ADDRESS, DEFAULT_PLUGIN_DIR, DEFAULT_REGISTRY_DIR, DEFAULT_STATE_DIR, DRIVER_NAME,
+};
+use multinic_kubelet_plugin::driver::{Driver, DriverOptions, KubeClaimApi};
+use multinic_kubelet_plugin::grpc::{self, DraService, RegistrationService};
 use multinic_kubelet_plugin::inventory::netlink;
+use multinic_kubelet_plugin::metrics::{self, Metrics};
 use multinic_kubelet_plugin::publish::{InventorySource, KubeSliceStore, LoopTiming, Publisher, run_publish_loop};
 use multinic_kubelet_plugin::setup::{self, InventoryArgs, LogFormat};
 use multinic_kubelet_plugin::slices::SliceOptions;
 
-/// Publishes this node's NICs as DRA ResourceSlices.
+/// Publishes this node's NICs as DRA ResourceSlices and prepares claims for the kubelet.
 #[derive(Debug, Parser)]
 #[command(name = "multinic-kubelet-plugin", version)]
 struct Args {
@@ -19,6 +28,21 @@ struct Args {
     /// Kubeconfig file; default: in-cluster config, then KUBECONFIG / ~/.kube/config.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Directory of the DRA socket.
+    #[arg(long, default_value = DEFAULT_PLUGIN_DIR)]
+    plugin_dir: PathBuf,
+    /// Directory the kubelet watches for plugin registration sockets.
+    #[arg(long, default_value = DEFAULT_REGISTRY_DIR)]
+    registry_dir: PathBuf,
+    /// State directory: one plan file per prepared claim (the plans are also the IP leases).
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Directory for CDI specs of RDMA devices; empty disables CDI.
+    #[arg(long, default_value = "/var/run/cdi")]
+    cdi_dir: PathBuf,
+    /// Address of /metrics and /healthz (`:9177` = all interfaces).
+    #[arg(long, default_value = DEFAULT_METRICS_ADDRESS)]
+    metrics_address: String,
     #[command(flatten)]
     inventory: InventoryArgs,
     /// Quiet time after the last link/address/route event before republishing, in milliseconds.
@@ -36,14 +60,17 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     setup::init_tracing(args.log_format);
-    let node = setup::node_name(args.node_name)?;
+    let node = setup::node_name(args.node_name.clone())?;
     let filters = args.inventory.filters()?;
     let client = setup::kube_client(args.kubeconfig.as_ref()).await?;
+    let metrics = Arc::new(Metrics::new());
+
     let opts = SliceOptions {
         shared_pods: args.inventory.shared_pods,
         ..SliceOptions::new(node.clone())
     };
-    let publisher = Publisher::new(KubeSliceStore::new(client), opts);
+    let publisher = Publisher::new(KubeSliceStore::new(client.clone()), opts);
+    let table = publisher.table();
     let handle = netlink::connect().context("rtnetlink")?;
     let source = InventorySource {
         handle,
@@ -52,13 +79,84 @@ async fn main() -> anyhow::Result<()> {
     };
     let events = netlink::subscribe().context("rtnetlink link events")?;
     let timing = LoopTiming {
-        debounce: std::time::Duration::from_millis(args.debounce_ms),
-        resync: std::time::Duration::from_secs(args.resync_seconds.max(1)),
+        debounce: Duration::from_millis(args.debounce_ms),
+        resync: Duration::from_secs(args.resync_seconds.max(1)),
     };
+
+    let driver_opts = DriverOptions {
+        driver_name: DRIVER_NAME.into(),
+        node_name: node.clone(),
+        state_dir: args.state_dir.clone(),
+        cdi_dir: (!args.cdi_dir.as_os_str().is_empty()).then(|| args.cdi_dir.clone()),
+        fault: None,
+    };
+    let driver = Arc::new(
+        Driver::new(KubeClaimApi::new(client), table.clone(), driver_opts)
+            .with_context(|| format!("loading plans from {}", args.state_dir.display()))?,
+    );
+
+    let metrics_listener = metrics::bind(&args.metrics_address).await.context("metrics address")?;
+    let refresh: metrics::Refresh = {
+        let (driver, metrics, table) = (driver.clone(), metrics.clone(), table.clone());
+        Arc::new(move || {
+            let (driver, metrics, table) = (driver.clone(), metrics.clone(), table.clone());
+            Box::pin(async move {
+                metrics.set_published_devices(table.device_count().unwrap_or(0));
+                metrics.set_prepared_claims(driver.prepared_claims().await.len());
+                for ((network, rail), free) in driver.free_per_rail().await {
+                    metrics.set_free_ips(&network, rail, free);
+                }
+            })
+        })
+    };
+    tokio::spawn(metrics::serve(metrics_listener, metrics.clone(), refresh));
+
     tracing::info!(node = %node, sysfs = %args.inventory.sysfs_root.display(), "starting");
+    let publishing = run_publish_loop(&publisher, &source, events, timing);
+    tokio::pin!(publishing);
+    // The kubelet may call as soon as we register: have devices and stale plans sorted out first.
     tokio::select! {
-        () = run_publish_loop(&publisher, &source, events, timing) => anyhow::bail!("rtnetlink event stream ended"),
-        r = tokio::signal::ctrl_c() => { r.context("signal handler")?; tracing::info!("interrupted; exiting"); }
+        () = table.wait_ready() => {}
+        () = &mut publishing => anyhow::bail!("rtnetlink event stream ended"),
     }
-    Ok(())
+    metrics.inventory_ready.store(true, Ordering::Relaxed);
+    let released = driver.reconcile().await;
+    tracing::info!(
+        released,
+        prepared = driver.prepared_claims().await.len(),
+        "reconciled plans with claims"
+    );
+
+    let dra_path = args.plugin_dir.join(grpc::DRA_SOCKET);
+    let reg_path = args.registry_dir.join(grpc::registration_socket(DRIVER_NAME));
+    let dra_listener = grpc::bind_socket(&dra_path)?;
+    let reg_listener = grpc::bind_socket(&reg_path)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let dra = grpc::serve_dra(
+        dra_listener,
+        &dra_path,
+        DraService::new(driver.clone(), metrics.clone()),
+        stopped(stop_rx.clone()),
+    );
+    let registration = RegistrationService {
+        driver_name: DRIVER_NAME.into(),
+        endpoint: dra_path.clone(),
+        metrics: metrics.clone(),
+    };
+    let reg = grpc::serve_registration(reg_listener, &reg_path, registration, stopped(stop_rx));
+    tracing::info!(dra = %dra_path.display(), registration = %reg_path.display(), "serving the kubelet");
+
+    let result = tokio::select! {
+        () = &mut publishing => Err(anyhow::anyhow!("rtnetlink event stream ended")),
+        r = dra => r.context("DRA service"),
+        r = reg => r.context("registration service"),
+        r = setup::shutdown_signal() => r.context("signal handler").map(|()| tracing::info!("terminated; exiting")),
+    };
+    let _ = stop_tx.send(true);
+    // The registration socket goes with us so the kubelet deregisters the plugin.
+    let _ = std::fs::remove_file(&reg_path);
+    result
 }

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::inventory::{self, Filters, Inventory, SysfsReader};
-use crate::slices::{SliceOptions, build_devices, build_slices, validate_device};
+use crate::slices::{PublishedDevice, SliceOptions, build_device_table, build_slices, validate_device};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -176,11 +176,56 @@ struct Published {
     names: BTreeSet<String>,
 }
 
+/// The devices of the last inventory read, by device name: what `NodePrepareResources` may hand out.
+#[derive(Clone, Default)]
+pub struct DeviceTable {
+    inner: Arc<std::sync::RwLock<Option<BTreeMap<String, PublishedDevice>>>>,
+    ready: Arc<tokio::sync::Notify>,
+}
+
+impl DeviceTable {
+    pub fn get(&self, name: &str) -> Option<PublishedDevice> {
+        self.inner.read().ok()?.as_ref()?.get(name).cloned()
+    }
+
+    /// Number of devices, `None` before the first inventory.
+    pub fn device_count(&self) -> Option<usize> {
+        self.inner.read().ok()?.as_ref().map(BTreeMap::len)
+    }
+
+    pub fn all(&self) -> Vec<PublishedDevice> {
+        self.inner
+            .read()
+            .ok()
+            .and_then(|t| t.as_ref().map(|m| m.values().cloned().collect()))
+            .unwrap_or_default()
+    }
+
+    pub fn set(&self, devices: &[PublishedDevice]) {
+        if let Ok(mut table) = self.inner.write() {
+            *table = Some(devices.iter().map(|d| (d.device.name.clone(), d.clone())).collect());
+        }
+        self.ready.notify_waiters();
+    }
+
+    /// Waits until the first inventory has been read.
+    pub async fn wait_ready(&self) {
+        loop {
+            let notified = self.ready.notified();
+            if self.device_count().is_some() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// Publishes the node's pool, bumping the generation on every change.
 pub struct Publisher<S> {
     store: S,
     opts: SliceOptions,
     state: tokio::sync::Mutex<Option<Published>>,
+    table: DeviceTable,
 }
 
 impl<S: SliceStore> Publisher<S> {
@@ -189,7 +234,13 @@ impl<S: SliceStore> Publisher<S> {
             store,
             opts,
             state: tokio::sync::Mutex::new(None),
+            table: DeviceTable::default(),
         }
+    }
+
+    /// The devices of the last inventory (updated even when publishing fails).
+    pub fn table(&self) -> DeviceTable {
+        self.table.clone()
     }
 
     pub fn store(&self) -> &S {
@@ -212,16 +263,18 @@ impl<S: SliceStore> Publisher<S> {
 
     /// Publishes the NICs if they differ from what was last published.
     pub async fn publish(&self, inventory: &Inventory) -> Result<PublishOutcome, PublishError> {
-        let devices: Vec<Device> = build_devices(&inventory.nics, &self.opts)
+        let table: Vec<PublishedDevice> = build_device_table(&inventory.nics, &self.opts)
             .into_iter()
             .filter(|d| {
-                let errors = validate_device(d);
+                let errors = validate_device(&d.device);
                 if !errors.is_empty() {
-                    tracing::error!(device = %d.name, ?errors, "device fails API validation; not published");
+                    tracing::error!(device = %d.device.name, ?errors, "device fails API validation; not published");
                 }
                 errors.is_empty()
             })
             .collect();
+        self.table.set(&table);
+        let devices: Vec<Device> = table.into_iter().map(|d| d.device).collect();
         let mut state = self.state.lock().await;
         if state.as_ref().is_some_and(|p| p.devices == devices) {
             return Ok(PublishOutcome::Unchanged);

@@ -121,3 +121,12 @@ impl InventoryArgs {
         SysfsReader::new(&self.sysfs_root)
     }
 }
+
+/// Resolves on SIGTERM (pod deletion) or SIGINT.
+pub async fn shutdown_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => Ok(()),
+        r = tokio::signal::ctrl_c() => r,
+    }
+}

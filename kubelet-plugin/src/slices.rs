@@ -176,8 +176,21 @@ pub fn device_attributes(nic: &Nic, rail_index: usize) -> Vec<(String, DeviceAtt
     attrs
 }
 
+/// A published device and the NIC behind it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublishedDevice {
+    pub device: Device,
+    pub nic: Nic,
+    pub rail_index: u32,
+}
+
 /// Devices for the NICs, `railIndex` by PCI order, names unique within the pool.
 pub fn build_devices(nics: &[Nic], opts: &SliceOptions) -> Vec<Device> {
+    build_device_table(nics, opts).into_iter().map(|p| p.device).collect()
+}
+
+/// Like [`build_devices`], keeping the NIC and rail of each device.
+pub fn build_device_table(nics: &[Nic], opts: &SliceOptions) -> Vec<PublishedDevice> {
     let mut ordered: Vec<&Nic> = nics.iter().collect();
     ordered.sort_by_key(|n| n.order_key());
     let mut used = std::collections::HashSet::new();
@@ -204,13 +217,14 @@ pub fn build_devices(nics: &[Nic], opts: &SliceOptions) -> Vec<Device> {
                 tracing::warn!(device = %name, dropped = attrs.len() - room, "attribute limit reached; lowest-priority attributes left out");
                 attrs.truncate(room);
             }
-            Device {
+            let device = Device {
                 name,
                 attributes: Some(attrs.into_iter().collect()),
                 capacity: (!capacity.is_empty()).then_some(capacity),
                 allow_multiple_allocations: opts.shared_pods.map(|_| true),
                 ..Default::default()
-            }
+            };
+            PublishedDevice { device, nic: nic.clone(), rail_index: u32::try_from(rail).unwrap_or(u32::MAX) }
         })
         .collect()
 }
@@ -365,6 +379,7 @@ pub(crate) mod tests {
             rdma: Some(RdmaFacts {
                 device: format!("mlx5_{i}"),
                 link_layer: Some("Ethernet".into()),
+                uverbs: Some(format!("uverbs{i}")),
             }),
             virtual_device: false,
             ipv4: None,

@@ -1,1 +1,292 @@
-//! placeholder
+//! An in-process fake Kubernetes API server for multinic-dra tests and the demo.
+//!
+//! [`FakeApiServer`] serves plain HTTP/1.1 on `127.0.0.1:<random port>` and keeps objects in
+//! memory. It implements the calls the multinic driver makes against `resource.k8s.io/v1`
+//! (`resourceclaims` with `status`, `resourceslices`, `deviceclasses`) and `multinic.dev/v1alpha1`
+//! (`multinicnetworks`, `nicnodeblocks`, both with `status`): get, list, watch, create, update,
+//! server-side apply, merge and JSON patch, delete and deletecollection. It rejects what the real
+//! API server rejects for those calls (validation of the DRA objects, optimistic concurrency,
+//! preconditions, apply conflicts, status-subresource semantics), with `Status` bodies shaped
+//! like upstream's.
+//!
+//! Fault injection: [`FakeApiServer::fail_next`] answers the next request whose path contains a
+//! substring with an error status; [`FakeApiServer::set_unavailable`] makes the server answer
+//! every request with `503 ServiceUnavailable` (connections are still accepted) and ends open
+//! watches, until it is switched back.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! let server = multinic_testkit::FakeApiServer::start().await;
+//! let client = server.client();
+//! # let _ = client;
+//! # }
+//! ```
+
+mod field;
+mod resources;
+mod selectors;
+mod server;
+mod ssa;
+mod status;
+mod store;
+mod strategy;
+mod util;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+pub use status::ApiError;
+
+/// Errors of the testkit API.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Binding or serving failed.
+    #[error("fake API server I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The `apiVersion`/kind is not one the fake server serves.
+    #[error("unknown resource {api_version} {kind}")]
+    UnknownResource { api_version: String, kind: String },
+    /// The object is not a JSON object with `apiVersion`, `kind` and `metadata.name`.
+    #[error("invalid object: {0}")]
+    InvalidObject(String),
+    /// Building the kube client failed.
+    #[error("kube client: {0}")]
+    Kube(#[from] kube::Error),
+    /// Writing the kubeconfig failed.
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(String),
+}
+
+/// One request the server received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// HTTP method, e.g. `PATCH`.
+    pub method: String,
+    /// URL path, e.g. `/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/c/status`.
+    pub path: String,
+    /// Raw query string (without `?`).
+    pub query: String,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<String>,
+    /// The `fieldManager` query parameter, if any.
+    pub field_manager: Option<String>,
+    /// HTTP status of the response (200 for watches that were started).
+    pub status: u16,
+}
+
+impl RequestRecord {
+    /// Whether the query string has `key=value`.
+    pub fn has_query(&self, key: &str, value: &str) -> bool {
+        store::Query::parse(&self.query).get(key) == Some(value)
+    }
+}
+
+/// The fake API server. Dropping it stops the server and ends its watches.
+pub struct FakeApiServer {
+    addr: SocketAddr,
+    shared: Arc<server::Shared>,
+    accept_task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for FakeApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeApiServer").field("addr", &self.addr).finish()
+    }
+}
+
+impl FakeApiServer {
+    /// Starts a server on `127.0.0.1:<random port>`.
+    ///
+    /// # Panics
+    /// When no loopback port can be bound (use [`FakeApiServer::try_start`] to handle that).
+    pub async fn start() -> FakeApiServer {
+        match Self::try_start().await {
+            Ok(s) => s,
+            Err(e) => panic!("cannot start the fake API server: {e}"),
+        }
+    }
+
+    /// Starts a server on `127.0.0.1:<random port>`.
+    pub async fn try_start() -> Result<FakeApiServer, Error> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(server::Shared::new());
+        let accept_shared = shared.clone();
+        let mut shutdown = shared.shutdown.subscribe();
+        let accept_task = tokio::spawn(async move {
+            loop {
+                let conn = tokio::select! {
+                    c = listener.accept() => c,
+                    _ = shutdown.changed() => return,
+                };
+                let Ok((stream, _)) = conn else { continue };
+                let shared = accept_shared.clone();
+                let mut conn_shutdown = shared.shutdown.subscribe();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| server::handle(shared.clone(), req));
+                    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        r = conn.as_mut() => {
+                            if let Err(e) = r {
+                                tracing::debug!("fake API server connection ended: {e}");
+                            }
+                        }
+                        _ = conn_shutdown.changed() => {}
+                    }
+                });
+            }
+        });
+        Ok(FakeApiServer {
+            addr,
+            shared,
+            accept_task,
+        })
+    }
+
+    /// The base URL, `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The socket address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A `kube::Client` for this server (default namespace `default`).
+    ///
+    /// # Panics
+    /// When kube cannot build a client for a plain-HTTP URL (use [`FakeApiServer::try_client`]).
+    pub fn client(&self) -> kube::Client {
+        match self.try_client() {
+            Ok(c) => c,
+            Err(e) => panic!("cannot build a kube client for the fake API server: {e}"),
+        }
+    }
+
+    /// A `kube::Client` for this server.
+    pub fn try_client(&self) -> Result<kube::Client, Error> {
+        let uri: hyper::Uri = self.url().parse().map_err(|e| Error::Kubeconfig(format!("{e}")))?;
+        let config = kube::Config::new(uri);
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// The kubeconfig YAML pointing at this server (cluster/context/user `fake`, namespace `default`).
+    pub fn kubeconfig_yaml(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
+            url = self.url()
+        )
+    }
+
+    /// Writes [`FakeApiServer::kubeconfig_yaml`] to `path`, for binaries run with `--kubeconfig`.
+    pub fn write_kubeconfig(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        std::fs::write(path.as_ref(), self.kubeconfig_yaml())?;
+        Ok(())
+    }
+
+    fn resource(api_version: &str, kind: &str) -> Result<&'static resources::ResourceDef, Error> {
+        resources::lookup(api_version, kind).ok_or_else(|| Error::UnknownResource {
+            api_version: api_version.into(),
+            kind: kind.into(),
+        })
+    }
+
+    /// Seeds an object directly, as if written to etcd: no validation and no strategy (a claim's
+    /// `status.allocation` can be set this way, as the scheduler would), but uid,
+    /// creationTimestamp, generation and a new resourceVersion are assigned and watchers see
+    /// ADDED (or MODIFIED when it replaces an object of the same name). Namespaced objects
+    /// without a namespace go to `default`. Returns the stored object.
+    pub fn insert(&self, obj: Value) -> Result<Value, Error> {
+        let av = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+        let rd = Self::resource(av, kind)?;
+        if obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .is_empty()
+        {
+            return Err(Error::InvalidObject("metadata.name is required".into()));
+        }
+        Ok(self.shared.state().insert(rd, obj))
+    }
+
+    /// An object as the API would return it. `kind` may be the kind, the plural or the lower-case kind.
+    pub fn get(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
+        let rd = Self::resource(api_version, kind).ok()?;
+        self.shared.state().get(rd, namespace.unwrap_or(""), name).ok()
+    }
+
+    /// All objects of a kind, in one namespace or (for `None`) all, sorted by namespace and name.
+    pub fn list(&self, api_version: &str, kind: &str, namespace: Option<&str>) -> Vec<Value> {
+        match Self::resource(api_version, kind) {
+            Ok(rd) => self.shared.state().all(rd, namespace),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Deletes an object directly (ignoring finalizers); returns it if it existed.
+    pub fn delete(&self, api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
+        let rd = Self::resource(api_version, kind).ok()?;
+        self.shared.state().remove(rd, namespace.unwrap_or(""), name)
+    }
+
+    /// The requests received so far, oldest first.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.state().log.clone()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear_requests(&self) {
+        self.shared.state().log.clear();
+    }
+
+    /// Answers the next request whose path contains `path_substring` with a `Status` error of
+    /// `status_code` (reason derived from the code, e.g. 500 → InternalError). One-shot; several
+    /// calls queue several failures.
+    pub fn fail_next(&self, path_substring: &str, status_code: u16) {
+        self.shared
+            .state()
+            .faults
+            .push((path_substring.to_string(), status_code));
+    }
+
+    /// Simulates the API server being down: while `true`, every request is accepted and answered
+    /// with `503 ServiceUnavailable`, and open watches are ended.
+    pub fn set_unavailable(&self, unavailable: bool) {
+        self.shared.unavailable.send_replace(unavailable);
+    }
+
+    /// Drops the watch history, so watches resuming from an older resourceVersion get an
+    /// `ERROR` event with a 410 `Expired` Status (as after an etcd compaction).
+    pub fn compact(&self) {
+        self.shared.state().compact();
+    }
+
+    /// The current (latest) resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.state().rv
+    }
+
+    /// How often idle watches that allow bookmarks get a BOOKMARK event (default 1 s).
+    pub fn set_bookmark_interval(&self, interval: Duration) {
+        *self.shared.bookmark_interval.lock().unwrap_or_else(|e| e.into_inner()) = interval;
+    }
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        self.shared.shutdown.send_replace(true);
+        self.accept_task.abort();
+    }
+}

@@ -58,6 +58,9 @@ pub struct RdmaFacts {
     /// `Ethernet` (RoCE) or `InfiniBand`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_layer: Option<String>,
+    /// The verbs character device, e.g. `uverbs0` (`/dev/infiniband/uverbs0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uverbs: Option<String>,
 }
 
 /// What sysfs says about one netdev.
@@ -147,7 +150,12 @@ impl SysfsReader {
                     .join(&device)
                     .join(format!("ports/{port}/link_layer")),
             );
-            Some(RdmaFacts { device, link_layer })
+            let uverbs = first_entry(&dev.join("infiniband_verbs"));
+            Some(RdmaFacts {
+                device,
+                link_layer,
+                uverbs,
+            })
         });
         let physfn = fs::canonicalize(dev.join("physfn")).ok();
         facts.pci = Some(PciFacts {
@@ -258,7 +266,12 @@ fn vf_index(pf: &Path, vf: &Path) -> Option<u32> {
 }
 
 fn first_netdev(pci_dir: &Path) -> Option<String> {
-    let mut names: Vec<String> = fs::read_dir(pci_dir.join("net"))
+    first_entry(&pci_dir.join("net"))
+}
+
+/// The first directory entry by name.
+fn first_entry(dir: &Path) -> Option<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .collect();

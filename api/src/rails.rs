@@ -1,0 +1,131 @@
+//! `rails` IPAM arithmetic (design.md §5): the subnet is split into host blocks of `hostBlock` bits,
+//! each host block into interface blocks of `interfaceBlock` bits; node *h*, rail *k* owns block (h, k).
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RailsError {
+    #[error(
+        "subnet {subnet} with hostBlock {host_bits} and interfaceBlock {iface_bits} needs a /{needed} per interface block; the most is /30 — use a larger subnet or fewer block bits"
+    )]
+    TooSmall {
+        subnet: Ipv4Net,
+        host_bits: u8,
+        iface_bits: u8,
+        needed: u32,
+    },
+    #[error(
+        "host index {index} is outside 0..{max} (hostBlock {bits} bits); the network is exhausted — grow hostBlock or the subnet"
+    )]
+    HostIndex { index: u32, max: u64, bits: u8 },
+    #[error(
+        "rail index {index} is outside 0..{max} (interfaceBlock {bits} bits); this node has more rails than the network allows — grow interfaceBlock"
+    )]
+    RailIndex { index: u32, max: u64, bits: u8 },
+}
+
+/// The block layout of a `rails` network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RailsLayout {
+    pub subnet: Ipv4Net,
+    pub host_bits: u8,
+    pub iface_bits: u8,
+}
+
+impl RailsLayout {
+    pub fn new(subnet: Ipv4Net, host_bits: u8, iface_bits: u8) -> Result<Self, RailsError> {
+        let needed = u32::from(subnet.prefix_len()) + u32::from(host_bits) + u32::from(iface_bits);
+        if needed > 30 {
+            return Err(RailsError::TooSmall {
+                subnet,
+                host_bits,
+                iface_bits,
+                needed,
+            });
+        }
+        Ok(Self {
+            subnet: subnet.trunc(),
+            host_bits,
+            iface_bits,
+        })
+    }
+
+    /// Number of host indexes.
+    pub fn hosts(&self) -> u64 {
+        1u64 << self.host_bits
+    }
+
+    /// Number of rails per host.
+    pub fn rails(&self) -> u64 {
+        1u64 << self.iface_bits
+    }
+
+    /// Prefix length of an interface block.
+    pub fn block_prefix(&self) -> u8 {
+        self.subnet.prefix_len() + self.host_bits + self.iface_bits
+    }
+
+    /// Block (host, rail).
+    pub fn block(&self, host: u32, rail: u32) -> Result<Ipv4Net, RailsError> {
+        if u64::from(host) >= self.hosts() {
+            return Err(RailsError::HostIndex {
+                index: host,
+                max: self.hosts(),
+                bits: self.host_bits,
+            });
+        }
+        if u64::from(rail) >= self.rails() {
+            return Err(RailsError::RailIndex {
+                index: rail,
+                max: self.rails(),
+                bits: self.iface_bits,
+            });
+        }
+        let shift = 32 - u32::from(self.block_prefix());
+        let offset = ((u64::from(host) << self.iface_bits) | u64::from(rail)) << shift;
+        let base = u32::from(self.subnet.network()) as u64 + offset;
+        let addr = Ipv4Addr::from(u32::try_from(base).unwrap_or(u32::MAX));
+        Ok(Ipv4Net::new(addr, self.block_prefix()).unwrap_or(self.subnet))
+    }
+}
+
+/// Usable host addresses of a block for pods: all but the network and broadcast addresses, and
+/// none inside `exclude`.
+pub fn usable(block: Ipv4Net, exclude: &[Ipv4Net]) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    block.hosts().filter(move |ip| !exclude.iter().any(|x| x.contains(ip)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_of_the_reference_layout() {
+        let l = RailsLayout::new("10.10.0.0/16".parse().unwrap(), 8, 2).unwrap();
+        assert_eq!(l.block_prefix(), 26);
+        assert_eq!(l.block(0, 0).unwrap().to_string(), "10.10.0.0/26");
+        assert_eq!(l.block(0, 3).unwrap().to_string(), "10.10.0.192/26");
+        assert_eq!(l.block(5, 1).unwrap().to_string(), "10.10.5.64/26");
+        assert_eq!(l.block(255, 3).unwrap().to_string(), "10.10.255.192/26");
+        assert!(matches!(l.block(256, 0), Err(RailsError::HostIndex { .. })));
+        assert!(matches!(l.block(0, 4), Err(RailsError::RailIndex { .. })));
+    }
+
+    #[test]
+    fn impossible_layouts_are_rejected() {
+        assert!(RailsLayout::new("10.0.0.0/30".parse().unwrap(), 8, 0).is_err());
+        assert!(RailsLayout::new("10.0.0.0/24".parse().unwrap(), 4, 3).is_err());
+        assert!(RailsLayout::new("10.0.0.0/24".parse().unwrap(), 4, 2).is_ok());
+    }
+
+    #[test]
+    fn usable_skips_network_broadcast_and_excludes() {
+        let block: Ipv4Net = "10.0.0.0/29".parse().unwrap();
+        let ips: Vec<String> = usable(block, &["10.0.0.1/32".parse().unwrap()])
+            .map(|i| i.to_string())
+            .collect();
+        assert_eq!(ips, ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]);
+    }
+}

@@ -1,0 +1,76 @@
+//! CDI specs for the RDMA character devices of a claim's devices, so the container runtime puts
+//! `/dev/infiniband/uverbsN` and `rdma_cm` into the containers that use the claim.
+
+use std::collections::BTreeMap;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use multinic_api::plan::Plan;
+
+use crate::publish::DeviceTable;
+
+/// CDI spec version written.
+pub const CDI_VERSION: &str = "0.6.0";
+/// Device class in CDI kind `<driver>/net`.
+const CDI_CLASS: &str = "net";
+
+fn spec_path(dir: &Path, driver: &str, claim_uid: &str) -> PathBuf {
+    dir.join(format!("{driver}-{claim_uid}.json"))
+}
+
+/// Fully qualified CDI device id: `multinic.dev/net=<claim uid>-<device>`.
+pub fn device_id(driver: &str, claim_uid: &str, device: &str) -> String {
+    format!("{driver}/{CDI_CLASS}={claim_uid}-{device}")
+}
+
+/// Writes the claim's spec (atomically) when it has RDMA devices; returns device → CDI id.
+pub fn write_spec(
+    dir: &Path,
+    driver: &str,
+    plan: &Plan,
+    table: &DeviceTable,
+) -> std::io::Result<BTreeMap<String, String>> {
+    let mut ids = BTreeMap::new();
+    let mut devices = Vec::new();
+    for d in &plan.devices {
+        let Some(uverbs) = table.get(&d.device).and_then(|p| p.nic.rdma.and_then(|r| r.uverbs)) else {
+            continue;
+        };
+        devices.push(serde_json::json!({
+            "name": format!("{}-{}", plan.claim_uid, d.device),
+            "containerEdits": {"deviceNodes": [
+                {"path": format!("/dev/infiniband/{uverbs}")},
+                {"path": "/dev/infiniband/rdma_cm"},
+            ]},
+        }));
+        ids.insert(d.device.clone(), device_id(driver, &plan.claim_uid, &d.device));
+    }
+    if devices.is_empty() {
+        return Ok(ids);
+    }
+    let spec =
+        serde_json::json!({"cdiVersion": CDI_VERSION, "kind": format!("{driver}/{CDI_CLASS}"), "devices": devices});
+    fs::create_dir_all(dir)?;
+    let path = spec_path(dir, driver, &plan.claim_uid);
+    let tmp = path.with_extension("json.tmp");
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(&tmp)?;
+    file.write_all(&serde_json::to_vec_pretty(&spec)?)?;
+    file.sync_all()?;
+    fs::rename(&tmp, &path)?;
+    Ok(ids)
+}
+
+/// Removes the claim's spec; missing is success.
+pub fn remove_spec(dir: &Path, driver: &str, claim_uid: &str) -> std::io::Result<()> {
+    match fs::remove_file(spec_path(dir, driver, claim_uid)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,591 @@
+//! NodePrepareResources / NodeUnprepareResources for one claim at a time (design.md §6, §8).
+//!
+//! The plan file is the lease: an address is leased exactly when a plan file holds it. Prepare
+//! allocates under one lock and commits by writing the plan atomically; a crash before the write
+//! leaves nothing, a crash after it leaves a plan that the retry returns unchanged. On start the
+//! plans are reloaded and those whose claim no longer exists are released.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use k8s_openapi::api::resource::v1::{AllocatedDeviceStatus, NetworkDeviceData, ResourceClaim};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use multinic_api::config::{ConfigError, IpamType, NetworkConfig};
+use multinic_api::crd::{NicNodeBlocks, node_blocks_name};
+use multinic_api::names::FIELD_MANAGER;
+use multinic_api::plan::{Plan, PlanError, PlanStore, PodRef};
+use tokio::sync::Mutex;
+
+use crate::cdi;
+use crate::plan_builder::{BuildError, DeviceInput, PlanInput, build_plan, check_blocks};
+use crate::publish::DeviceTable;
+
+/// A claim as the kubelet names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRef {
+    pub namespace: String,
+    pub uid: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for ClaimRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ResourceClaim {}/{} (uid {})", self.namespace, self.name, self.uid)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Kube(#[from] kube::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("{claim}: not found in the API server; it was deleted or the kubelet's view is stale")]
+    ClaimNotFound { claim: Box<ClaimRef> },
+    #[error(
+        "{claim}: the API server has uid {found}; the claim was deleted and re-created, the kubelet will retry with the new one"
+    )]
+    UidMismatch { claim: Box<ClaimRef>, found: String },
+    #[error("{claim}: not allocated; the scheduler has not allocated it yet")]
+    NotAllocated { claim: Box<ClaimRef> },
+    #[error("{claim}: no device of driver {driver} in pool {pool} is allocated to it")]
+    NoDevices {
+        claim: Box<ClaimRef>,
+        driver: String,
+        pool: String,
+    },
+    #[error(
+        "{claim}: device {device} is not in this node's inventory (it vanished or is excluded); check `multinic inventory` on the node"
+    )]
+    DeviceNotInInventory { claim: Box<ClaimRef>, device: String },
+    #[error("{claim}: request {request}: {source}")]
+    Config {
+        claim: Box<ClaimRef>,
+        request: String,
+        source: ConfigError,
+    },
+    #[error("{claim}: {source}")]
+    Build { claim: Box<ClaimRef>, source: BuildError },
+    #[error("{claim}: {what}: {source}")]
+    Api {
+        claim: Box<ClaimRef>,
+        what: &'static str,
+        source: ApiError,
+    },
+    #[error("{claim}: {source}")]
+    Plan { claim: Box<ClaimRef>, source: PlanError },
+    #[error("{claim}: writing the CDI spec: {source}")]
+    Cdi {
+        claim: Box<ClaimRef>,
+        source: std::io::Error,
+    },
+    #[error("{claim}: fault injected at {point:?}")]
+    Fault { claim: Box<ClaimRef>, point: FaultPoint },
+}
+
+/// Named steps where tests make prepare stop as if the process died there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultPoint {
+    AfterLease,
+    AfterPlanWrite,
+    AfterStatusApply,
+}
+
+/// The API calls prepare and unprepare make.
+pub trait ClaimApi: Send + Sync + 'static {
+    fn get_claim(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<ResourceClaim>, ApiError>> + Send;
+    /// Server-side-applies our `status.devices` entries (an empty list removes ours). The uid is a
+    /// precondition. `Ok(false)` when the claim is gone.
+    fn apply_status(
+        &self,
+        claim: &ClaimRef,
+        devices: Vec<AllocatedDeviceStatus>,
+    ) -> impl Future<Output = Result<bool, ApiError>> + Send;
+    fn get_node_blocks(&self, name: &str) -> impl Future<Output = Result<Option<NicNodeBlocks>, ApiError>> + Send;
+}
+
+/// [`ClaimApi`] over the API server.
+#[derive(Clone)]
+pub struct KubeClaimApi {
+    client: kube::Client,
+}
+
+impl KubeClaimApi {
+    pub fn new(client: kube::Client) -> Self {
+        Self { client }
+    }
+}
+
+impl ClaimApi for KubeClaimApi {
+    async fn get_claim(&self, namespace: &str, name: &str) -> Result<Option<ResourceClaim>, ApiError> {
+        Ok(Api::<ResourceClaim>::namespaced(self.client.clone(), namespace)
+            .get_opt(name)
+            .await?)
+    }
+
+    async fn apply_status(&self, claim: &ClaimRef, devices: Vec<AllocatedDeviceStatus>) -> Result<bool, ApiError> {
+        let api = Api::<ResourceClaim>::namespaced(self.client.clone(), &claim.namespace);
+        let body = serde_json::json!({
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "ResourceClaim",
+            "metadata": {"name": claim.name, "namespace": claim.namespace, "uid": claim.uid},
+            "status": {"devices": devices},
+        });
+        match api
+            .patch_status(
+                &claim.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(body),
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            // Gone, or replaced by a claim of the same name (uid precondition).
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get_node_blocks(&self, name: &str) -> Result<Option<NicNodeBlocks>, ApiError> {
+        Ok(Api::<NicNodeBlocks>::all(self.client.clone()).get_opt(name).await?)
+    }
+}
+
+/// A device handed to the kubelet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedDevice {
+    pub request: String,
+    pub pool: String,
+    pub device: String,
+    pub cdi_device_ids: Vec<String>,
+}
+
+/// Settings of the driver.
+#[derive(Debug, Clone)]
+pub struct DriverOptions {
+    pub driver_name: String,
+    pub node_name: String,
+    pub state_dir: PathBuf,
+    /// Where CDI specs for RDMA devices go (`/var/run/cdi`); `None` disables CDI.
+    pub cdi_dir: Option<PathBuf>,
+    /// Test hook: stop prepare at this step.
+    pub fault: Option<FaultPoint>,
+}
+
+#[derive(Default)]
+struct Leases {
+    plans: HashMap<String, Plan>,
+    used: HashSet<IpAddr>,
+}
+
+impl Leases {
+    fn insert(&mut self, plan: Plan) {
+        self.used
+            .extend(plan.devices.iter().flat_map(|d| d.ips.iter().map(|n| n.addr())));
+        self.plans.insert(plan.claim_uid.clone(), plan);
+    }
+
+    fn remove(&mut self, uid: &str) {
+        if let Some(plan) = self.plans.remove(uid) {
+            for ip in plan.devices.iter().flat_map(|d| d.ips.iter().map(|n| n.addr())) {
+                self.used.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Prepares and unprepares claims on this node.
+pub struct Driver<A> {
+    api: A,
+    table: DeviceTable,
+    opts: DriverOptions,
+    store: PlanStore,
+    leases: Mutex<Leases>,
+    blocks: Mutex<HashMap<String, NicNodeBlocks>>,
+}
+
+impl<A: ClaimApi> Driver<A> {
+    /// Loads the plans of the state dir; their addresses are leased again.
+    pub fn new(api: A, table: DeviceTable, opts: DriverOptions) -> Result<Self, PlanError> {
+        let store = PlanStore::new(&opts.state_dir);
+        let (plans, errors) = store.load_all()?;
+        for error in errors {
+            tracing::error!(%error, "unreadable plan file left in place; its addresses are not leased");
+        }
+        let mut leases = Leases::default();
+        for plan in plans {
+            leases.insert(plan);
+        }
+        Ok(Self {
+            api,
+            table,
+            opts,
+            store,
+            leases: Mutex::new(leases),
+            blocks: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn options(&self) -> &DriverOptions {
+        &self.opts
+    }
+
+    /// Claim UIDs with a plan.
+    pub async fn prepared_claims(&self) -> Vec<String> {
+        let mut uids: Vec<String> = self.leases.lock().await.plans.keys().cloned().collect();
+        uids.sort();
+        uids
+    }
+
+    /// Every leased address.
+    pub async fn leased(&self) -> HashSet<IpAddr> {
+        self.leases.lock().await.used.clone()
+    }
+
+    /// Free addresses per (network, rail) over the blocks this node knows.
+    pub async fn free_per_rail(&self) -> BTreeMap<(String, u32), u64> {
+        let blocks = self.blocks.lock().await.clone();
+        let used = self.leased().await;
+        let mut free = BTreeMap::new();
+        for nb in blocks.values() {
+            for b in &nb.spec.blocks {
+                let n = b.cidr.hosts().filter(|ip| !used.contains(&IpAddr::V4(*ip))).count();
+                free.insert((nb.spec.network.clone(), b.rail_index), n as u64);
+            }
+        }
+        free
+    }
+
+    /// Releases the plans whose claim is gone (or was re-created). API errors keep the plan.
+    pub async fn reconcile(&self) -> usize {
+        let plans: Vec<Plan> = self.leases.lock().await.plans.values().cloned().collect();
+        let mut released = 0;
+        for plan in plans {
+            let claim = ClaimRef {
+                namespace: plan.namespace.clone(),
+                uid: plan.claim_uid.clone(),
+                name: plan.name.clone(),
+            };
+            match self.api.get_claim(&claim.namespace, &claim.name).await {
+                Ok(Some(c)) if c.metadata.uid.as_deref() == Some(claim.uid.as_str()) => {}
+                Ok(_) => match self.release(&claim).await {
+                    Ok(()) => {
+                        released += 1;
+                        tracing::info!(%claim, "claim is gone; released its plan and addresses");
+                    }
+                    Err(error) => tracing::warn!(%claim, %error, "releasing a stale plan failed"),
+                },
+                Err(error) => tracing::warn!(%claim, %error, "cannot check claim; keeping its plan"),
+            }
+        }
+        released
+    }
+
+    fn fault(&self, claim: &ClaimRef, point: FaultPoint) -> Result<(), PrepareError> {
+        if self.opts.fault == Some(point) {
+            return Err(PrepareError::Fault {
+                claim: Box::new(claim.clone()),
+                point,
+            });
+        }
+        Ok(())
+    }
+
+    /// Prepares one claim; idempotent.
+    pub async fn prepare(&self, claim: &ClaimRef) -> Result<Vec<PreparedDevice>, PrepareError> {
+        let api_err = |what, source| PrepareError::Api {
+            claim: Box::new(claim.clone()),
+            what,
+            source,
+        };
+        let rc = self
+            .api
+            .get_claim(&claim.namespace, &claim.name)
+            .await
+            .map_err(|e| api_err("reading the claim", e))?
+            .ok_or_else(|| PrepareError::ClaimNotFound {
+                claim: Box::new(claim.clone()),
+            })?;
+        let found = rc.metadata.uid.clone().unwrap_or_default();
+        if found != claim.uid {
+            return Err(PrepareError::UidMismatch {
+                claim: Box::new(claim.clone()),
+                found,
+            });
+        }
+        let existing = self.leases.lock().await.plans.get(&claim.uid).cloned();
+        let plan = match existing {
+            Some(plan) => plan,
+            None => {
+                let input = self.plan_input(claim, &rc).await?;
+                let mut leases = self.leases.lock().await;
+                match leases.plans.get(&claim.uid) {
+                    Some(plan) => plan.clone(),
+                    None => {
+                        let plan = build_plan(&input, &leases.used).map_err(|source| PrepareError::Build {
+                            claim: Box::new(claim.clone()),
+                            source,
+                        })?;
+                        self.fault(claim, FaultPoint::AfterLease)?;
+                        self.store.write(&plan).map_err(|source| PrepareError::Plan {
+                            claim: Box::new(claim.clone()),
+                            source,
+                        })?;
+                        leases.insert(plan.clone());
+                        plan
+                    }
+                }
+            }
+        };
+        self.fault(claim, FaultPoint::AfterPlanWrite)?;
+        let cdi_ids = match &self.opts.cdi_dir {
+            Some(dir) => cdi::write_spec(dir, &self.opts.driver_name, &plan, &self.table).map_err(|source| {
+                PrepareError::Cdi {
+                    claim: Box::new(claim.clone()),
+                    source,
+                }
+            })?,
+            None => BTreeMap::new(),
+        };
+        let applied = self
+            .api
+            .apply_status(claim, status_entries(&self.opts.driver_name, &plan))
+            .await;
+        if !applied.map_err(|e| api_err("writing the claim status", e))? {
+            return Err(PrepareError::ClaimNotFound {
+                claim: Box::new(claim.clone()),
+            });
+        }
+        self.fault(claim, FaultPoint::AfterStatusApply)?;
+        Ok(plan
+            .devices
+            .iter()
+            .map(|d| PreparedDevice {
+                request: d.request.clone(),
+                pool: d.pool.clone(),
+                device: d.device.clone(),
+                cdi_device_ids: cdi_ids.get(&d.device).cloned().into_iter().collect(),
+            })
+            .collect())
+    }
+
+    /// Unprepares one claim; unknown claims are success.
+    pub async fn unprepare(&self, claim: &ClaimRef) -> Result<(), PrepareError> {
+        if multinic_api::plan::validate_uid(&claim.uid).is_err() {
+            return Ok(());
+        }
+        let known = self.leases.lock().await.plans.contains_key(&claim.uid);
+        if !known {
+            return Ok(());
+        }
+        self.api
+            .apply_status(claim, Vec::new())
+            .await
+            .map_err(|source| PrepareError::Api {
+                claim: Box::new(claim.clone()),
+                what: "clearing the claim status",
+                source,
+            })?;
+        self.release(claim).await
+    }
+
+    async fn release(&self, claim: &ClaimRef) -> Result<(), PrepareError> {
+        if let Some(dir) = &self.opts.cdi_dir {
+            cdi::remove_spec(dir, &self.opts.driver_name, &claim.uid).map_err(|source| PrepareError::Cdi {
+                claim: Box::new(claim.clone()),
+                source,
+            })?;
+        }
+        let mut leases = self.leases.lock().await;
+        self.store.remove(&claim.uid).map_err(|source| PrepareError::Plan {
+            claim: Box::new(claim.clone()),
+            source,
+        })?;
+        leases.remove(&claim.uid);
+        Ok(())
+    }
+
+    /// Reads everything the plan depends on from the claim (no lock held).
+    async fn plan_input(&self, claim: &ClaimRef, rc: &ResourceClaim) -> Result<PlanInput, PrepareError> {
+        let status = rc.status.as_ref();
+        let alloc = status
+            .and_then(|s| s.allocation.as_ref())
+            .and_then(|a| a.devices.as_ref())
+            .ok_or_else(|| PrepareError::NotAllocated {
+                claim: Box::new(claim.clone()),
+            })?;
+        let driver = &self.opts.driver_name;
+        let pool = &self.opts.node_name;
+        let request_order: Vec<String> = rc
+            .spec
+            .devices
+            .as_ref()
+            .and_then(|d| d.requests.as_ref())
+            .map(|r| r.iter().map(|r| r.name.clone()).collect())
+            .unwrap_or_default();
+        let results: Vec<_> = alloc
+            .results
+            .iter()
+            .flatten()
+            .filter(|r| &r.driver == driver && &r.pool == pool)
+            .collect();
+        if results.is_empty() {
+            return Err(PrepareError::NoDevices {
+                claim: Box::new(claim.clone()),
+                driver: driver.clone(),
+                pool: pool.clone(),
+            });
+        }
+        let mut configs: HashMap<String, NetworkConfig> = HashMap::new();
+        let mut devices = Vec::with_capacity(results.len());
+        for r in &results {
+            let published = self
+                .table
+                .get(&r.device)
+                .ok_or_else(|| PrepareError::DeviceNotInInventory {
+                    claim: Box::new(claim.clone()),
+                    device: r.device.clone(),
+                })?;
+            if !configs.contains_key(&r.request) {
+                let config = request_config(alloc.config.as_deref().unwrap_or_default(), driver, &r.request).map_err(
+                    |source| PrepareError::Config {
+                        claim: Box::new(claim.clone()),
+                        request: r.request.clone(),
+                        source,
+                    },
+                )?;
+                configs.insert(r.request.clone(), config);
+            }
+            devices.push((r, published));
+        }
+        let position = |request: &str| {
+            let parent = request.split('/').next().unwrap_or(request);
+            request_order.iter().position(|n| n == parent).unwrap_or(usize::MAX)
+        };
+        devices.sort_by_key(|(r, p)| (position(&r.request), p.rail_index));
+
+        let mut blocks = BTreeMap::new();
+        for config in configs.values().filter(|c| c.ipam.kind == IpamType::Rails) {
+            let network = config.network.clone().unwrap_or_default();
+            if blocks.contains_key(&network) {
+                continue;
+            }
+            if let Some(nb) = self.node_blocks(claim, &network).await? {
+                let checked = check_blocks(config, &nb.spec.blocks).map_err(|source| PrepareError::Build {
+                    claim: Box::new(claim.clone()),
+                    source,
+                })?;
+                blocks.insert(network, checked);
+            }
+        }
+        let pods = status
+            .and_then(|s| s.reserved_for.as_ref())
+            .map(|r| {
+                r.iter()
+                    .filter(|c| c.resource == "pods")
+                    .map(|c| PodRef {
+                        uid: c.uid.clone(),
+                        name: c.name.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(PlanInput {
+            claim_uid: claim.uid.clone(),
+            namespace: claim.namespace.clone(),
+            name: claim.name.clone(),
+            pods,
+            devices: devices
+                .into_iter()
+                .map(|(r, published)| DeviceInput {
+                    request: r.request.clone(),
+                    pool: r.pool.clone(),
+                    config: configs.get(&r.request).cloned().unwrap_or_default(),
+                    published,
+                })
+                .collect(),
+            blocks,
+        })
+    }
+
+    /// The node's blocks of a network, cached (they never change while the node exists).
+    async fn node_blocks(&self, claim: &ClaimRef, network: &str) -> Result<Option<NicNodeBlocks>, PrepareError> {
+        let name = node_blocks_name(network, &self.opts.node_name);
+        if let Some(nb) = self.blocks.lock().await.get(&name) {
+            return Ok(Some(nb.clone()));
+        }
+        let nb = self
+            .api
+            .get_node_blocks(&name)
+            .await
+            .map_err(|source| PrepareError::Api {
+                claim: Box::new(claim.clone()),
+                what: "reading NicNodeBlocks",
+                source,
+            })?;
+        if let Some(nb) = &nb {
+            self.blocks.lock().await.insert(name, nb.clone());
+        }
+        Ok(nb)
+    }
+}
+
+/// The merged config of a request: our opaque entries that apply to it, class-level first, then
+/// claim-level, each in listed order. A `req/sub` result also takes the entries of `req`.
+pub fn request_config(
+    entries: &[k8s_openapi::api::resource::v1::DeviceAllocationConfiguration],
+    driver: &str,
+    request: &str,
+) -> Result<NetworkConfig, ConfigError> {
+    let parent = request.split('/').next().unwrap_or(request);
+    let applies = |e: &&k8s_openapi::api::resource::v1::DeviceAllocationConfiguration| {
+        e.opaque.as_ref().is_some_and(|o| o.driver == driver)
+            && e.requests
+                .as_ref()
+                .is_none_or(|r| r.is_empty() || r.iter().any(|n| n == request || n == parent))
+    };
+    let mut layers: Vec<_> = entries.iter().filter(applies).collect();
+    layers.sort_by_key(|e| e.source != "FromClass");
+    let raw: Vec<Vec<u8>> = layers
+        .iter()
+        .filter_map(|e| e.opaque.as_ref())
+        .map(|o| serde_json::to_vec(&o.parameters.0).unwrap_or_default())
+        .collect();
+    NetworkConfig::from_layers(raw.iter().map(Vec::as_slice))
+}
+
+/// Our `status.devices` entries for a plan.
+pub fn status_entries(driver: &str, plan: &Plan) -> Vec<AllocatedDeviceStatus> {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    plan.devices
+        .iter()
+        .map(|d| AllocatedDeviceStatus {
+            driver: driver.to_string(),
+            pool: d.pool.clone(),
+            device: d.device.clone(),
+            network_data: Some(NetworkDeviceData {
+                interface_name: Some(d.pod_if_name.clone()),
+                ips: Some(d.ips.iter().map(|ip| ip.to_string()).collect()),
+                hardware_address: d.mac.clone(),
+            }),
+            conditions: Some(vec![Condition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                reason: "Prepared".into(),
+                message: format!("{} via {} as {}", d.device, d.mode.as_str(), d.pod_if_name),
+                last_transition_time: now.clone(),
+                observed_generation: None,
+            }]),
+            ..Default::default()
+        })
+        .collect()
+}

@@ -1,0 +1,303 @@
+//! The kubelet-facing gRPC services on unix sockets: plugin registration and the DRA service
+//! (`v1` and `v1beta1`, same behaviour).
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use futures::future::join_all;
+use multinic_proto::dra::{v1, v1beta1};
+use multinic_proto::registration::{
+    InfoRequest, PluginInfo, RegistrationStatus, RegistrationStatusResponse, registration_server,
+};
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status};
+
+use crate::driver::{ClaimApi, ClaimRef, Driver};
+use crate::metrics::Metrics;
+
+/// Socket file names.
+pub const DRA_SOCKET: &str = "dra.sock";
+
+/// Registration socket name in the registry dir: `<driver>-reg.sock`.
+pub fn registration_socket(driver: &str) -> String {
+    format!("{driver}-reg.sock")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("socket {path}: {source}; check that the directory is a writable hostPath mount")]
+    Socket { path: PathBuf, source: std::io::Error },
+    #[error("gRPC server on {path}: {source}")]
+    Serve {
+        path: PathBuf,
+        source: tonic::transport::Error,
+    },
+}
+
+/// The DRA service, shared by both API versions.
+pub struct DraService<A> {
+    driver: Arc<Driver<A>>,
+    metrics: Arc<Metrics>,
+}
+
+impl<A> Clone for DraService<A> {
+    fn clone(&self) -> Self {
+        Self {
+            driver: self.driver.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+impl<A: ClaimApi> DraService<A> {
+    pub fn new(driver: Arc<Driver<A>>, metrics: Arc<Metrics>) -> Self {
+        Self { driver, metrics }
+    }
+
+    /// Prepares every claim concurrently; a failing claim gets its own error.
+    pub async fn prepare(&self, claims: Vec<v1::Claim>) -> v1::NodePrepareResourcesResponse {
+        let start = Instant::now();
+        let results = join_all(claims.into_iter().map(|c| async move {
+            let claim = ClaimRef {
+                namespace: c.namespace,
+                uid: c.uid,
+                name: c.name,
+            };
+            let result = match self.driver.prepare(&claim).await {
+                Ok(devices) => v1::NodePrepareResourceResponse {
+                    devices: devices
+                        .into_iter()
+                        .map(|d| v1::Device {
+                            request_names: vec![d.request],
+                            pool_name: d.pool,
+                            device_name: d.device,
+                            cdi_device_ids: d.cdi_device_ids,
+                        })
+                        .collect(),
+                    error: String::new(),
+                },
+                Err(error) => {
+                    tracing::warn!(%claim, %error, "prepare failed");
+                    v1::NodePrepareResourceResponse {
+                        devices: Vec::new(),
+                        error: error.to_string(),
+                    }
+                }
+            };
+            (claim.uid, result)
+        }))
+        .await;
+        let outcome = if results.iter().all(|(_, r)| r.error.is_empty()) {
+            "ok"
+        } else {
+            "claim_error"
+        };
+        self.metrics
+            .record_rpc("NodePrepareResources", outcome, start.elapsed().as_secs_f64());
+        v1::NodePrepareResourcesResponse {
+            claims: results.into_iter().collect::<HashMap<_, _>>(),
+        }
+    }
+
+    /// Unprepares every claim concurrently.
+    pub async fn unprepare(&self, claims: Vec<v1::Claim>) -> v1::NodeUnprepareResourcesResponse {
+        let start = Instant::now();
+        let results = join_all(claims.into_iter().map(|c| async move {
+            let claim = ClaimRef {
+                namespace: c.namespace,
+                uid: c.uid,
+                name: c.name,
+            };
+            let error = match self.driver.unprepare(&claim).await {
+                Ok(()) => String::new(),
+                Err(error) => {
+                    tracing::warn!(%claim, %error, "unprepare failed");
+                    error.to_string()
+                }
+            };
+            (claim.uid, v1::NodeUnprepareResourceResponse { error })
+        }))
+        .await;
+        let outcome = if results.iter().all(|(_, r)| r.error.is_empty()) {
+            "ok"
+        } else {
+            "claim_error"
+        };
+        self.metrics
+            .record_rpc("NodeUnprepareResources", outcome, start.elapsed().as_secs_f64());
+        v1::NodeUnprepareResourcesResponse {
+            claims: results.into_iter().collect(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<A: ClaimApi> v1::dra_plugin_server::DraPlugin for DraService<A> {
+    async fn node_prepare_resources(
+        &self,
+        request: Request<v1::NodePrepareResourcesRequest>,
+    ) -> Result<Response<v1::NodePrepareResourcesResponse>, Status> {
+        Ok(Response::new(self.prepare(request.into_inner().claims).await))
+    }
+
+    async fn node_unprepare_resources(
+        &self,
+        request: Request<v1::NodeUnprepareResourcesRequest>,
+    ) -> Result<Response<v1::NodeUnprepareResourcesResponse>, Status> {
+        Ok(Response::new(self.unprepare(request.into_inner().claims).await))
+    }
+}
+
+fn claims_from_v1beta1(claims: Vec<v1beta1::Claim>) -> Vec<v1::Claim> {
+    claims
+        .into_iter()
+        .map(|c| v1::Claim {
+            namespace: c.namespace,
+            uid: c.uid,
+            name: c.name,
+        })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl<A: ClaimApi> v1beta1::dra_plugin_server::DraPlugin for DraService<A> {
+    async fn node_prepare_resources(
+        &self,
+        request: Request<v1beta1::NodePrepareResourcesRequest>,
+    ) -> Result<Response<v1beta1::NodePrepareResourcesResponse>, Status> {
+        let response = self.prepare(claims_from_v1beta1(request.into_inner().claims)).await;
+        let claims = response
+            .claims
+            .into_iter()
+            .map(|(uid, r)| {
+                let devices = r
+                    .devices
+                    .into_iter()
+                    .map(|d| v1beta1::Device {
+                        request_names: d.request_names,
+                        pool_name: d.pool_name,
+                        device_name: d.device_name,
+                        cdi_device_ids: d.cdi_device_ids,
+                    })
+                    .collect();
+                (
+                    uid,
+                    v1beta1::NodePrepareResourceResponse {
+                        devices,
+                        error: r.error,
+                    },
+                )
+            })
+            .collect();
+        Ok(Response::new(v1beta1::NodePrepareResourcesResponse { claims }))
+    }
+
+    async fn node_unprepare_resources(
+        &self,
+        request: Request<v1beta1::NodeUnprepareResourcesRequest>,
+    ) -> Result<Response<v1beta1::NodeUnprepareResourcesResponse>, Status> {
+        let response = self.unprepare(claims_from_v1beta1(request.into_inner().claims)).await;
+        let claims = response
+            .claims
+            .into_iter()
+            .map(|(uid, r)| (uid, v1beta1::NodeUnprepareResourceResponse { error: r.error }))
+            .collect();
+        Ok(Response::new(v1beta1::NodeUnprepareResourcesResponse { claims }))
+    }
+}
+
+/// The registration service the kubelet's plugin watcher talks to.
+pub struct RegistrationService {
+    pub driver_name: String,
+    pub endpoint: PathBuf,
+    pub metrics: Arc<Metrics>,
+}
+
+#[tonic::async_trait]
+impl registration_server::Registration for RegistrationService {
+    async fn get_info(&self, _: Request<InfoRequest>) -> Result<Response<PluginInfo>, Status> {
+        Ok(Response::new(PluginInfo {
+            r#type: multinic_proto::DRA_PLUGIN_TYPE.into(),
+            name: self.driver_name.clone(),
+            endpoint: self.endpoint.display().to_string(),
+            supported_versions: vec![
+                multinic_proto::DRA_PLUGIN_SERVICE_V1.into(),
+                multinic_proto::DRA_PLUGIN_SERVICE_V1BETA1.into(),
+            ],
+        }))
+    }
+
+    async fn notify_registration_status(
+        &self,
+        request: Request<RegistrationStatus>,
+    ) -> Result<Response<RegistrationStatusResponse>, Status> {
+        let status = request.into_inner();
+        if status.plugin_registered {
+            tracing::info!(driver = %self.driver_name, "registered with the kubelet");
+        } else {
+            tracing::error!(driver = %self.driver_name, error = %status.error, "the kubelet rejected the registration; /healthz now fails so the pod is restarted");
+        }
+        self.metrics
+            .registered
+            .store(status.plugin_registered, Ordering::Relaxed);
+        Ok(Response::new(RegistrationStatusResponse {}))
+    }
+}
+
+/// Binds a unix socket with mode 0600 in a 0750 directory, removing a stale socket first.
+pub fn bind_socket(path: &Path) -> Result<UnixListener, ServeError> {
+    let err = |source| ServeError::Socket {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        multinic_api::plan::create_private_dir(dir).map_err(err)?;
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+        _ => {}
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
+
+/// Serves the DRA service (v1 + v1beta1) on `listener` until `shutdown` resolves.
+pub async fn serve_dra<A: ClaimApi>(
+    listener: UnixListener,
+    path: &Path,
+    service: DraService<A>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
+    tonic::transport::Server::builder()
+        .add_service(v1::dra_plugin_server::DraPluginServer::new(service.clone()))
+        .add_service(v1beta1::dra_plugin_server::DraPluginServer::new(service))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|source| ServeError::Serve {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Serves the registration service on `listener` until `shutdown` resolves.
+pub async fn serve_registration(
+    listener: UnixListener,
+    path: &Path,
+    service: RegistrationService,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
+    tonic::transport::Server::builder()
+        .add_service(registration_server::RegistrationServer::new(service))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|source| ServeError::Serve {
+            path: path.to_path_buf(),
+            source,
+        })
+}

@@ -1,0 +1,268 @@
+//! Prometheus metrics and the `/metrics` + `/healthz` endpoint.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    pub method: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabels {
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RailLabels {
+    network: String,
+    rail: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+/// The plugin's metrics.
+pub struct Metrics {
+    registry: Registry,
+    rpc_requests: Family<RpcLabels, Counter>,
+    rpc_seconds: Family<MethodLabels, Histogram, fn() -> Histogram>,
+    published_devices: Gauge,
+    prepared_claims: Gauge,
+    free_ips: Family<RailLabels, Gauge>,
+    /// Cleared when the kubelet reports a failed registration.
+    pub registered: AtomicBool,
+    /// Set once the first inventory is read.
+    pub inventory_ready: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("multinic");
+        let rpc_requests = Family::<RpcLabels, Counter>::default();
+        let rpc_seconds = Family::<MethodLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let published_devices = Gauge::default();
+        let prepared_claims = Gauge::default();
+        let free_ips = Family::<RailLabels, Gauge>::default();
+        registry.register(
+            "grpc_requests",
+            "kubelet gRPC requests by method and outcome",
+            rpc_requests.clone(),
+        );
+        registry.register(
+            "grpc_request_seconds",
+            "kubelet gRPC request latency",
+            rpc_seconds.clone(),
+        );
+        registry.register(
+            "published_devices",
+            "devices in this node's ResourceSlices",
+            published_devices.clone(),
+        );
+        registry.register(
+            "prepared_claims",
+            "claims with a plan on this node",
+            prepared_claims.clone(),
+        );
+        registry.register("free_ips", "free pod addresses per network and rail", free_ips.clone());
+        Self {
+            registry,
+            rpc_requests,
+            rpc_seconds,
+            published_devices,
+            prepared_claims,
+            free_ips,
+            registered: AtomicBool::new(true),
+            inventory_ready: AtomicBool::new(false),
+        }
+    }
+
+    pub fn record_rpc(&self, method: &str, outcome: &str, seconds: f64) {
+        self.rpc_requests
+            .get_or_create(&RpcLabels {
+                method: method.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        self.rpc_seconds
+            .get_or_create(&MethodLabels { method: method.into() })
+            .observe(seconds);
+    }
+
+    pub fn set_published_devices(&self, n: usize) {
+        self.published_devices.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_prepared_claims(&self, n: usize) {
+        self.prepared_claims.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_free_ips(&self, network: &str, rail: u32, n: u64) {
+        self.free_ips
+            .get_or_create(&RailLabels {
+                network: network.into(),
+                rail: rail.to_string(),
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.registered.load(Ordering::Relaxed) && self.inventory_ready.load(Ordering::Relaxed)
+    }
+}
+
+/// Refreshes gauges that are computed from live state just before a scrape.
+pub type Refresh = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// Serves `/metrics` and `/healthz` until the listener fails.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, refresh: Refresh) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        let refresh = refresh.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let metrics = metrics.clone();
+                let refresh = refresh.clone();
+                async move { Ok::<_, Infallible>(respond(req.uri().path(), &metrics, &refresh).await) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+            {
+                tracing::debug!(%peer, %error, "metrics connection");
+            }
+        });
+    }
+}
+
+async fn respond(path: &str, metrics: &Metrics, refresh: &Refresh) -> Response<Full<Bytes>> {
+    let (status, body) = match path {
+        "/metrics" => {
+            refresh().await;
+            (StatusCode::OK, metrics.encode())
+        }
+        "/healthz" if metrics.healthy() => (StatusCode::OK, "ok\n".to_string()),
+        "/healthz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: inventory not read or registration failed\n".into(),
+        ),
+        _ => (StatusCode::NOT_FOUND, "not found\n".into()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}
+
+/// Binds the metrics address (`:9177` means all interfaces).
+pub async fn bind(address: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let address = if address.starts_with(':') {
+        format!("0.0.0.0{address}")
+    } else {
+        address.to_string()
+    };
+    let addr: SocketAddr = address.parse().map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("--metrics-address {address}: {e}"),
+        )
+    })?;
+    tokio::net::TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn metrics_and_healthz_are_served_over_http() {
+        let metrics = Arc::new(Metrics::new());
+        metrics.record_rpc("NodePrepareResources", "ok", 0.001);
+        metrics.set_published_devices(8);
+        let refresh: Refresh = {
+            let m = metrics.clone();
+            Arc::new(move || {
+                let m = m.clone();
+                Box::pin(async move { m.set_free_ips("rails", 3, 61) })
+            })
+        };
+        let listener = bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, metrics.clone(), refresh));
+        let get = |path: &'static str| async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let req = Request::get(path)
+                .header("host", "x")
+                .body(http_body_util::Empty::<Bytes>::new())
+                .unwrap();
+            let resp = send.send_request(req).await.unwrap();
+            let status = resp.status();
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            (status, String::from_utf8_lossy(&body).to_string())
+        };
+        let (status, body) = get("/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        for needle in [
+            "multinic_grpc_requests_total{method=\"NodePrepareResources\",outcome=\"ok\"} 1",
+            "multinic_grpc_request_seconds_count{method=\"NodePrepareResources\"} 1",
+            "multinic_published_devices 8",
+            "multinic_free_ips{network=\"rails\",rail=\"3\"} 61",
+        ] {
+            assert!(body.contains(needle), "missing {needle:?} in\n{body}");
+        }
+        assert_eq!(
+            get("/healthz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no inventory yet"
+        );
+        metrics.inventory_ready.store(true, Ordering::Relaxed);
+        assert_eq!(get("/healthz").await.0, StatusCode::OK);
+        metrics.registered.store(false, Ordering::Relaxed);
+        assert_eq!(
+            get("/healthz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "registration failed"
+        );
+    }
+}

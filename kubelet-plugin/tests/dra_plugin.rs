@@ -1,0 +1,560 @@
+//! Acceptance of the kubelet side: a kubelet-emulating gRPC client over real unix sockets, the
+//! plugin's kube client talking HTTP to the in-process test API server.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ipnet::{IpNet, Ipv4Net};
+use multinic_api::crd::node_blocks_name;
+use multinic_api::plan::PlanStore;
+use multinic_api::rails::RailsLayout;
+use multinic_kubelet_plugin::driver::{ClaimRef, Driver, DriverOptions, FaultPoint, KubeClaimApi, PrepareError};
+use multinic_kubelet_plugin::grpc::{self, DraService, RegistrationService};
+use multinic_kubelet_plugin::inventory::{LinkType, Nic, PciFacts, RdmaFacts};
+use multinic_kubelet_plugin::metrics::Metrics;
+use multinic_kubelet_plugin::publish::DeviceTable;
+use multinic_kubelet_plugin::slices::{SliceOptions, build_device_table};
+use multinic_proto::dra::{v1, v1beta1};
+use multinic_proto::registration::{InfoRequest, RegistrationStatus, registration_client::RegistrationClient};
+use multinic_testkit::FakeApiServer;
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+const NODE: &str = "node-a";
+const HOST_INDEX: u32 = 7;
+const RAILS: &str = "rails";
+
+fn nic(rail: usize) -> Nic {
+    Nic {
+        if_name: format!("ens{}np0", 108 - rail),
+        if_index: 10 + rail as u32,
+        mac: Some(format!("b8:3f:d2:00:00:{rail:02x}")),
+        mtu: 9000,
+        speed_mbps: Some(400_000),
+        link_type: LinkType::Ethernet,
+        pci: Some(PciFacts {
+            address: format!("0000:{:02x}:00.0", 0x16 + 0x20 * rail),
+            vendor: 0x15b3,
+            device: 0x1021,
+            driver: Some("mlx5_core".into()),
+            ..Default::default()
+        }),
+        rdma: Some(RdmaFacts {
+            device: format!("mlx5_{rail}"),
+            link_layer: Some("Ethernet".into()),
+            uverbs: Some(format!("uverbs{rail}")),
+        }),
+        virtual_device: false,
+        ipv4: None,
+        pf_name: None,
+    }
+}
+
+fn layout() -> RailsLayout {
+    RailsLayout::new("10.10.0.0/16".parse().unwrap(), 8, 2).unwrap()
+}
+
+fn rails_params(extra: Value) -> Value {
+    let mut p = json!({
+        "apiVersion": "multinic.dev/v1alpha1", "kind": "NetworkConfig", "network": RAILS,
+        "ipam": {"type": "rails", "subnet": "10.10.0.0/16", "hostBlock": 8, "interfaceBlock": 2},
+        "routing": {"policyRouting": true},
+    });
+    if let (Some(p), Some(e)) = (p.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            p.insert(k.clone(), v.clone());
+        }
+    }
+    p
+}
+
+struct Harness {
+    api: FakeApiServer,
+    state: tempfile::TempDir,
+    sockets: tempfile::TempDir,
+    table: DeviceTable,
+    driver: Arc<Driver<KubeClaimApi>>,
+    devices: Vec<String>,
+    shutdown: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Harness {
+    async fn new(fault: Option<FaultPoint>) -> Self {
+        let api = FakeApiServer::start().await;
+        let blocks: Vec<Value> = (0..4)
+            .map(|k| json!({"railIndex": k, "cidr": layout().block(HOST_INDEX, k).unwrap().to_string()}))
+            .collect();
+        api.insert(json!({
+            "apiVersion": "multinic.dev/v1alpha1", "kind": "NicNodeBlocks",
+            "metadata": {"name": node_blocks_name(RAILS, NODE)},
+            "spec": {"network": RAILS, "nodeName": NODE, "hostIndex": HOST_INDEX, "blocks": blocks},
+        }))
+        .unwrap();
+        let table = DeviceTable::default();
+        let published = build_device_table(&(0..4).map(nic).collect::<Vec<_>>(), &SliceOptions::new(NODE));
+        let devices = published.iter().map(|p| p.device.name.clone()).collect();
+        table.set(&published);
+        let state = tempfile::tempdir().unwrap();
+        let sockets = tempfile::tempdir().unwrap();
+        let mut h = Self {
+            api,
+            state,
+            sockets,
+            table,
+            driver: Arc::new(dummy_driver()),
+            devices,
+            shutdown: vec![],
+        };
+        h.driver = Arc::new(h.new_driver(fault));
+        h
+    }
+
+    fn new_driver(&self, fault: Option<FaultPoint>) -> Driver<KubeClaimApi> {
+        let opts = DriverOptions {
+            driver_name: "multinic.dev".into(),
+            node_name: NODE.into(),
+            state_dir: self.state.path().to_path_buf(),
+            cdi_dir: Some(self.state.path().join("cdi")),
+            fault,
+        };
+        Driver::new(KubeClaimApi::new(self.api.client()), self.table.clone(), opts).unwrap()
+    }
+
+    fn plans(&self) -> PlanStore {
+        PlanStore::new(self.state.path())
+    }
+
+    /// Serves the DRA and registration sockets; returns (dra socket, registration socket).
+    fn serve(&mut self) -> (PathBuf, PathBuf) {
+        let metrics = Arc::new(Metrics::new());
+        let dra = self.sockets.path().join("plugins/multinic.dev").join(grpc::DRA_SOCKET);
+        let reg = self
+            .sockets
+            .path()
+            .join("plugins_registry")
+            .join(grpc::registration_socket("multinic.dev"));
+        let (tx1, rx1) = tokio::sync::oneshot::channel::<()>();
+        let (tx2, rx2) = tokio::sync::oneshot::channel::<()>();
+        let service = DraService::new(self.driver.clone(), metrics.clone());
+        let listener = grpc::bind_socket(&dra).unwrap();
+        let path = dra.clone();
+        tokio::spawn(async move { grpc::serve_dra(listener, &path, service, async { rx1.await.unwrap_or(()) }).await });
+        let listener = grpc::bind_socket(&reg).unwrap();
+        let (path, endpoint) = (reg.clone(), dra.clone());
+        let registration = RegistrationService {
+            driver_name: "multinic.dev".into(),
+            endpoint,
+            metrics,
+        };
+        tokio::spawn(async move {
+            grpc::serve_registration(listener, &path, registration, async { rx2.await.unwrap_or(()) }).await
+        });
+        self.shutdown.extend([tx1, tx2]);
+        (dra, reg)
+    }
+
+    /// Creates an allocated claim for the given devices (all from request "nics").
+    fn claim(&self, name: &str, devices: &[&str], params: Value) -> ClaimRef {
+        let results: Vec<Value> = devices
+            .iter()
+            .map(|d| json!({"request": "nics", "driver": "multinic.dev", "pool": NODE, "device": d}))
+            .collect();
+        let created = self
+            .api
+            .insert(json!({
+                "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+                "metadata": {"name": name, "namespace": "ml"},
+                "spec": {"devices": {"requests": [{"name": "nics", "exactly": {"deviceClassName": RAILS, "count": devices.len()}}]}},
+                "status": {
+                    "allocation": {"devices": {
+                        "results": results,
+                        "config": [{"source": "FromClass", "opaque": {"driver": "multinic.dev", "parameters": params}}],
+                    }},
+                    "reservedFor": [{"resource": "pods", "name": format!("{name}-pod"), "uid": format!("pod-{name}")}],
+                },
+            }))
+            .unwrap();
+        ClaimRef {
+            namespace: "ml".into(),
+            name: name.into(),
+            uid: created["metadata"]["uid"].as_str().unwrap().to_string(),
+        }
+    }
+
+    fn claim_status(&self, c: &ClaimRef) -> Value {
+        self.api
+            .get("resource.k8s.io/v1", "ResourceClaim", Some("ml"), &c.name)
+            .unwrap()["status"]
+            .clone()
+    }
+}
+
+fn dummy_driver() -> Driver<KubeClaimApi> {
+    // Replaced in Harness::new before use; needs a client only to exist.
+    let opts = DriverOptions {
+        driver_name: "multinic.dev".into(),
+        node_name: NODE.into(),
+        state_dir: std::env::temp_dir().join("multinic-unused"),
+        cdi_dir: None,
+        fault: None,
+    };
+    let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+    Driver::new(
+        KubeClaimApi::new(kube::Client::try_from(config).unwrap()),
+        DeviceTable::default(),
+        opts,
+    )
+    .unwrap()
+}
+
+async fn connect(path: &Path) -> Channel {
+    let path = path.to_path_buf();
+    tonic::transport::Endpoint::try_from("http://[::]:50051")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap()
+}
+
+fn v1_claim(c: &ClaimRef) -> v1::Claim {
+    v1::Claim {
+        namespace: c.namespace.clone(),
+        uid: c.uid.clone(),
+        name: c.name.clone(),
+    }
+}
+
+fn ips_of(status: &Value) -> Vec<(String, String)> {
+    status["devices"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .map(|e| {
+                    let nd = &e["networkData"];
+                    (
+                        nd["interfaceName"].as_str().unwrap_or("").to_string(),
+                        nd["ips"][0].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn kubelet_registers_then_prepares_and_unprepares_over_v1_and_v1beta1() {
+    let mut h = Harness::new(None).await;
+    let (dra, reg) = h.serve();
+    for socket in [&dra, &reg] {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(socket).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(socket.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o750
+        );
+    }
+
+    let mut registration = RegistrationClient::new(connect(&reg).await);
+    let info = registration.get_info(InfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(info.r#type, "DRAPlugin");
+    assert_eq!(info.name, "multinic.dev");
+    assert_eq!(info.endpoint, dra.display().to_string());
+    assert_eq!(info.supported_versions, ["v1.DRAPlugin", "v1beta1.DRAPlugin"]);
+    registration
+        .notify_registration_status(RegistrationStatus {
+            plugin_registered: true,
+            error: String::new(),
+        })
+        .await
+        .unwrap();
+
+    let channel = connect(&dra).await;
+    let mut v1c = v1::dra_plugin_client::DraPluginClient::new(channel.clone());
+    let mut v1b = v1beta1::dra_plugin_client::DraPluginClient::new(channel);
+    let a = h.claim("a", &[&h.devices[0], &h.devices[1]], rails_params(json!({})));
+    let b = h.claim("b", &[&h.devices[2]], rails_params(json!({})));
+
+    let resp = v1c
+        .node_prepare_resources(v1::NodePrepareResourcesRequest {
+            claims: vec![v1_claim(&a)],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let r = &resp.claims[&a.uid];
+    assert_eq!(r.error, "");
+    let got: Vec<(&str, &str)> = r
+        .devices
+        .iter()
+        .map(|d| (d.pool_name.as_str(), d.device_name.as_str()))
+        .collect();
+    assert_eq!(got, [(NODE, h.devices[0].as_str()), (NODE, h.devices[1].as_str())]);
+    assert_eq!(r.devices[0].request_names, ["nics"]);
+    assert_eq!(
+        r.devices[0].cdi_device_ids,
+        [format!("multinic.dev/net={}-{}", a.uid, h.devices[0])]
+    );
+
+    let beta = v1beta1::Claim {
+        namespace: b.namespace.clone(),
+        uid: b.uid.clone(),
+        name: b.name.clone(),
+    };
+    let resp = v1b
+        .node_prepare_resources(v1beta1::NodePrepareResourcesRequest {
+            claims: vec![beta.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.claims[&b.uid].error, "");
+    assert_eq!(resp.claims[&b.uid].devices[0].device_name, h.devices[2]);
+    assert_eq!(ips_of(&h.claim_status(&b)).len(), 1);
+
+    let resp = v1b
+        .node_unprepare_resources(v1beta1::NodeUnprepareResourcesRequest { claims: vec![beta] })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.claims[&b.uid].error, "");
+    let resp = v1c
+        .node_unprepare_resources(v1::NodeUnprepareResourcesRequest {
+            claims: vec![v1_claim(&a)],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.claims[&a.uid].error, "");
+    assert!(ips_of(&h.claim_status(&a)).is_empty(), "our status entries are cleared");
+    assert!(h.plans().claim_uids().unwrap().is_empty());
+    assert!(h.driver.leased().await.is_empty());
+    // Unknown claims are success.
+    let ghost = ClaimRef {
+        namespace: "ml".into(),
+        uid: "00000000-dead".into(),
+        name: "ghost".into(),
+    };
+    let resp = v1c
+        .node_unprepare_resources(v1::NodeUnprepareResourcesRequest {
+            claims: vec![v1_claim(&ghost)],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.claims[&ghost.uid].error, "");
+}
+
+#[tokio::test]
+async fn four_rails_get_rail_ordered_names_and_per_host_per_rail_ips() {
+    let mut h = Harness::new(None).await;
+    let (dra, _) = h.serve();
+    let mut client = v1::dra_plugin_client::DraPluginClient::new(connect(&dra).await);
+    // Allocation results in scrambled order: the plan orders by rail.
+    let d = h.devices.clone();
+    let c = h.claim("four", &[&d[2], &d[0], &d[3], &d[1]], rails_params(json!({})));
+    let req = v1::NodePrepareResourcesRequest {
+        claims: vec![v1_claim(&c)],
+    };
+    let first = client.node_prepare_resources(req.clone()).await.unwrap().into_inner();
+    assert_eq!(first.claims[&c.uid].error, "");
+    let status = h.claim_status(&c);
+    let got = ips_of(&status);
+    assert_eq!(got.len(), 4);
+    for (k, (if_name, ip)) in got.iter().enumerate() {
+        assert_eq!(if_name, &format!("net{}", k + 1));
+        let ip: IpNet = ip.parse().unwrap();
+        let block: Ipv4Net = layout().block(HOST_INDEX, k as u32).unwrap();
+        assert!(
+            IpNet::V4(block).contains(&ip.addr()),
+            "net{} = {ip} not in block (host {HOST_INDEX}, rail {k}) {block}",
+            k + 1
+        );
+        assert_eq!(ip.prefix_len(), block.prefix_len());
+        let entry = &status["devices"][k];
+        assert_eq!(entry["device"], d[k].as_str());
+        assert_eq!(entry["conditions"][0]["type"], "Ready");
+        assert_eq!(
+            entry["networkData"]["hardwareAddress"],
+            format!("b8:3f:d2:00:00:{k:02x}")
+        );
+    }
+    // Prepared again (the kubelet retries): the same answer and the same addresses.
+    let again = client.node_prepare_resources(req).await.unwrap().into_inner();
+    assert_eq!(first, again);
+    assert_eq!(ips_of(&h.claim_status(&c)), got);
+    let plan = h.plans().load(&c.uid).unwrap().unwrap();
+    assert_eq!(
+        plan.devices.iter().map(|d| d.pod_if_name.as_str()).collect::<Vec<_>>(),
+        ["net1", "net2", "net3", "net4"]
+    );
+    assert_eq!(plan.pods[0].uid, "pod-four");
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_claims_get_distinct_ips_and_all_are_released() {
+    let mut h = Harness::new(None).await;
+    let (dra, _) = h.serve();
+    let mut client = v1::dra_plugin_client::DraPluginClient::new(connect(&dra).await);
+    let shared = rails_params(json!({"attachment": {"mode": "macvlan"}}));
+    let claims: Vec<ClaimRef> = (0..200)
+        .map(|i| h.claim(&format!("c{i}"), &[&h.devices[i % 4]], shared.clone()))
+        .collect();
+    let resp = client
+        .node_prepare_resources(v1::NodePrepareResourcesRequest {
+            claims: claims.iter().map(v1_claim).collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.claims.len(), 200);
+    let mut seen = HashSet::new();
+    for c in &claims {
+        assert_eq!(resp.claims[&c.uid].error, "", "{}", c.name);
+        for (_, ip) in ips_of(&h.claim_status(c)) {
+            assert!(seen.insert(ip.clone()), "duplicate IP {ip}");
+        }
+    }
+    assert_eq!(seen.len(), 200);
+    assert_eq!(h.driver.leased().await.len(), 200);
+    let resp = client
+        .node_unprepare_resources(v1::NodeUnprepareResourcesRequest {
+            claims: claims.iter().map(v1_claim).collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.claims.values().all(|r| r.error.is_empty()));
+    assert!(h.driver.leased().await.is_empty());
+    assert!(h.plans().claim_uids().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn crash_after_plan_write_then_restart_keeps_ips_and_releases_deleted_claims() {
+    let h = Harness::new(Some(FaultPoint::AfterPlanWrite)).await;
+    let d = h.devices.clone();
+    let c = h.claim("crashy", &[&d[0], &d[1]], rails_params(json!({})));
+    let err = h.driver.prepare(&c).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PrepareError::Fault {
+                point: FaultPoint::AfterPlanWrite,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let written = h.plans().load(&c.uid).unwrap().expect("plan written before the crash");
+    assert!(ips_of(&h.claim_status(&c)).is_empty(), "status was never applied");
+
+    // Restart: a new process state from the state dir, then the kubelet's retry.
+    let restarted = h.new_driver(None);
+    assert_eq!(restarted.reconcile().await, 0);
+    restarted.prepare(&c).await.unwrap();
+    let plan = h.plans().load(&c.uid).unwrap().unwrap();
+    assert_eq!(plan, written, "the retry returns the plan written before the crash");
+    let plan_ips: HashSet<IpAddr> = plan
+        .devices
+        .iter()
+        .flat_map(|d| d.ips.iter().map(|n| n.addr()))
+        .collect();
+    assert_eq!(restarted.leased().await, plan_ips, "no leaked lease");
+    assert_eq!(ips_of(&h.claim_status(&c)).len(), 2);
+
+    // A claim prepared, then deleted while the plugin is down, is released at start.
+    let gone = h.claim("gone", &[&d[2]], rails_params(json!({})));
+    restarted.prepare(&gone).await.unwrap();
+    assert!(h.plans().load(&gone.uid).unwrap().is_some());
+    drop(restarted);
+    h.api
+        .delete("resource.k8s.io/v1", "ResourceClaim", Some("ml"), "gone")
+        .unwrap();
+    let again = h.new_driver(None);
+    assert_eq!(again.reconcile().await, 1);
+    assert!(h.plans().load(&gone.uid).unwrap().is_none());
+    assert_eq!(again.leased().await, plan_ips);
+    assert_eq!(again.prepared_claims().await, vec![c.uid.clone()]);
+}
+
+#[tokio::test]
+async fn bad_inputs_fail_per_claim_and_allocate_nothing() {
+    let mut h = Harness::new(None).await;
+    let (dra, _) = h.serve();
+    let mut client = v1::dra_plugin_client::DraPluginClient::new(connect(&dra).await);
+    let d = h.devices.clone();
+    let good = h.claim("good", &[&d[0]], rails_params(json!({})));
+    let missing = ClaimRef {
+        namespace: "ml".into(),
+        uid: "11111111-aaaa".into(),
+        name: "missing".into(),
+    };
+    let mut wrong_uid = h.claim("wrong-uid", &[&d[1]], rails_params(json!({})));
+    wrong_uid.uid = "22222222-bbbb".into();
+    let no_device = h.claim("no-device", &["pci-0000-ff-00-0"], rails_params(json!({})));
+    let malformed = h.claim("malformed", &[&d[1]], json!({"attachment": {"mode": "teleport"}}));
+    let exhausted = h.claim(
+        "exhausted",
+        &[&d[1]],
+        rails_params(json!({"ipam": {
+        "type": "rails", "subnet": "10.10.0.0/16", "hostBlock": 8, "interfaceBlock": 2, "exclude": ["10.10.0.0/16"]}})),
+    );
+    let cases = [
+        (&missing, "not found"),
+        (&wrong_uid, "re-created"),
+        (&no_device, "not in this node's inventory"),
+        (&malformed, "teleport"),
+        (&exhausted, "exhausted"),
+    ];
+    let mut claims: Vec<v1::Claim> = cases.iter().map(|(c, _)| v1_claim(c)).collect();
+    claims.push(v1_claim(&good));
+    let resp = client
+        .node_prepare_resources(v1::NodePrepareResourcesRequest { claims })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.claims[&good.uid].error, "", "one bad claim never fails the others");
+    for (c, cause) in cases {
+        let error = &resp.claims[&c.uid].error;
+        assert!(
+            error.contains(&format!("ResourceClaim ml/{}", c.name)),
+            "error does not name the claim: {error}"
+        );
+        assert!(
+            error.contains(cause),
+            "error for {} does not say {cause:?}: {error}",
+            c.name
+        );
+        assert!(resp.claims[&c.uid].devices.is_empty());
+    }
+    let good_plan = h.plans().load(&good.uid).unwrap().unwrap();
+    assert_eq!(
+        h.plans().claim_uids().unwrap(),
+        vec![good.uid.clone()],
+        "nothing allocated for the bad claims"
+    );
+    let leased: HashSet<IpAddr> = good_plan
+        .devices
+        .iter()
+        .flat_map(|d| d.ips.iter().map(|n| n.addr()))
+        .collect();
+    assert_eq!(h.driver.leased().await, leased);
+    let statuses: BTreeMap<&str, usize> = cases
+        .iter()
+        .filter(|(c, _)| c.name != "missing")
+        .map(|(c, _)| (c.name.as_str(), ips_of(&h.claim_status(c)).len()))
+        .collect();
+    assert!(statuses.values().all(|n| *n == 0), "{statuses:?}");
+}

@@ -1,0 +1,192 @@
+//! DeviceClass validation and the multinic.dev custom resources.
+
+use either::Either;
+use k8s_openapi::api::resource::v1::DeviceClass;
+use kube::Api;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use multinic_testkit::FakeApiServer;
+use serde_json::{Value, json};
+
+use crate::{cause_fields, status};
+
+fn class_json(name: &str, selectors: usize, configs: usize) -> Value {
+    let sel: Vec<Value> = (0..selectors)
+        .map(|i| json!({"cel": {"expression": format!("device.attributes[\"multinic.dev\"].railIndex == {i}")}}))
+        .collect();
+    let cfg: Vec<Value> = (0..configs)
+        .map(|i| json!({"opaque": {"driver": "multinic.dev", "parameters": {"network": format!("n{i}")}}}))
+        .collect();
+    json!({"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass", "metadata": {"name": name},
+           "spec": {"selectors": sel, "config": cfg}})
+}
+
+async fn create(server: &FakeApiServer, v: Value) -> Result<DeviceClass, kube::Error> {
+    let api: Api<DeviceClass> = Api::all(server.client());
+    let c: DeviceClass = serde_json::from_value(v).expect("class fixture");
+    api.create(&PostParams::default(), &c).await
+}
+
+#[tokio::test]
+async fn device_class_limits() {
+    let server = FakeApiServer::start().await;
+    let c = create(&server, class_json("ok", 32, 32))
+        .await
+        .expect("32 selectors and configs are fine");
+    assert_eq!(c.metadata.generation, Some(1));
+    let s = status(create(&server, class_json("sel", 33, 0)).await);
+    assert!(
+        s.message
+            .contains("spec.selectors: Too many: 33: must have at most 32 items"),
+        "{}",
+        s.message
+    );
+    let s = status(create(&server, class_json("cfg", 0, 33)).await);
+    assert!(
+        s.message
+            .contains("spec.config: Too many: 33: must have at most 32 items"),
+        "{}",
+        s.message
+    );
+
+    let mut v = class_json("big", 1, 1);
+    v["spec"]["config"][0]["opaque"]["parameters"] = json!({"blob": "x".repeat(10 * 1024)});
+    let s = status(create(&server, v).await);
+    assert!(
+        s.message
+            .contains("spec.config[0].opaque.parameters: Too long: must have at most 10240 bytes"),
+        "{}",
+        s.message
+    );
+    let mut v = class_json("arr", 1, 1);
+    v["spec"]["config"][0]["opaque"]["parameters"] = json!([1]);
+    let s = status(create(&server, v).await);
+    assert!(s.message.contains("must be a valid JSON object"), "{}", s.message);
+    let mut v = class_json("drv", 1, 1);
+    v["spec"]["config"][0]["opaque"]["driver"] = json!("Not A Driver");
+    let s = status(create(&server, v).await);
+    assert_eq!(cause_fields(&s), vec!["spec.config[0].opaque.driver"]);
+    let mut v = class_json("cel", 1, 0);
+    v["spec"]["selectors"][0] = json!({});
+    let s = status(create(&server, v).await);
+    assert_eq!(cause_fields(&s), vec!["spec.selectors[0].cel"]);
+}
+
+#[tokio::test]
+async fn device_class_generation() {
+    let server = FakeApiServer::start().await;
+    let api: Api<DeviceClass> = Api::all(server.client());
+    create(&server, class_json("c", 1, 0)).await.expect("create");
+    let p = json!({"spec": {"selectors": [{"cel": {"expression": "true"}}]}});
+    let c = api
+        .patch("c", &PatchParams::default(), &Patch::Merge(&p))
+        .await
+        .expect("patch");
+    assert_eq!(c.metadata.generation, Some(2));
+}
+
+fn networks_api(server: &FakeApiServer) -> Api<DynamicObject> {
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("multinic.dev", "v1alpha1", "MultiNicNetwork"),
+        "multinicnetworks",
+    );
+    Api::all_with(server.client(), &ar)
+}
+
+fn network(name: &str, subnet: &str) -> Value {
+    json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "MultiNicNetwork", "metadata": {"name": name},
+           "spec": {"ipam": {"type": "rails", "subnet": subnet}}})
+}
+
+fn dynamic(v: Value) -> DynamicObject {
+    serde_json::from_value(v).expect("dynamic object")
+}
+
+#[tokio::test]
+async fn custom_resource_status_subresource() {
+    let server = FakeApiServer::start().await;
+    let api = networks_api(&server);
+    let mut v = network("rails", "192.168.0.0/16");
+    v["status"] = json!({"nodes": 3});
+    let created = api.create(&PostParams::default(), &dynamic(v)).await.expect("create");
+    assert!(created.data.get("status").is_none(), "status is dropped on create");
+    assert_eq!(created.metadata.generation, Some(1));
+
+    // Status apply changes only status; generation stays.
+    let cond = |ty: &str| json!({"type": ty, "status": "True", "reason": "Ok", "message": "", "lastTransitionTime": "2025-01-01T00:00:00Z"});
+    let st = json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "MultiNicNetwork", "metadata": {"name": "rails"},
+                    "spec": {"ipam": {"subnet": "10.0.0.0/8"}}, "status": {"conditions": [cond("Ready")]}});
+    let o = api
+        .patch_status("rails", &PatchParams::apply("controller"), &Patch::Apply(&st))
+        .await
+        .expect("status apply");
+    assert_eq!(o.data["spec"]["ipam"]["subnet"], "192.168.0.0/16");
+    assert_eq!(o.metadata.generation, Some(1));
+    // Conditions merge by type across managers.
+    let st2 = json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "MultiNicNetwork", "metadata": {"name": "rails"},
+                     "status": {"conditions": [cond("Synced")]}});
+    let o = api
+        .patch_status("rails", &PatchParams::apply("other"), &Patch::Apply(&st2))
+        .await
+        .expect("status apply 2");
+    let types: Vec<&str> = o.data["status"]["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .filter_map(|c| c["type"].as_str())
+        .collect();
+    assert_eq!(types, vec!["Ready", "Synced"]);
+
+    // Spec change on the main resource bumps generation and keeps status.
+    let o = api
+        .patch(
+            "rails",
+            &PatchParams::apply("controller"),
+            &Patch::Apply(&network("rails", "10.0.0.0/8")),
+        )
+        .await
+        .expect("apply");
+    assert_eq!(o.metadata.generation, Some(2));
+    assert_eq!(o.data["status"]["conditions"].as_array().map(Vec::len), Some(2));
+
+    // Custom resources require a resourceVersion on PUT.
+    let mut cur = api.get("rails").await.expect("get");
+    cur.metadata.resource_version = None;
+    let s = status(api.replace("rails", &PostParams::default(), &cur).await);
+    assert_eq!(s.code, 422);
+    assert!(
+        s.message
+            .contains("metadata.resourceVersion: Invalid value: 0: must be specified for an update"),
+        "{}",
+        s.message
+    );
+
+    // Delete returns the object for custom resources.
+    match api.delete("rails", &DeleteParams::default()).await.expect("delete") {
+        Either::Left(o) => assert_eq!(o.metadata.name.as_deref(), Some("rails")),
+        Either::Right(s) => panic!("expected the deleted object, got {s:?}"),
+    }
+}
+
+#[tokio::test]
+async fn nic_node_blocks_are_served() {
+    let server = FakeApiServer::start().await;
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("multinic.dev", "v1alpha1", "NicNodeBlock"),
+        "nicnodeblocks",
+    );
+    let api: Api<DynamicObject> = Api::all_with(server.client(), &ar);
+    let v = json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "NicNodeBlock", "metadata": {"name": "rails.node-a"},
+                   "spec": {"node": "node-a", "blocks": ["192.168.4.0/24"]}});
+    api.patch(
+        "rails.node-a",
+        &PatchParams::apply("multinic-controller"),
+        &Patch::Apply(&v),
+    )
+    .await
+    .expect("apply-create");
+    assert!(
+        server
+            .get("multinic.dev/v1alpha1", "NicNodeBlock", None, "rails.node-a")
+            .is_some()
+    );
+}
