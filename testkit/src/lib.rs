@@ -10,9 +10,9 @@
 //! like upstream's.
 //!
 //! Fault injection: [`FakeApiServer::fail_next`] answers the next request whose path contains a
-//! substring with an error status; [`FakeApiServer::set_unavailable`] makes the server answer
-//! every request with `503 ServiceUnavailable` (connections are still accepted) and ends open
-//! watches, until it is switched back.
+//! substring with an error status; [`FakeApiServer::set_unavailable`] closes the listener (new
+//! connections are refused, open connections and watches are dropped) until it is switched
+//! back, and [`FakeApiServer::set_overloaded`] answers everything with 503.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -119,32 +119,7 @@ impl FakeApiServer {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(server::Shared::new());
-        let accept_shared = shared.clone();
-        let mut shutdown = shared.shutdown.subscribe();
-        let accept_task = tokio::spawn(async move {
-            loop {
-                let conn = tokio::select! {
-                    c = listener.accept() => c,
-                    _ = shutdown.changed() => return,
-                };
-                let Ok((stream, _)) = conn else { continue };
-                let shared = accept_shared.clone();
-                let mut conn_shutdown = shared.shutdown.subscribe();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| server::handle(shared.clone(), req));
-                    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        r = conn.as_mut() => {
-                            if let Err(e) = r {
-                                tracing::debug!("fake API server connection ended: {e}");
-                            }
-                        }
-                        _ = conn_shutdown.changed() => {}
-                    }
-                });
-            }
-        });
+        let accept_task = tokio::spawn(accept_loop(listener, addr, shared.clone()));
         Ok(FakeApiServer {
             addr,
             shared,
@@ -261,10 +236,20 @@ impl FakeApiServer {
             .push((path_substring.to_string(), status_code));
     }
 
-    /// Simulates the API server being down: while `true`, every request is accepted and answered
-    /// with `503 ServiceUnavailable`, and open watches are ended.
+    /// Simulates the API server being down: while `true` the listener is closed, so new
+    /// connections are refused, and open connections and watches are dropped (a request racing
+    /// with the switch gets `503`). With `false` the server listens on the same port again.
+    /// (Answering 503 instead would not look like an outage to a `kube::Client`: its default
+    /// retry policy retries 503 up to 15 times with exponential backoff; see
+    /// [`FakeApiServer::set_overloaded`].)
     pub fn set_unavailable(&self, unavailable: bool) {
         self.shared.unavailable.send_replace(unavailable);
+    }
+
+    /// While `true`, every request is answered with `503 ServiceUnavailable` (connections are
+    /// accepted) and open watches are ended. Note that `kube::Client` retries 503 by default.
+    pub fn set_overloaded(&self, overloaded: bool) {
+        self.shared.overloaded.send_replace(overloaded);
     }
 
     /// Drops the watch history, so watches resuming from an older resourceVersion get an
@@ -281,6 +266,75 @@ impl FakeApiServer {
     /// How often idle watches that allow bookmarks get a BOOKMARK event (default 1 s).
     pub fn set_bookmark_interval(&self, interval: Duration) {
         *self.shared.bookmark_interval.lock().unwrap_or_else(|e| e.into_inner()) = interval;
+    }
+}
+
+/// Binds `addr` again after an outage (SO_REUSEADDR, so connections in TIME_WAIT do not matter).
+fn rebind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+async fn accept_loop(listener: TcpListener, addr: SocketAddr, shared: Arc<server::Shared>) {
+    let mut listener = Some(listener);
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut unavailable = shared.unavailable.subscribe();
+    loop {
+        if *unavailable.borrow_and_update() {
+            // Down: no listener, so connections are refused.
+            listener = None;
+            tokio::select! {
+                r = unavailable.changed() => if r.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+            continue;
+        }
+        let l = match listener.take() {
+            Some(l) => l,
+            None => match rebind(addr) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!("fake API server cannot listen on {addr} again: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let accepted = tokio::select! {
+            c = l.accept() => Some(c),
+            r = unavailable.changed() => if r.is_err() { return } else { None },
+            _ = shutdown.changed() => return,
+        };
+        listener = Some(l);
+        let Some(Ok((stream, _))) = accepted else { continue };
+        let shared = shared.clone();
+        tokio::spawn(serve_connection(stream, shared));
+    }
+}
+
+async fn serve_connection(stream: tokio::net::TcpStream, shared: Arc<server::Shared>) {
+    let mut conn_shutdown = shared.shutdown.subscribe();
+    let mut conn_unavailable = shared.unavailable.subscribe();
+    if *conn_unavailable.borrow_and_update() {
+        return;
+    }
+    let svc_shared = shared.clone();
+    let svc = service_fn(move |req| server::handle(svc_shared.clone(), req));
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!("fake API server connection ended: {e}");
+                }
+                return;
+            }
+            _ = conn_shutdown.changed() => return,
+            r = conn_unavailable.changed() => if r.is_err() || *conn_unavailable.borrow() { return },
+        }
     }
 }
 

@@ -12,7 +12,7 @@ pub enum Kind {
     ResourceClaim,
     ResourceSlice,
     DeviceClass,
-    /// A custom resource (CRD-backed) with a status subresource.
+    /// A custom resource (CRD-backed); see `has_status` for the status subresource.
     Custom,
 }
 
@@ -163,9 +163,10 @@ pub static RESOURCES: &[ResourceDef] = &[
         version: "v1alpha1",
         plural: "nicnodeblocks",
         kind_name: "nicnodeblocks",
+        // As defined in multinic-api (`crd.rs`): kind `NicNodeBlocks`, no status subresource.
         kind: "NicNodeBlocks",
         namespaced: false,
-        has_status: true,
+        has_status: false,
         behaviour: Kind::Custom,
     },
 ];

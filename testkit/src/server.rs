@@ -27,7 +27,10 @@ const MAX_BODY: usize = 3 * 1024 * 1024;
 /// State shared by the server tasks and the `FakeApiServer` handle.
 pub struct Shared {
     state: Mutex<State>,
+    /// Listener closed and connections dropped (see `FakeApiServer::set_unavailable`).
     pub unavailable: watch::Sender<bool>,
+    /// Every request answered with 503 (see `FakeApiServer::set_overloaded`).
+    pub overloaded: watch::Sender<bool>,
     pub shutdown: watch::Sender<bool>,
     pub bookmark_interval: Mutex<Duration>,
 }
@@ -37,6 +40,7 @@ impl Shared {
         Self {
             state: Mutex::new(State::new()),
             unavailable: watch::channel(false).0,
+            overloaded: watch::channel(false).0,
             shutdown: watch::channel(false).0,
             bookmark_interval: Mutex::new(Duration::from_secs(1)),
         }
@@ -132,7 +136,7 @@ async fn dispatch(
     content_type: &Option<String>,
     user_agent: &str,
 ) -> Response<Body> {
-    if *shared.unavailable.borrow() {
+    if *shared.unavailable.borrow() || *shared.overloaded.borrow() {
         return error_response(&ApiError::unavailable());
     }
     {
@@ -440,6 +444,7 @@ fn start_watch(shared: &Arc<Shared>, filter: WatchFilter, query: &Query) -> Resp
     let interval = shared.bookmark_interval();
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let mut unavailable = shared.unavailable.subscribe();
+    let mut overloaded = shared.overloaded.subscribe();
     let mut shutdown = shared.shutdown.subscribe();
     tokio::spawn(async move {
         let mut start = start;
@@ -491,6 +496,7 @@ fn start_watch(shared: &Arc<Shared>, filter: WatchFilter, query: &Query) -> Resp
                 }
                 _ = &mut deadline => return,
                 r = unavailable.changed() => if r.is_err() || *unavailable.borrow() { return },
+                r = overloaded.changed() => if r.is_err() || *overloaded.borrow() { return },
                 r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return },
                 _ = tx.closed() => return,
             }

@@ -119,7 +119,9 @@ pub fn prepare_create(rd: &ResourceDef, obj: &mut Value) {
         }
         Kind::ResourceSlice | Kind::DeviceClass => set_meta(obj, "generation", Some(json!(1))),
         Kind::Custom => {
-            set_top(obj, "status", None);
+            if rd.has_status {
+                set_top(obj, "status", None);
+            }
             set_meta(obj, "generation", Some(json!(1)));
         }
     }
@@ -140,12 +142,17 @@ pub fn prepare_update(rd: &ResourceDef, new: &mut Value, old: &Value) {
             }
         }
         Kind::Custom => {
-            set_top(new, "status", old.get("status").cloned());
+            if rd.has_status {
+                set_top(new, "status", old.get("status").cloned());
+            }
+            // Without a status subresource every change outside metadata counts.
             let strip = |v: &Value| {
                 let mut v = v.clone();
                 if let Some(o) = v.as_object_mut() {
                     o.remove("metadata");
-                    o.remove("status");
+                    if rd.has_status {
+                        o.remove("status");
+                    }
                 }
                 v
             };

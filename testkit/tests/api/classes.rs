@@ -136,13 +136,18 @@ async fn custom_resource_status_subresource() {
         .collect();
     assert_eq!(types, vec!["Ready", "Synced"]);
 
+    // The POST made its client ("unknown": no fieldManager, no user agent) own the spec, so
+    // another manager changing it conflicts unless it forces.
+    let cfg = network("rails", "10.0.0.0/8");
+    let s = status(
+        api.patch("rails", &PatchParams::apply("controller"), &Patch::Apply(&cfg))
+            .await,
+    );
+    assert_eq!(s.code, 409);
+    assert!(s.message.contains(".spec.ipam.subnet"), "{}", s.message);
     // Spec change on the main resource bumps generation and keeps status.
     let o = api
-        .patch(
-            "rails",
-            &PatchParams::apply("controller"),
-            &Patch::Apply(&network("rails", "10.0.0.0/8")),
-        )
+        .patch("rails", &PatchParams::apply("controller").force(), &Patch::Apply(&cfg))
         .await
         .expect("apply");
     assert_eq!(o.metadata.generation, Some(2));
@@ -171,11 +176,11 @@ async fn custom_resource_status_subresource() {
 async fn nic_node_blocks_are_served() {
     let server = FakeApiServer::start().await;
     let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("multinic.dev", "v1alpha1", "NicNodeBlock"),
+        &GroupVersionKind::gvk("multinic.dev", "v1alpha1", "NicNodeBlocks"),
         "nicnodeblocks",
     );
     let api: Api<DynamicObject> = Api::all_with(server.client(), &ar);
-    let v = json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "NicNodeBlock", "metadata": {"name": "rails.node-a"},
+    let v = json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "NicNodeBlocks", "metadata": {"name": "rails.node-a"},
                    "spec": {"node": "node-a", "blocks": ["192.168.4.0/24"]}});
     api.patch(
         "rails.node-a",
@@ -186,7 +191,16 @@ async fn nic_node_blocks_are_served() {
     .expect("apply-create");
     assert!(
         server
-            .get("multinic.dev/v1alpha1", "NicNodeBlock", None, "rails.node-a")
+            .get("multinic.dev/v1alpha1", "NicNodeBlocks", None, "rails.node-a")
             .is_some()
     );
+    // No status subresource (as in multinic-api): /status is not found, status is a plain field.
+    assert_eq!(status(api.get_status("rails.node-a").await).code, 404);
+    let p = json!({"status": {"note": "x"}});
+    let o = api
+        .patch("rails.node-a", &PatchParams::default(), &Patch::Merge(&p))
+        .await
+        .expect("merge");
+    assert_eq!(o.data["status"]["note"], "x");
+    assert_eq!(o.metadata.generation, Some(2));
 }

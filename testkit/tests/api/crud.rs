@@ -213,7 +213,7 @@ async fn delete_preconditions() {
     let wrong_rv = DeleteParams {
         preconditions: Some(Preconditions {
             uid: None,
-            resource_version: Some("1".into()),
+            resource_version: Some("999".into()),
         }),
         ..DeleteParams::default()
     };
@@ -221,7 +221,7 @@ async fn delete_preconditions() {
     assert_eq!(s.code, 409);
     assert!(
         s.message
-            .contains("Precondition failed: ResourceVersion in precondition: 1"),
+            .contains("Precondition failed: ResourceVersion in precondition: 999"),
         "{}",
         s.message
     );
@@ -557,10 +557,33 @@ async fn fail_next_and_unavailable() {
         .expect("only matching paths fail");
 
     server.set_unavailable(true);
+    match api.list(&ListParams::default()).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 503, "only a request racing the switch sees a status"),
+        Err(_) => {}
+        Ok(_) => panic!("the server is down"),
+    }
+    let err = api
+        .list(&ListParams::default())
+        .await
+        .expect_err("connections are refused");
+    assert!(!matches!(err, kube::Error::Api(_)), "{err:?}");
+    server.set_unavailable(false);
+    let lp = ListParams::default();
+    crate::wait_until_ok(|| api.list(&lp)).await;
+}
+
+#[tokio::test]
+async fn overloaded_answers_503() {
+    let server = FakeApiServer::start().await;
+    // kube retries 503 by default; a client without retries sees it at once.
+    let mut config = kube::Config::new(server.url().parse().expect("url"));
+    config.default_retry = false;
+    let api: Api<ResourceClaim> = Api::default_namespaced(kube::Client::try_from(config).expect("client"));
+    server.set_overloaded(true);
     let s = status(api.list(&ListParams::default()).await);
     assert_eq!((s.code, s.reason.as_str()), (503, "ServiceUnavailable"));
-    server.set_unavailable(false);
-    api.list(&ListParams::default()).await.expect("available again");
+    server.set_overloaded(false);
+    api.list(&ListParams::default()).await.expect("served again");
 }
 
 #[tokio::test]

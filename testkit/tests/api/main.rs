@@ -32,13 +32,17 @@ pub fn cause_fields(s: &kube::core::Status) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Waits until `f` holds, failing after `timeout`.
-pub async fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "condition not met within {timeout:?}");
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
+/// Retries `f` until it succeeds, failing after 10 s.
+pub async fn wait_until_ok<T, E: std::fmt::Debug, F: std::future::Future<Output = Result<T, E>>>(
+    mut f: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match f().await {
+            Ok(v) => return v,
+            Err(e) => assert!(Instant::now() < deadline, "still failing after 10 s: {e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
