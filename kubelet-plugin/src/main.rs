@@ -37,7 +37,7 @@ struct Args {
     /// State directory: one plan file per prepared claim (the plans are also the IP leases).
     #[arg(long, default_value = DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
-    /// Directory for CDI specs of RDMA devices; empty disables CDI.
+    /// Directory for CDI specs of RDMA devices.
     #[arg(long, default_value = "/var/run/cdi")]
     cdi_dir: PathBuf,
     /// Address of /metrics and /healthz (`:9177` = all interfaces).
@@ -87,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
         driver_name: DRIVER_NAME.into(),
         node_name: node.clone(),
         state_dir: args.state_dir.clone(),
-        cdi_dir: (!args.cdi_dir.as_os_str().is_empty()).then(|| args.cdi_dir.clone()),
+        cdi_dir: Some(args.cdi_dir.clone()),
         fault: None,
     };
     let driver = Arc::new(
