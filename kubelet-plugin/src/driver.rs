@@ -235,10 +235,6 @@ impl<A: ClaimApi> Driver<A> {
         })
     }
 
-    pub fn options(&self) -> &DriverOptions {
-        &self.opts
-    }
-
     /// Claim UIDs with a plan.
     pub async fn prepared_claims(&self) -> Vec<String> {
         let mut uids: Vec<String> = self.leases.lock().await.plans.keys().cloned().collect();

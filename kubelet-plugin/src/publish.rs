@@ -193,14 +193,6 @@ impl DeviceTable {
         self.inner.read().ok()?.as_ref().map(BTreeMap::len)
     }
 
-    pub fn all(&self) -> Vec<PublishedDevice> {
-        self.inner
-            .read()
-            .ok()
-            .and_then(|t| t.as_ref().map(|m| m.values().cloned().collect()))
-            .unwrap_or_default()
-    }
-
     pub fn set(&self, devices: &[PublishedDevice]) {
         if let Ok(mut table) = self.inner.write() {
             *table = Some(devices.iter().map(|d| (d.device.name.clone(), d.clone())).collect());
@@ -241,24 +233,6 @@ impl<S: SliceStore> Publisher<S> {
     /// The devices of the last inventory (updated even when publishing fails).
     pub fn table(&self) -> DeviceTable {
         self.table.clone()
-    }
-
-    pub fn store(&self) -> &S {
-        &self.store
-    }
-
-    pub fn options(&self) -> &SliceOptions {
-        &self.opts
-    }
-
-    /// Devices of the last successful publish.
-    pub async fn published_devices(&self) -> Vec<Device> {
-        self.state
-            .lock()
-            .await
-            .as_ref()
-            .map(|p| p.devices.clone())
-            .unwrap_or_default()
     }
 
     /// Publishes the NICs if they differ from what was last published.

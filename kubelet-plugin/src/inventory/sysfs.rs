@@ -90,19 +90,6 @@ impl SysfsReader {
         Self { root: root.into() }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// Names under `class/net`, sorted.
-    pub fn netdev_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(self.root.join("class/net"))
-            .map(|rd| rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
-            .unwrap_or_default();
-        names.sort();
-        names
-    }
-
     /// Facts for each of the named netdevs.
     pub fn read_all<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> HashMap<String, SysfsNetdev> {
         let rdma_by_pci = self.rdma_devices();
