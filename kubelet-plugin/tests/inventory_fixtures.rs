@@ -69,6 +69,9 @@ fn roce_8_rail_host() {
     );
     assert_eq!(inv.excluded.get("lo"), Some(&Exclusion::Loopback));
     assert_eq!(inv.excluded.get("docker0"), Some(&Exclusion::Virtual));
+    let facts = SysfsReader::new(fixture("roce-8rail").join("sys")).read_all(["docker0", "ens108np0"]);
+    assert!(facts["docker0"].virtual_device, "docker0 lives under devices/virtual");
+    assert!(!facts["ens108np0"].virtual_device);
     let devs = devices(&slices);
     assert_eq!(devs.len(), 8);
     // Rails follow PCI order, not interface-name order.

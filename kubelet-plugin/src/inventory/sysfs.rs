@@ -79,6 +79,14 @@ pub struct SysfsNetdev {
     pub rdma: Option<RdmaFacts>,
 }
 
+/// What `read_all` resolves once for all netdevs.
+struct Tree {
+    /// Canonical `<root>/devices`.
+    devices: Option<PathBuf>,
+    /// Canonical PCI device dir → RDMA device names.
+    rdma_by_pci: HashMap<PathBuf, Vec<String>>,
+}
+
 /// Reads sysfs below a root (`/sys` on a host, a fixture tree in tests).
 #[derive(Debug, Clone)]
 pub struct SysfsReader {
@@ -92,14 +100,17 @@ impl SysfsReader {
 
     /// Facts for each of the named netdevs.
     pub fn read_all<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> HashMap<String, SysfsNetdev> {
-        let rdma_by_pci = self.rdma_devices();
+        let tree = Tree {
+            devices: fs::canonicalize(self.root.join("devices")).ok(),
+            rdma_by_pci: self.rdma_devices(),
+        };
         names
             .into_iter()
-            .map(|name| (name.to_string(), self.read(name, &rdma_by_pci)))
+            .map(|name| (name.to_string(), self.read(name, &tree)))
             .collect()
     }
 
-    fn read(&self, if_name: &str, rdma_by_pci: &HashMap<PathBuf, Vec<String>>) -> SysfsNetdev {
+    fn read(&self, if_name: &str, tree: &Tree) -> SysfsNetdev {
         let net = self.root.join("class/net").join(if_name);
         let Ok(canonical) = fs::canonicalize(&net) else {
             return SysfsNetdev::default();
@@ -107,8 +118,10 @@ impl SysfsReader {
         let device = fs::canonicalize(net.join("device")).ok();
         let mut facts = SysfsNetdev {
             has_device: device.is_some(),
-            virtual_device: canonical.starts_with(self.root.join("devices/virtual"))
-                || fs::canonicalize(self.root.join("devices/virtual")).is_ok_and(|v| canonical.starts_with(v)),
+            virtual_device: tree
+                .devices
+                .as_ref()
+                .is_some_and(|d| canonical.starts_with(d.join("virtual"))),
             link_type: read_trimmed(&net.join("type")).and_then(|t| t.parse().ok()),
             speed_mbps: read_trimmed(&net.join("speed")).and_then(|s| parse_speed(&s)),
             bond_slave: net.join("bonding_slave").is_dir(),
@@ -128,7 +141,7 @@ impl SysfsReader {
             .and_then(|p| p.parse::<u32>().ok())
             .unwrap_or(0)
             + 1;
-        facts.rdma = rdma_by_pci.get(&dev).and_then(|devs| {
+        facts.rdma = tree.rdma_by_pci.get(&dev).and_then(|devs| {
             let device = devs.first()?.clone();
             let link_layer = read_trimmed(
                 &self
@@ -156,7 +169,7 @@ impl SysfsReader {
                 .ok()
                 .and_then(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string)),
             numa_node: read_trimmed(&dev.join("numa_node")).and_then(|n| parse_numa(&n)),
-            pcie_root: self.pcie_root(&address, &dev),
+            pcie_root: self.pcie_root(&address, &dev, tree),
             sriov_total_vfs: read_trimmed(&dev.join("sriov_totalvfs")).and_then(|n| n.parse().ok()),
             sriov_num_vfs: read_trimmed(&dev.join("sriov_numvfs")).and_then(|n| n.parse().ok()),
             vf_index: physfn.as_deref().and_then(|pf| vf_index(pf, &dev)),
@@ -171,11 +184,10 @@ impl SysfsReader {
 
     /// The root complex as the upstream `deviceattribute` helper computes it: resolve
     /// `bus/pci/devices/<bdf>` and take the first component below `devices/`.
-    fn pcie_root(&self, address: &str, dev: &Path) -> Option<String> {
+    fn pcie_root(&self, address: &str, dev: &Path, tree: &Tree) -> Option<String> {
         let resolved =
             fs::canonicalize(self.root.join("bus/pci/devices").join(address)).unwrap_or_else(|_| dev.to_path_buf());
-        let devices = fs::canonicalize(self.root.join("devices")).ok()?;
-        pcie_root_from_path(&devices, &resolved)
+        pcie_root_from_path(tree.devices.as_ref()?, &resolved)
     }
 
     /// Canonical PCI device dir → RDMA device names (from `class/infiniband/*/device`).
