@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::names::API_VERSION;
+use crate::rails::{RailsError, RailsLayout};
 
 /// Largest accepted opaque parameters object (the API server's limit, 10 KiB).
 pub const MAX_PARAMETERS_BYTES: usize = 10 * 1024;
@@ -219,17 +220,19 @@ impl NetworkConfig {
                 .ipam
                 .subnet
                 .ok_or_else(|| ConfigError::Invalid("ipam.type rails needs ipam.subnet, e.g. 10.10.0.0/16".into()))?;
-            let host = self.ipam.host_block.unwrap_or(0);
-            let iface = self.ipam.interface_block.unwrap_or(0);
-            let used = u32::from(subnet.prefix_len()) + u32::from(host) + u32::from(iface);
-            if used > 30 {
-                return Err(ConfigError::Invalid(format!(
-                    "ipam: subnet {subnet} with hostBlock {host} and interfaceBlock {iface} leaves a /{used} \
-                     per interface, which holds no pod address; use a larger subnet or fewer block bits"
-                )));
-            }
+            self.rails_layout(subnet)
+                .map_err(|e| ConfigError::Invalid(format!("ipam: {e}")))?;
         }
         Ok(())
+    }
+
+    /// The `rails` block layout of this config over `subnet`.
+    pub fn rails_layout(&self, subnet: Ipv4Net) -> Result<RailsLayout, RailsError> {
+        RailsLayout::new(
+            subnet,
+            self.ipam.host_block.unwrap_or(0),
+            self.ipam.interface_block.unwrap_or(0),
+        )
     }
 
     pub fn prefix(&self) -> &str {

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use ipnet::{IpNet, Ipv4Net};
 use multinic_api::config::{IpamType, NetworkConfig, RoutingMode};
 use multinic_api::plan::{PLAN_VERSION, Plan, PlannedDevice, PlannedRoute, PodRef};
-use multinic_api::rails::{RailsLayout, usable};
+use multinic_api::rails::usable;
 
 use crate::slices::PublishedDevice;
 
@@ -44,6 +44,15 @@ pub enum BuildError {
     StaticTaken { device: String, ip: IpAddr },
     #[error("ipam type pool is not supported by this version; use rails, host, static or none")]
     PoolUnsupported,
+    #[error(
+        "NicNodeBlocks block {block} of rail {rail} is not a /{prefix} inside {layout}; the network's subnet or block bits changed after the controller assigned blocks — re-create the network"
+    )]
+    ForeignBlock {
+        rail: u32,
+        block: Ipv4Net,
+        layout: Ipv4Net,
+        prefix: u8,
+    },
     #[error("ipam: {0}")]
     Rails(#[from] multinic_api::rails::RailsError),
     #[error("two devices would both be named {0} in the pod; set distinct interfaceNames")]
@@ -183,19 +192,17 @@ pub fn check_blocks(
     blocks: &[multinic_api::crd::RailBlock],
 ) -> Result<BTreeMap<u32, Ipv4Net>, BuildError> {
     if let Some(subnet) = config.ipam.subnet {
-        let layout = RailsLayout::new(
-            subnet,
-            config.ipam.host_block.unwrap_or(0),
-            config.ipam.interface_block.unwrap_or(0),
-        )?;
-        for b in blocks {
-            if !layout.subnet.contains(&b.cidr) || b.cidr.prefix_len() != layout.block_prefix() {
-                return Err(BuildError::Rails(multinic_api::rails::RailsError::RailIndex {
-                    index: b.rail_index,
-                    max: layout.rails(),
-                    bits: layout.iface_bits,
-                }));
-            }
+        let layout = config.rails_layout(subnet)?;
+        if let Some(b) = blocks
+            .iter()
+            .find(|b| !layout.subnet.contains(&b.cidr) || b.cidr.prefix_len() != layout.block_prefix())
+        {
+            return Err(BuildError::ForeignBlock {
+                rail: b.rail_index,
+                block: b.cidr,
+                layout: layout.subnet,
+                prefix: layout.block_prefix(),
+            });
         }
     }
     Ok(blocks.iter().map(|b| (b.rail_index, b.cidr)).collect())
@@ -267,6 +274,22 @@ mod tests {
             build_plan(&input(1, RAILS, 7), &all),
             Err(BuildError::Exhausted { .. })
         ));
+    }
+
+    #[test]
+    fn blocks_outside_the_layout_are_refused() {
+        let cfg = NetworkConfig::from_layers([RAILS.as_bytes()]).unwrap();
+        let block = |cidr: &str| multinic_api::crd::RailBlock {
+            rail_index: 0,
+            cidr: cidr.parse().unwrap(),
+        };
+        assert!(check_blocks(&cfg, &[block("10.10.7.0/26")]).is_ok());
+        for bad in ["10.11.7.0/26", "10.10.7.0/25"] {
+            assert!(
+                matches!(check_blocks(&cfg, &[block(bad)]), Err(BuildError::ForeignBlock { .. })),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
