@@ -17,7 +17,7 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
-use crate::driver::{ClaimApi, ClaimRef, Driver};
+use crate::driver::{ClaimApi, ClaimRef, Driver, PrepareError};
 use crate::metrics::Metrics;
 
 /// Socket file names.
@@ -59,80 +59,99 @@ impl<A: ClaimApi> DraService<A> {
         Self { driver, metrics }
     }
 
-    /// Prepares every claim concurrently; a failing claim gets its own error.
-    pub async fn prepare(&self, claims: Vec<v1::Claim>) -> v1::NodePrepareResourcesResponse {
+    /// Runs `op` for every claim concurrently; a failing claim gets its own error (logged), never
+    /// failing the others. Records the call's metrics. Returns claim UID → result.
+    async fn per_claim<T, F, Fut>(
+        &self,
+        method: &'static str,
+        claims: Vec<v1::Claim>,
+        op: F,
+    ) -> HashMap<String, Result<T, String>>
+    where
+        F: Fn(ClaimRef) -> Fut,
+        Fut: std::future::Future<Output = (ClaimRef, Result<T, PrepareError>)>,
+    {
         let start = Instant::now();
-        let results = join_all(claims.into_iter().map(|c| async move {
-            let claim = ClaimRef {
+        let results = join_all(claims.into_iter().map(|c| {
+            op(ClaimRef {
                 namespace: c.namespace,
                 uid: c.uid,
                 name: c.name,
-            };
-            let result = match self.driver.prepare(&claim).await {
-                Ok(devices) => v1::NodePrepareResourceResponse {
-                    devices: devices
-                        .into_iter()
-                        .map(|d| v1::Device {
-                            request_names: vec![d.request],
-                            pool_name: d.pool,
-                            device_name: d.device,
-                            cdi_device_ids: d.cdi_device_ids,
-                        })
-                        .collect(),
-                    error: String::new(),
-                },
-                Err(error) => {
-                    tracing::warn!(%claim, %error, "prepare failed");
-                    v1::NodePrepareResourceResponse {
-                        devices: Vec::new(),
-                        error: error.to_string(),
-                    }
-                }
-            };
-            (claim.uid, result)
+            })
         }))
         .await;
-        let outcome = if results.iter().all(|(_, r)| r.error.is_empty()) {
-            "ok"
-        } else {
-            "claim_error"
-        };
-        self.metrics
-            .record_rpc("NodePrepareResources", outcome, start.elapsed().as_secs_f64());
-        v1::NodePrepareResourcesResponse {
-            claims: results.into_iter().collect::<HashMap<_, _>>(),
-        }
+        let mut failed = false;
+        let results = results
+            .into_iter()
+            .map(|(claim, result)| {
+                let result = result.map_err(|error| {
+                    tracing::warn!(%claim, %error, method, "claim failed");
+                    failed = true;
+                    error.to_string()
+                });
+                (claim.uid, result)
+            })
+            .collect();
+        let outcome = if failed { "claim_error" } else { "ok" };
+        self.metrics.record_rpc(method, outcome, start.elapsed().as_secs_f64());
+        results
+    }
+
+    /// Prepares every claim concurrently.
+    pub async fn prepare(&self, claims: Vec<v1::Claim>) -> v1::NodePrepareResourcesResponse {
+        let results = self
+            .per_claim("NodePrepareResources", claims, |claim| async move {
+                let result = self.driver.prepare(&claim).await;
+                (claim, result)
+            })
+            .await;
+        let claims = results
+            .into_iter()
+            .map(|(uid, result)| {
+                let response = match result {
+                    Ok(devices) => v1::NodePrepareResourceResponse {
+                        devices: devices
+                            .into_iter()
+                            .map(|d| v1::Device {
+                                request_names: vec![d.request],
+                                pool_name: d.pool,
+                                device_name: d.device,
+                                cdi_device_ids: d.cdi_device_ids,
+                            })
+                            .collect(),
+                        error: String::new(),
+                    },
+                    Err(error) => v1::NodePrepareResourceResponse {
+                        devices: Vec::new(),
+                        error,
+                    },
+                };
+                (uid, response)
+            })
+            .collect();
+        v1::NodePrepareResourcesResponse { claims }
     }
 
     /// Unprepares every claim concurrently.
     pub async fn unprepare(&self, claims: Vec<v1::Claim>) -> v1::NodeUnprepareResourcesResponse {
-        let start = Instant::now();
-        let results = join_all(claims.into_iter().map(|c| async move {
-            let claim = ClaimRef {
-                namespace: c.namespace,
-                uid: c.uid,
-                name: c.name,
-            };
-            let error = match self.driver.unprepare(&claim).await {
-                Ok(()) => String::new(),
-                Err(error) => {
-                    tracing::warn!(%claim, %error, "unprepare failed");
-                    error.to_string()
-                }
-            };
-            (claim.uid, v1::NodeUnprepareResourceResponse { error })
-        }))
-        .await;
-        let outcome = if results.iter().all(|(_, r)| r.error.is_empty()) {
-            "ok"
-        } else {
-            "claim_error"
-        };
-        self.metrics
-            .record_rpc("NodeUnprepareResources", outcome, start.elapsed().as_secs_f64());
-        v1::NodeUnprepareResourcesResponse {
-            claims: results.into_iter().collect(),
-        }
+        let results = self
+            .per_claim("NodeUnprepareResources", claims, |claim| async move {
+                let result = self.driver.unprepare(&claim).await;
+                (claim, result)
+            })
+            .await;
+        let claims = results
+            .into_iter()
+            .map(|(uid, result)| {
+                (
+                    uid,
+                    v1::NodeUnprepareResourceResponse {
+                        error: result.err().unwrap_or_default(),
+                    },
+                )
+            })
+            .collect();
+        v1::NodeUnprepareResourcesResponse { claims }
     }
 }
 
