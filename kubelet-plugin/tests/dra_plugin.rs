@@ -98,28 +98,21 @@ impl Harness {
         table.set(&published);
         let state = tempfile::tempdir().unwrap();
         let sockets = tempfile::tempdir().unwrap();
-        let mut h = Self {
+        let driver = Arc::new(new_driver(&api, &table, state.path(), fault));
+        Self {
             api,
             state,
             sockets,
             table,
-            driver: Arc::new(dummy_driver()),
+            driver,
             devices,
             shutdown: vec![],
-        };
-        h.driver = Arc::new(h.new_driver(fault));
-        h
+        }
     }
 
+    /// A driver over the same state dir, as after a restart.
     fn new_driver(&self, fault: Option<FaultPoint>) -> Driver<KubeClaimApi> {
-        let opts = DriverOptions {
-            driver_name: "multinic.dev".into(),
-            node_name: NODE.into(),
-            state_dir: self.state.path().to_path_buf(),
-            cdi_dir: Some(self.state.path().join("cdi")),
-            fault,
-        };
-        Driver::new(KubeClaimApi::new(self.api.client()), self.table.clone(), opts).unwrap()
+        new_driver(&self.api, &self.table, self.state.path(), fault)
     }
 
     fn plans(&self) -> PlanStore {
@@ -191,22 +184,20 @@ impl Harness {
     }
 }
 
-fn dummy_driver() -> Driver<KubeClaimApi> {
-    // Replaced in Harness::new before use; needs a client only to exist.
+fn new_driver(
+    api: &FakeApiServer,
+    table: &DeviceTable,
+    state: &Path,
+    fault: Option<FaultPoint>,
+) -> Driver<KubeClaimApi> {
     let opts = DriverOptions {
         driver_name: "multinic.dev".into(),
         node_name: NODE.into(),
-        state_dir: std::env::temp_dir().join("multinic-unused"),
-        cdi_dir: None,
-        fault: None,
+        state_dir: state.to_path_buf(),
+        cdi_dir: Some(state.join("cdi")),
+        fault,
     };
-    let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
-    Driver::new(
-        KubeClaimApi::new(kube::Client::try_from(config).unwrap()),
-        DeviceTable::default(),
-        opts,
-    )
-    .unwrap()
+    Driver::new(KubeClaimApi::new(api.client()), table.clone(), opts).unwrap()
 }
 
 async fn connect(path: &Path) -> Channel {
