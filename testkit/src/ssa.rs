@@ -338,9 +338,10 @@ fn remove_at(node: &mut Value, path: &[Pe], depth: usize) -> bool {
                     .unwrap_or(false)
             });
             if let Some(pos) = pos {
-                // An item whose fields are all gone goes too (its key fields may be gone already).
-                if rest.is_empty() || remove_at(&mut a[pos], rest, depth + 1) {
+                if rest.is_empty() {
                     a.remove(pos);
+                } else {
+                    remove_at(&mut a[pos], rest, depth + 1);
                 }
             }
             a.is_empty()

@@ -535,3 +535,31 @@ async fn owner_references_merge_by_uid() {
         .collect();
     assert_eq!(uids, vec!["u1", "u2"]);
 }
+
+#[tokio::test]
+async fn applying_an_empty_device_list_removes_entries_with_nested_keyed_lists() {
+    let server = FakeApiServer::start().await;
+    let api: Api<ResourceClaim> = Api::default_namespaced(server.client());
+    allocated_claim(&server, "c1", &["eth1", "eth2"]).await;
+    let entry = |d: &str| {
+        dev_status(
+            d,
+            json!({"networkData": {"interfaceName": "net1", "ips": ["10.0.0.1/24"]}, "conditions": [condition("Ready", "Prepared")]}),
+        )
+    };
+    apply_device_status(&api, "c1", DRIVER, json!([entry("eth1"), entry("eth2")]))
+        .await
+        .expect("apply entries");
+    let c = apply_device_status(&api, "c1", DRIVER, json!([]))
+        .await
+        .expect("an empty list is valid and removes what the manager owned");
+    assert!(devices(&c).is_empty(), "{:?}", devices(&c));
+    let raw = server
+        .get("resource.k8s.io/v1", "resourceclaims", Some("default"), "c1")
+        .expect("stored");
+    assert!(
+        raw["status"]["devices"].as_array().is_none_or(|d| d.is_empty()),
+        "no half-removed entry is left: {}",
+        raw["status"]
+    );
+}
