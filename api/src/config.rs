@@ -167,17 +167,25 @@ impl NetworkConfig {
 
     /// Merge the layers in order (earlier ones are overridden by later ones) and parse the result.
     pub fn from_layers<'a>(layers: impl IntoIterator<Item = &'a [u8]>) -> Result<Self, ConfigError> {
-        let mut merged = Value::Object(Map::new());
+        let mut values = Vec::new();
         for (layer, raw) in layers.into_iter().enumerate() {
             if raw.len() > MAX_PARAMETERS_BYTES {
                 return Err(ConfigError::TooLarge { layer, size: raw.len() });
             }
-            let value: Value =
-                serde_json::from_slice(raw).map_err(|e| ConfigError::Parse(format!("layer {layer}: {e}")))?;
+            values.push(serde_json::from_slice(raw).map_err(|e| ConfigError::Parse(format!("layer {layer}: {e}")))?);
+        }
+        Self::from_values(&values)
+    }
+
+    /// Like [`from_layers`](Self::from_layers) for layers already parsed (the API server has
+    /// bounded their size).
+    pub fn from_values<'a>(layers: impl IntoIterator<Item = &'a Value>) -> Result<Self, ConfigError> {
+        let mut merged = Value::Object(Map::new());
+        for (layer, value) in layers.into_iter().enumerate() {
             if !value.is_object() {
                 return Err(ConfigError::NotAnObject { layer });
             }
-            merge_into(&mut merged, value);
+            merge_into(&mut merged, value.clone());
         }
         let config: NetworkConfig = serde_json::from_value(merged).map_err(|e| ConfigError::Parse(e.to_string()))?;
         config.validate()?;

@@ -551,12 +551,7 @@ pub fn request_config(
     };
     let mut layers: Vec<_> = entries.iter().filter(applies).collect();
     layers.sort_by_key(|e| e.source != "FromClass");
-    let raw: Vec<Vec<u8>> = layers
-        .iter()
-        .filter_map(|e| e.opaque.as_ref())
-        .map(|o| serde_json::to_vec(&o.parameters.0).unwrap_or_default())
-        .collect();
-    NetworkConfig::from_layers(raw.iter().map(Vec::as_slice))
+    NetworkConfig::from_values(layers.iter().filter_map(|e| e.opaque.as_ref()).map(|o| &o.parameters.0))
 }
 
 /// Our `status.devices` entries for a plan.
