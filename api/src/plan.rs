@@ -18,6 +18,8 @@ use crate::config::AttachmentMode;
 pub const PLAN_VERSION: u32 = 1;
 /// Largest plan file a reader accepts.
 pub const MAX_PLAN_BYTES: u64 = 1024 * 1024;
+/// Subdirectory of the plans dir holding `<pod-uid>/<claim-uid>` markers.
+const POD_INDEX: &str = "pods";
 /// Longest accepted claim UID (Kubernetes UIDs are 36 characters).
 const MAX_UID_LEN: usize = 64;
 
@@ -157,6 +159,23 @@ impl PlanStore {
             source,
         };
         create_private_dir(&self.dir).map_err(io)?;
+        // The pod index first: a marker without a plan is ignored, a plan without its marker
+        // would be invisible to the CNI plugin.
+        for pod in &plan.pods {
+            let marker = self.pod_dir(&pod.uid)?.join(&plan.claim_uid);
+            let io = |source| PlanError::Io {
+                path: marker.clone(),
+                source,
+            };
+            create_private_dir(marker.parent().unwrap_or(&self.dir)).map_err(io)?;
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&marker)
+                .map_err(io)?;
+        }
         let tmp = self.dir.join(format!(".{}.json.tmp", plan.claim_uid));
         let body = serde_json::to_vec_pretty(plan).map_err(|e| PlanError::Corrupt {
             path: path.clone(),
@@ -187,14 +206,53 @@ impl PlanStore {
         }
     }
 
-    /// Removes the plan of a claim; a missing plan is success.
+    /// Removes the plan of a claim, then its pod index markers; a missing plan is success.
     pub fn remove(&self, claim_uid: &str) -> Result<(), PlanError> {
         let path = self.path_of(claim_uid)?;
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(PlanError::Io { path, source }),
+        remove_if_present(&path)?;
+        let pods = self.dir.join(POD_INDEX);
+        let entries = match fs::read_dir(&pods) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(PlanError::Io { path: pods, source }),
+        };
+        for pod in entries.flatten() {
+            remove_if_present(&pod.path().join(claim_uid))?;
+            // Drop the pod's directory once it is empty; a concurrent writer recreates it.
+            let _ = fs::remove_dir(pod.path());
         }
+        Ok(())
+    }
+
+    fn pod_dir(&self, pod_uid: &str) -> Result<PathBuf, PlanError> {
+        validate_uid(pod_uid)?;
+        Ok(self.dir.join(POD_INDEX).join(pod_uid))
+    }
+
+    /// The plans indexed under a pod UID (what CNI ADD needs), without reading any other plan.
+    /// Markers whose plan is gone are skipped.
+    pub fn load_for_pod(&self, pod_uid: &str) -> Result<(Vec<Plan>, Vec<PlanError>), PlanError> {
+        let dir = self.pod_dir(pod_uid)?;
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
+            Err(source) => return Err(PlanError::Io { path: dir, source }),
+        };
+        let mut uids: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        uids.sort();
+        let mut plans = Vec::new();
+        let mut errors = Vec::new();
+        for uid in uids {
+            match self.load(&uid) {
+                Ok(Some(plan)) => plans.push(plan),
+                Ok(None) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        Ok((plans, errors))
     }
 
     /// The claim UIDs that have a plan file (temporary files are ignored).
@@ -239,6 +297,17 @@ impl PlanStore {
             }
         }
         Ok((plans, errors))
+    }
+}
+
+fn remove_if_present(path: &Path) -> Result<(), PlanError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(PlanError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -347,6 +416,35 @@ mod tests {
         store.remove(&plan.claim_uid).unwrap();
         store.remove(&plan.claim_uid).unwrap();
         assert!(store.claim_uids().unwrap().is_empty());
+    }
+
+    #[test]
+    fn pod_index_finds_only_the_pods_plans() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PlanStore::new(dir.path());
+        let a = sample("aaaa-1");
+        let mut b = sample("bbbb-2");
+        b.pods[0].uid = "pod-uid-2".into();
+        store.write(&a).unwrap();
+        store.write(&b).unwrap();
+        // A corrupt plan of another pod does not disturb this pod's lookup.
+        fs::write(store.path_of("cccc-3").unwrap(), b"{").unwrap();
+        let (plans, errors) = store.load_for_pod("pod-uid-1").unwrap();
+        assert_eq!((plans, errors.len()), (vec![a.clone()], 0));
+        assert!(store.load_for_pod("pod-uid-9").unwrap().0.is_empty());
+        assert!(matches!(store.load_for_pod("../x"), Err(PlanError::BadUid(_))));
+        store.remove(&a.claim_uid).unwrap();
+        assert!(store.load_for_pod("pod-uid-1").unwrap().0.is_empty());
+        assert!(
+            !dir.path().join("plans/pods/pod-uid-1").exists(),
+            "empty pod dir removed"
+        );
+        assert_eq!(store.load_for_pod("pod-uid-2").unwrap().0, vec![b]);
+        assert_eq!(
+            store.claim_uids().unwrap(),
+            vec!["bbbb-2", "cccc-3"],
+            "the index is not a plan"
+        );
     }
 
     #[test]

@@ -78,13 +78,19 @@ fn status(conf: &NetConf) -> Result<(), CniError> {
         })
 }
 
-/// The plans of the pod, in claim UID order. Unreadable plan files fail the call: one of them
-/// may be this pod's, and attaching half of a pod's NICs silently is worse than a retried ADD.
+/// The plans of the pod, in claim UID order. Unreadable plan files of this pod fail the call
+/// (with a pod UID only the pod's own plans are read; without one, any unreadable plan fails it):
+/// attaching half of a pod's NICs silently is worse than a retried ADD.
 pub fn pod_plans(conf: &NetConf, env: &CniEnv) -> Result<Vec<Plan>, CniError> {
     if !env.pod.identifies_a_pod() {
         return Ok(Vec::new());
     }
-    let (plans, mut errors) = PlanStore::new(&conf.state_dir).load_all()?;
+    let store = PlanStore::new(&conf.state_dir);
+    // By pod UID only this pod's plans are read; without one, every plan is read and filtered.
+    let (plans, mut errors) = match env.pod.uid.as_deref().filter(|u| !u.is_empty()) {
+        Some(uid) => store.load_for_pod(uid)?,
+        None => store.load_all()?,
+    };
     if !errors.is_empty() {
         return Err(CniError::Plan(errors.remove(0)));
     }
@@ -837,11 +843,14 @@ mod tests {
         let mut anonymous = cni_env(None);
         anonymous.pod = PodArgs::default();
         assert!(pod_plans(&conf, &anonymous).unwrap().is_empty());
+        // A corrupt plan of this pod fails the call; it does not disturb another pod.
+        store.write(&plan("claim-c", "pod-1", &["net2"])).unwrap();
         std::fs::write(store.dir().join("claim-c.json"), b"{").unwrap();
         assert!(matches!(
             pod_plans(&conf, &cni_env(Some("pod-1"))),
             Err(CniError::Plan(_))
         ));
+        assert_eq!(pod_plans(&conf, &cni_env(Some("pod-2"))).unwrap().len(), 1);
     }
 
     #[test]
