@@ -9,6 +9,8 @@
 pub mod config;
 pub mod crd;
 pub mod names;
+#[cfg(feature = "http")]
+pub mod observe;
 pub mod plan;
 pub mod rails;
 

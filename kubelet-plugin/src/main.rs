@@ -10,6 +10,7 @@ use clap::Parser;
 use multinic_api::names::{
     DEFAULT_METRICS_ADDRESS, DEFAULT_PLUGIN_DIR, DEFAULT_REGISTRY_DIR, DEFAULT_STATE_DIR, DRIVER_NAME,
 };
+use multinic_api::observe;
 use multinic_kubelet_plugin::driver::{Driver, DriverOptions, KubeClaimApi};
 use multinic_kubelet_plugin::grpc::{self, DraService, RegistrationService};
 use multinic_kubelet_plugin::inventory::netlink;
@@ -95,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("loading plans from {}", args.state_dir.display()))?,
     );
 
-    let metrics_listener = metrics::bind(&args.metrics_address).await.context("metrics address")?;
+    let metrics_listener = observe::bind(&args.metrics_address).await.context("metrics address")?;
     let refresh: metrics::Refresh = {
         let (driver, metrics, table) = (driver.clone(), metrics.clone(), table.clone());
         Arc::new(move || {
@@ -109,7 +110,13 @@ async fn main() -> anyhow::Result<()> {
             })
         })
     };
-    tokio::spawn(metrics::serve(metrics_listener, metrics.clone(), refresh));
+    tokio::spawn(observe::serve(
+        metrics_listener,
+        Arc::new(metrics::PluginExposition {
+            metrics: metrics.clone(),
+            refresh,
+        }),
+    ));
 
     tracing::info!(node = %node, sysfs = %args.inventory.sysfs_root.display(), "starting");
     let publishing = run_publish_loop(&publisher, &source, events, timing);

@@ -1,15 +1,11 @@
 //! Prometheus metrics and the `/metrics` + `/healthz` endpoint.
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Request, Response, StatusCode};
+use multinic_api::observe::Exposition;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -145,67 +141,34 @@ impl Metrics {
 /// Refreshes gauges that are computed from live state just before a scrape.
 pub type Refresh = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
-/// Serves `/metrics` and `/healthz` until the listener fails.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, refresh: Refresh) {
-    loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        let refresh = refresh.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let metrics = metrics.clone();
-                let refresh = refresh.clone();
-                async move { Ok::<_, Infallible>(respond(req.uri().path(), &metrics, &refresh).await) }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(error) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await
-            {
-                tracing::debug!(%peer, %error, "metrics connection");
-            }
-        });
+/// The plugin's `/metrics` and `/healthz`.
+pub struct PluginExposition {
+    pub metrics: Arc<Metrics>,
+    pub refresh: Refresh,
+}
+
+impl Exposition for PluginExposition {
+    fn render(&self) -> Pin<Box<dyn Future<Output = String> + Send + '_>> {
+        Box::pin(async move {
+            (self.refresh)().await;
+            self.metrics.encode()
+        })
     }
-}
 
-async fn respond(path: &str, metrics: &Metrics, refresh: &Refresh) -> Response<Full<Bytes>> {
-    let (status, body) = match path {
-        "/metrics" => {
-            refresh().await;
-            (StatusCode::OK, metrics.encode())
+    fn health(&self) -> Result<(), String> {
+        if self.metrics.healthy() {
+            Ok(())
+        } else {
+            Err("inventory not read or registration failed".into())
         }
-        "/healthz" if metrics.healthy() => (StatusCode::OK, "ok\n".to_string()),
-        "/healthz" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: inventory not read or registration failed\n".into(),
-        ),
-        _ => (StatusCode::NOT_FOUND, "not found\n".into()),
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response
-}
-
-/// Binds the metrics address (`:9177` means all interfaces).
-pub async fn bind(address: &str) -> std::io::Result<tokio::net::TcpListener> {
-    let address = if address.starts_with(':') {
-        format!("0.0.0.0{address}")
-    } else {
-        address.to_string()
-    };
-    let addr: SocketAddr = address.parse().map_err(|e| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("--metrics-address {address}: {e}"),
-        )
-    })?;
-    tokio::net::TcpListener::bind(addr).await
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+    use hyper::{Request, StatusCode};
+
     use super::*;
 
     #[tokio::test]
@@ -220,9 +183,13 @@ mod tests {
                 Box::pin(async move { m.set_free_ips("rails", 3, 61) })
             })
         };
-        let listener = bind("127.0.0.1:0").await.unwrap();
+        let listener = multinic_api::observe::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, metrics.clone(), refresh));
+        let exposition = Arc::new(PluginExposition {
+            metrics: metrics.clone(),
+            refresh,
+        });
+        tokio::spawn(multinic_api::observe::serve(listener, exposition));
         let get = |path: &'static str| async move {
             let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))

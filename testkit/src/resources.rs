@@ -149,6 +149,17 @@ pub static RESOURCES: &[ResourceDef] = &[
         behaviour: Kind::DeviceClass,
     },
     ResourceDef {
+        group: "coordination.k8s.io",
+        version: "v1",
+        plural: "leases",
+        kind_name: "lease",
+        kind: "Lease",
+        namespaced: true,
+        has_status: false,
+        // Stored without schema checks, like a custom resource; PUT carries a resourceVersion.
+        behaviour: Kind::Custom,
+    },
+    ResourceDef {
         group: "multinic.dev",
         version: "v1alpha1",
         plural: "multinicnetworks",

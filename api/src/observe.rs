@@ -1,0 +1,73 @@
+//! The `/metrics` + `/healthz` HTTP endpoint shared by the node plugin and the controller
+//! (feature `http`).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+
+/// What the endpoint exposes.
+pub trait Exposition: Send + Sync + 'static {
+    /// The Prometheus text exposition, refreshed from live state.
+    fn render(&self) -> Pin<Box<dyn Future<Output = String> + Send + '_>>;
+    /// `Ok(())` when healthy, else why not.
+    fn health(&self) -> Result<(), String>;
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` forever.
+pub async fn serve(listener: tokio::net::TcpListener, exposition: Arc<dyn Exposition>) {
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let exposition = exposition.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let exposition = exposition.clone();
+                async move { Ok::<_, Infallible>(respond(req.uri().path(), exposition.as_ref()).await) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+            {
+                tracing::debug!(%peer, %error, "metrics connection");
+            }
+        });
+    }
+}
+
+async fn respond(path: &str, exposition: &dyn Exposition) -> Response<Full<Bytes>> {
+    let (status, body) = match path {
+        "/metrics" => (StatusCode::OK, exposition.render().await),
+        "/healthz" => match exposition.health() {
+            Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+            Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        },
+        _ => (StatusCode::NOT_FOUND, "not found\n".into()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}
+
+/// Binds a metrics address (`:9177` means all interfaces).
+pub async fn bind(address: &str) -> std::io::Result<tokio::net::TcpListener> {
+    let address = if address.starts_with(':') {
+        format!("0.0.0.0{address}")
+    } else {
+        address.to_string()
+    };
+    let addr: SocketAddr = address.parse().map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("--metrics-address {address}: {e}"),
+        )
+    })?;
+    tokio::net::TcpListener::bind(addr).await
+}

@@ -1,0 +1,190 @@
+//! Evaluating a network's CEL device selector against published devices, the way the scheduler
+//! sees them (`device.driver`, `device.attributes["<domain>"].<id>`).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::resource::v1::{Device, DeviceAttribute, ResourceSlice};
+use kube::core::cel::{KubeCelExt, cel};
+use serde_json::{Map, Value, json};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SelectorError {
+    #[error("selector {expression:?} does not compile: {message}; fix spec.selector")]
+    Compile { expression: String, message: String },
+    #[error("selector {expression:?} failed on device {device}: {message}; fix spec.selector")]
+    Eval {
+        expression: String,
+        device: String,
+        message: String,
+    },
+}
+
+/// A compiled selector (`None` selects every device of the driver).
+pub struct Selector {
+    expression: Option<String>,
+    program: Option<cel::Program>,
+}
+
+impl Selector {
+    pub fn compile(expression: Option<&str>) -> Result<Self, SelectorError> {
+        let program = expression
+            .map(|e| {
+                cel::Program::compile(e).map_err(|err| SelectorError::Compile {
+                    expression: e.to_string(),
+                    message: err.to_string(),
+                })
+            })
+            .transpose()?;
+        Ok(Self {
+            expression: expression.map(str::to_string),
+            program,
+        })
+    }
+
+    /// Whether the device of `driver` matches. Errors name the device.
+    pub fn matches(&self, driver: &str, device: &Device) -> Result<bool, SelectorError> {
+        let Some(program) = &self.program else { return Ok(true) };
+        let expression = self.expression.clone().unwrap_or_default();
+        let err = |message: String| SelectorError::Eval {
+            expression: expression.clone(),
+            device: device.name.clone(),
+            message,
+        };
+        let mut ctx = cel::Context::default().with_all();
+        ctx.add_variable("device", device_value(driver, device))
+            .map_err(|e| err(e.to_string()))?;
+        match program.execute(&ctx) {
+            Ok(cel::Value::Bool(b)) => Ok(b),
+            // A missing attribute is "no match", as for the scheduler.
+            Err(e) if e.to_string().contains("No such key") => Ok(false),
+            Ok(other) => Err(err(format!("result is {other:?}, not a bool"))),
+            Err(e) => Err(err(e.to_string())),
+        }
+    }
+}
+
+/// `{driver, attributes: {domain: {id: value}}}`; unqualified names belong to the driver's domain.
+pub fn device_value(driver: &str, device: &Device) -> Value {
+    let mut attributes: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    for (name, attr) in device.attributes.iter().flatten() {
+        let (domain, id) = name.split_once('/').unwrap_or((driver, name));
+        attributes
+            .entry(domain.to_string())
+            .or_default()
+            .insert(id.to_string(), attribute_value(attr));
+    }
+    json!({"driver": driver, "attributes": attributes})
+}
+
+fn attribute_value(a: &DeviceAttribute) -> Value {
+    if let Some(b) = a.bool {
+        Value::Bool(b)
+    } else if let Some(i) = a.int {
+        Value::from(i)
+    } else {
+        Value::String(a.string.clone().or_else(|| a.version.clone()).unwrap_or_default())
+    }
+}
+
+/// Node → number of rails (highest matching `railIndex` + 1) over slices of `driver`.
+pub fn matching_nodes(
+    driver: &str,
+    selector: &Selector,
+    slices: &[ResourceSlice],
+) -> Result<BTreeMap<String, u32>, SelectorError> {
+    let mut nodes = BTreeMap::new();
+    for slice in slices.iter().filter(|s| s.spec.driver == driver) {
+        let Some(node) = &slice.spec.node_name else { continue };
+        for device in slice.spec.devices.iter().flatten() {
+            if selector.matches(driver, device)? {
+                let rail = device
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get(&format!("{driver}/railIndex")))
+                    .and_then(|a| a.int)
+                    .and_then(|i| u32::try_from(i).ok())
+                    .unwrap_or(0);
+                let entry = nodes.entry(node.clone()).or_insert(0);
+                *entry = (*entry).max(rail + 1);
+            }
+        }
+    }
+    Ok(nodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(name: &str, rdma: bool, rail: i64) -> Device {
+        let attrs = BTreeMap::from([
+            (
+                "multinic.dev/rdma".to_string(),
+                DeviceAttribute {
+                    bool: Some(rdma),
+                    ..Default::default()
+                },
+            ),
+            (
+                "multinic.dev/railIndex".to_string(),
+                DeviceAttribute {
+                    int: Some(rail),
+                    ..Default::default()
+                },
+            ),
+            (
+                "resource.kubernetes.io/pcieRoot".to_string(),
+                DeviceAttribute {
+                    string: Some("pci0000:15".into()),
+                    ..Default::default()
+                },
+            ),
+        ]);
+        Device {
+            name: name.into(),
+            attributes: Some(attrs),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn selectors_see_qualified_attributes() {
+        let s = Selector::compile(Some(r#"device.attributes["multinic.dev"].rdma == true && device.attributes["resource.kubernetes.io"].pcieRoot == "pci0000:15""#)).unwrap();
+        assert!(s.matches("multinic.dev", &device("a", true, 0)).unwrap());
+        assert!(!s.matches("multinic.dev", &device("b", false, 0)).unwrap());
+        let missing = Selector::compile(Some(r#"device.attributes["multinic.dev"].nope == 1"#)).unwrap();
+        assert!(!missing.matches("multinic.dev", &device("a", true, 0)).unwrap());
+        assert!(Selector::compile(Some("device.driver ==")).is_err());
+        assert!(
+            Selector::compile(None)
+                .unwrap()
+                .matches("multinic.dev", &device("a", false, 0))
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn rails_per_node_follow_the_highest_matching_rail() {
+        let slice = |node: &str, devices: Vec<Device>| ResourceSlice {
+            metadata: Default::default(),
+            spec: k8s_openapi::api::resource::v1::ResourceSliceSpec {
+                driver: "multinic.dev".into(),
+                node_name: Some(node.into()),
+                devices: Some(devices),
+                ..Default::default()
+            },
+        };
+        let slices = vec![
+            slice(
+                "n1",
+                vec![device("a", true, 0), device("b", true, 3), device("c", false, 5)],
+            ),
+            slice("n2", vec![device("a", false, 0)]),
+        ];
+        let s = Selector::compile(Some(r#"device.attributes["multinic.dev"].rdma"#)).unwrap();
+        assert_eq!(
+            matching_nodes("multinic.dev", &s, &slices).unwrap(),
+            BTreeMap::from([("n1".to_string(), 4)])
+        );
+    }
+}

@@ -1,0 +1,255 @@
+//! The node plugin's RBAC is exactly what its code calls (issue 8, acceptance 4).
+//!
+//! The plugin runs its real API paths against the in-process API server: publishing the pool
+//! (first publish with a stale slice to delete, then a republish), prepare (claim, NicNodeBlocks,
+//! claim status), unprepare, and the start-up reconcile that releases the plan of a deleted claim.
+//! Every request the server saw is mapped to an RBAC (apiGroup, resource, verb) the way the API
+//! server authorizes it, and the set is compared with the ClusterRole in
+//! `deploy/kubelet-plugin-rbac.yaml` in both directions: nothing missing, nothing unused.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use multinic_api::crd::node_blocks_name;
+use multinic_api::rails::RailsLayout;
+use multinic_kubelet_plugin::driver::{ClaimRef, Driver, DriverOptions, KubeClaimApi};
+use multinic_kubelet_plugin::inventory::{Inventory, LinkType, Nic, PciFacts};
+use multinic_kubelet_plugin::publish::{KubeSliceStore, PublishOutcome, Publisher};
+use multinic_kubelet_plugin::slices::{SliceOptions, slice_name};
+use multinic_testkit::{FakeApiServer, RequestRecord};
+use serde_json::{Value, json};
+
+const NODE: &str = "node-r";
+const DRIVER: &str = "multinic.dev";
+const SA: &str = "multinic-kubelet-plugin";
+
+type Permission = (String, String, String);
+
+fn nic(rail: usize) -> Nic {
+    Nic {
+        if_name: format!("ens{}np0", 10 + rail),
+        if_index: 10 + rail as u32,
+        mac: Some(format!("b8:3f:d2:00:01:{rail:02x}")),
+        mtu: 9000,
+        speed_mbps: Some(200_000),
+        link_type: LinkType::Ethernet,
+        pci: Some(PciFacts {
+            address: format!("0000:{:02x}:00.0", 0x16 + 0x20 * rail),
+            vendor: 0x15b3,
+            device: 0x1021,
+            driver: Some("mlx5_core".into()),
+            ..Default::default()
+        }),
+        rdma: None,
+        virtual_device: false,
+        ipv4: None,
+        pf_name: None,
+    }
+}
+
+fn inventory(n: usize) -> Inventory {
+    Inventory {
+        nics: (0..n).map(nic).collect(),
+        excluded: Default::default(),
+    }
+}
+
+/// (apiGroup, resource[/subresource], verb) as the API server's authorizer sees the request.
+fn permissions_of(r: &RequestRecord) -> Vec<Permission> {
+    let parts: Vec<&str> = r.path.trim_matches('/').split('/').collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", _version, rest @ ..] => ("", rest),
+        ["apis", group, _version, rest @ ..] => (*group, rest),
+        _ => panic!("not a resource request: {} {}", r.method, r.path),
+    };
+    let rest = match rest {
+        ["namespaces", _ns, rest @ ..] if !rest.is_empty() => rest,
+        rest => rest,
+    };
+    let (resource, named) = match rest {
+        [resource] => (resource.to_string(), false),
+        [resource, _name] => (resource.to_string(), true),
+        [resource, _name, sub] => (format!("{resource}/{sub}"), true),
+        _ => panic!("unexpected path {}", r.path),
+    };
+    let watch = r.has_query("watch", "true") || r.has_query("watch", "1");
+    let mut verbs = match (r.method.as_str(), named) {
+        ("GET", true) if watch => vec!["watch"],
+        ("GET", true) => vec!["get"],
+        ("GET", false) if watch => vec!["watch"],
+        ("GET", false) => vec!["list"],
+        ("POST", _) => vec!["create"],
+        ("PUT", _) => vec!["update"],
+        ("PATCH", _) => vec!["patch"],
+        ("DELETE", true) => vec!["delete"],
+        ("DELETE", false) => vec!["deletecollection"],
+        (m, _) => panic!("unexpected method {m} {}", r.path),
+    };
+    // Server-side apply of an object that does not exist yet is also authorized as `create`.
+    let apply = r
+        .content_type
+        .as_deref()
+        .is_some_and(|c| c.starts_with("application/apply-patch"));
+    if r.method == "PATCH" && apply && r.status == 201 {
+        verbs.push("create");
+    }
+    verbs
+        .into_iter()
+        .map(|v| (group.to_string(), resource.clone(), v.to_string()))
+        .collect()
+}
+
+/// The rules of the plugin's ClusterRole, expanded; also checks the binding names the service
+/// account of the DaemonSet.
+fn granted() -> BTreeSet<Permission> {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let text = std::fs::read_to_string(deploy.join("kubelet-plugin-rbac.yaml")).unwrap();
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let of_kind = |kind: &str| -> Vec<&Value> { docs.iter().filter(|d| d["kind"] == kind).collect() };
+    assert!(of_kind("Role").is_empty(), "the plugin needs no namespaced Role");
+    let roles = of_kind("ClusterRole");
+    assert_eq!(roles.len(), 1, "one ClusterRole");
+    let role = roles[0];
+    let binding = of_kind("ClusterRoleBinding");
+    assert_eq!(binding.len(), 1);
+    assert_eq!(binding[0]["roleRef"]["name"], role["metadata"]["name"]);
+    assert_eq!(
+        binding[0]["subjects"],
+        json!([{"kind": "ServiceAccount", "name": SA, "namespace": "multinic-system"}])
+    );
+    let ds = std::fs::read_to_string(deploy.join("kubelet-plugin.yaml")).unwrap();
+    assert!(ds.contains(&format!("serviceAccountName: {SA}")));
+
+    let strings = |v: &Value, key: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("rule without {key}: {v}"))
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut granted = BTreeSet::new();
+    for rule in role["rules"].as_array().unwrap() {
+        assert!(rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none());
+        for group in strings(rule, "apiGroups") {
+            for resource in strings(rule, "resources") {
+                for verb in strings(rule, "verbs") {
+                    assert!(
+                        ![&group, &resource, &verb].contains(&&"*".to_string()),
+                        "wildcard in {rule}"
+                    );
+                    granted.insert((group.clone(), resource.clone(), verb));
+                }
+            }
+        }
+    }
+    granted
+}
+
+#[tokio::test]
+async fn rbac_matches_the_calls_the_plugin_makes() {
+    let api = FakeApiServer::start().await;
+    let layout = RailsLayout::new("10.20.0.0/16".parse().unwrap(), 8, 2).unwrap();
+    api.insert(json!({
+        "apiVersion": "multinic.dev/v1alpha1", "kind": "NicNodeBlocks",
+        "metadata": {"name": node_blocks_name("rails", NODE)},
+        "spec": {"network": "rails", "nodeName": NODE, "hostIndex": 3,
+                 "blocks": (0..2).map(|k| json!({"railIndex": k, "cidr": layout.block(3, k).unwrap().to_string()})).collect::<Vec<_>>()},
+    }))
+    .unwrap();
+    // A slice of an older generation that the first publish must delete.
+    api.insert(json!({
+        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
+        "metadata": {"name": slice_name(NODE, DRIVER, 1)},
+        "spec": {"driver": DRIVER, "nodeName": NODE, "pool": {"name": NODE, "generation": 1, "resourceSliceCount": 2}, "devices": []},
+    }))
+    .unwrap();
+
+    // Publishing: list the pool, apply (create), delete the stale slice; then a change (apply).
+    let publisher = Publisher::new(KubeSliceStore::new(api.client()), SliceOptions::new(NODE));
+    assert!(matches!(
+        publisher.publish(&inventory(2)).await.unwrap(),
+        PublishOutcome::Published { .. }
+    ));
+    assert!(matches!(
+        publisher.publish(&inventory(1)).await.unwrap(),
+        PublishOutcome::Published { .. }
+    ));
+    assert_eq!(
+        api.list("resource.k8s.io/v1", "ResourceSlice", None).len(),
+        1,
+        "the stale slice was deleted"
+    );
+
+    // Prepare, unprepare, and the reconcile at start.
+    let state = tempfile::tempdir().unwrap();
+    let opts = DriverOptions {
+        driver_name: DRIVER.into(),
+        node_name: NODE.into(),
+        state_dir: state.path().to_path_buf(),
+        cdi_dir: Some(state.path().join("cdi")),
+        fault: None,
+    };
+    let table = publisher.table();
+    let device = table
+        .get(&multinic_kubelet_plugin::slices::device_name(&nic(0)))
+        .unwrap();
+    let claim = |name: &str| -> ClaimRef {
+        let created = api
+            .insert(json!({
+                "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+                "metadata": {"name": name, "namespace": "ml"},
+                "spec": {"devices": {"requests": [{"name": "nics", "exactly": {"deviceClassName": "rails"}}]}},
+                "status": {
+                    "allocation": {"devices": {
+                        "results": [{"request": "nics", "driver": DRIVER, "pool": NODE, "device": device.device.name}],
+                        "config": [{"source": "FromClass", "opaque": {"driver": DRIVER, "parameters": {
+                            "network": "rails", "attachment": {"mode": "macvlan"},
+                            "ipam": {"type": "rails", "subnet": "10.20.0.0/16", "hostBlock": 8, "interfaceBlock": 2}}}}],
+                    }},
+                    "reservedFor": [{"resource": "pods", "name": format!("{name}-pod"), "uid": format!("pod-{name}")}],
+                },
+            }))
+            .unwrap();
+        ClaimRef {
+            namespace: "ml".into(),
+            name: name.into(),
+            uid: created["metadata"]["uid"].as_str().unwrap().into(),
+        }
+    };
+    let (kept, gone) = (claim("kept"), claim("gone"));
+    let driver = Driver::new(KubeClaimApi::new(api.client()), table.clone(), opts.clone()).unwrap();
+    driver.prepare(&kept).await.unwrap();
+    driver.prepare(&gone).await.unwrap();
+    driver.unprepare(&kept).await.unwrap();
+    drop(driver);
+    api.delete("resource.k8s.io/v1", "ResourceClaim", Some("ml"), "gone")
+        .unwrap();
+    let restarted = Driver::new(KubeClaimApi::new(api.client()), table, opts).unwrap();
+    assert_eq!(restarted.reconcile().await, 1);
+
+    let requests = api.requests();
+    assert!(!requests.is_empty());
+    let used: BTreeSet<Permission> = requests.iter().flat_map(permissions_of).collect();
+    let granted = granted();
+    let show = |s: &BTreeSet<Permission>| -> Vec<String> {
+        s.iter()
+            .map(|(g, r, v)| format!("{}/{r}:{v}", if g.is_empty() { "core" } else { g }))
+            .collect()
+    };
+    println!("verbs the plugin uses: {:?}", show(&used));
+    let missing: BTreeSet<Permission> = used.difference(&granted).cloned().collect();
+    let unused: BTreeSet<Permission> = granted.difference(&used).cloned().collect();
+    assert!(
+        missing.is_empty(),
+        "the plugin calls what its ClusterRole does not grant: {:?}",
+        show(&missing)
+    );
+    assert!(
+        unused.is_empty(),
+        "the ClusterRole grants what the plugin never calls: {:?}",
+        show(&unused)
+    );
+}
