@@ -7,5 +7,6 @@ pub mod inventory;
 pub mod metrics;
 pub mod plan_builder;
 pub mod publish;
+pub mod routes;
 pub mod setup;
 pub mod slices;

@@ -92,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
         fault: None,
     };
     let driver = Arc::new(
-        Driver::new(KubeClaimApi::new(client), table.clone(), driver_opts)
+        Driver::new(KubeClaimApi::new(client.clone()), table.clone(), driver_opts)
             .with_context(|| format!("loading plans from {}", args.state_dir.display()))?,
     );
 
@@ -156,6 +156,14 @@ async fn main() -> anyhow::Result<()> {
     let reg = grpc::serve_registration(reg_listener, &reg_path, registration, stopped(stop_rx));
     tracing::info!(dra = %dra_path.display(), registration = %reg_path.display(), "serving the kubelet");
 
+    // Peer routes of `routing.mode: l3` networks, on this node's rails.
+    tokio::spawn(multinic_kubelet_plugin::routes::run_peer_routes(
+        client.clone(),
+        node.clone(),
+        table.clone(),
+        netlink::connect().context("rtnetlink for peer routes")?,
+        Duration::from_secs(args.resync_seconds.max(1)),
+    ));
     let result = tokio::select! {
         () = &mut publishing => Err(anyhow::anyhow!("rtnetlink event stream ended")),
         r = dra => r.context("DRA service"),

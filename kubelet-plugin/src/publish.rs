@@ -193,6 +193,15 @@ impl DeviceTable {
         self.inner.read().ok()?.as_ref().map(BTreeMap::len)
     }
 
+    /// Every device of the last inventory.
+    pub fn all(&self) -> Vec<PublishedDevice> {
+        self.inner
+            .read()
+            .ok()
+            .and_then(|t| t.as_ref().map(|m| m.values().cloned().collect()))
+            .unwrap_or_default()
+    }
+
     pub fn set(&self, devices: &[PublishedDevice]) {
         if let Ok(mut table) = self.inner.write() {
             *table = Some(devices.iter().map(|d| (d.device.name.clone(), d.clone())).collect());

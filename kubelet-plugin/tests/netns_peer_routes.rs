@@ -1,0 +1,255 @@
+//! Acceptance: in a netns made by the test, L3 peer routes for 3 peer nodes x 2 rails appear on the
+//! right interfaces, survive a re-run unchanged, disappear when a peer is removed, and foreign
+//! routes are never touched. Needs root; with `CI=true` a missing privilege fails.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use futures::TryStreamExt;
+use multinic_api::crd::{NicNodeBlocks, NicNodeBlocksSpec, RailBlock};
+use multinic_api::rails::RailsLayout;
+use multinic_kubelet_plugin::inventory::netlink;
+use multinic_kubelet_plugin::routes::{PeerRoute, RTPROT_MULTINIC, SyncReport, desired_routes, sync_routes};
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::route::{RouteAttribute, RouteMessage, RouteProtocol, RouteScope};
+use rtnetlink::{LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+fn can_run() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true: this test must run as root"
+    );
+    eprintln!("skipped: needs root to create a network namespace");
+    false
+}
+
+fn blocks(node: &str, host: u32) -> NicNodeBlocks {
+    let layout = RailsLayout::new("10.10.0.0/16".parse().unwrap(), 8, 2).unwrap();
+    NicNodeBlocks::new(
+        &format!("rails.{node}"),
+        NicNodeBlocksSpec {
+            network: "rails".into(),
+            node_name: node.into(),
+            host_index: host,
+            blocks: (0..2)
+                .map(|k| RailBlock {
+                    rail_index: k,
+                    cidr: layout.block(host, k).unwrap(),
+                })
+                .collect(),
+        },
+    )
+}
+
+/// Every IPv4 main-table route: (dst, oif, ours).
+async fn routes(handle: &rtnetlink::Handle) -> BTreeSet<(String, u32, bool)> {
+    let mut q = RouteMessage::default();
+    q.header.address_family = AddressFamily::Inet;
+    let msgs: Vec<RouteMessage> = handle.route().get(q).execute().try_collect().await.unwrap();
+    msgs.iter()
+        .filter(|m| m.header.table == 254)
+        .filter_map(|m| {
+            let dst = m.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Destination(netlink_packet_route::route::RouteAddress::Inet(ip)) => Some(*ip),
+                _ => None,
+            })?;
+            let oif = m.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            })?;
+            let ours = m.header.protocol == RouteProtocol::Other(RTPROT_MULTINIC);
+            Some((format!("{dst}/{}", m.header.destination_prefix_length), oif, ours))
+        })
+        .collect()
+}
+
+#[test]
+fn peer_routes_follow_peers_and_leave_foreign_routes_alone() {
+    if !can_run() {
+        return;
+    }
+    std::thread::spawn(|| {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let handle = netlink::connect().unwrap();
+            let mut rails = BTreeMap::new();
+            for k in 0..2u32 {
+                let (a, b) = (format!("rail{k}a"), format!("rail{k}b"));
+                handle
+                    .link()
+                    .add(LinkVeth::new(&a, &b).build())
+                    .execute()
+                    .await
+                    .unwrap();
+                for name in [&a, &b] {
+                    let link = handle
+                        .link()
+                        .get()
+                        .match_name(name.clone())
+                        .execute()
+                        .try_next()
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    handle
+                        .link()
+                        .set(LinkUnspec::new_with_index(link.header.index).up().build())
+                        .execute()
+                        .await
+                        .unwrap();
+                    if name == &a {
+                        rails.insert(k, link.header.index);
+                    }
+                }
+            }
+            // A foreign route on rail 0 (protocol static) that the sync must never touch.
+            let foreign = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(Ipv4Addr::new(10, 99, 0, 0), 24)
+                .output_interface(rails[&0])
+                .protocol(RouteProtocol::Static)
+                .scope(RouteScope::Link)
+                .build();
+            handle.route().add(foreign).execute().await.unwrap();
+
+            let mut all = vec![blocks("me", 0), blocks("p1", 1), blocks("p2", 2), blocks("p3", 3)];
+            let desired = desired_routes("me", &all, &rails);
+            assert_eq!(desired.len(), 6, "3 peers x 2 rails");
+            assert_eq!(
+                sync_routes(&handle, &desired).await.unwrap(),
+                SyncReport { added: 6, removed: 0 }
+            );
+            let ours: BTreeSet<(String, u32)> = routes(&handle)
+                .await
+                .into_iter()
+                .filter(|r| r.2)
+                .map(|(d, o, _)| (d, o))
+                .collect();
+            let expected: BTreeSet<(String, u32)> =
+                desired.iter().map(|r: &PeerRoute| (r.dst.to_string(), r.oif)).collect();
+            assert_eq!(ours, expected);
+            assert!(
+                ours.contains(&("10.10.2.64/26".to_string(), rails[&1])),
+                "peer 2's rail-1 block goes out of rail 1"
+            );
+
+            // A re-run changes nothing.
+            assert_eq!(sync_routes(&handle, &desired).await.unwrap(), SyncReport::default());
+
+            // Peer p2 goes: its two routes go, nothing else.
+            all.retain(|nb| nb.spec.node_name != "p2");
+            let desired = desired_routes("me", &all, &rails);
+            assert_eq!(
+                sync_routes(&handle, &desired).await.unwrap(),
+                SyncReport { added: 0, removed: 2 }
+            );
+            let now = routes(&handle).await;
+            assert_eq!(now.iter().filter(|r| r.2).count(), 4);
+            assert!(!now.iter().any(|r| r.0.starts_with("10.10.2.")));
+            assert!(
+                now.contains(&("10.99.0.0/24".to_string(), rails[&0], false)),
+                "foreign route kept"
+            );
+            println!("peer routes: 6 installed, re-run unchanged, 2 removed with their peer, foreign route kept");
+        });
+    })
+    .join()
+    .expect("netns test thread");
+}
+
+/// The plugin's loop: l3 networks and NicNodeBlocks from the API server drive the routes, and a
+/// deleted peer's routes go without a restart.
+#[test]
+fn the_route_loop_follows_the_api_server() {
+    if !can_run() {
+        return;
+    }
+    std::thread::spawn(|| {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            use multinic_kubelet_plugin::inventory::{LinkType, Nic};
+            use multinic_kubelet_plugin::publish::DeviceTable;
+            use multinic_kubelet_plugin::slices::{SliceOptions, build_device_table};
+            use multinic_testkit::FakeApiServer;
+            use serde_json::json;
+
+            let handle = netlink::connect().unwrap();
+            // The test API server listens on 127.0.0.1 of this namespace.
+            let lo = handle.link().get().match_name("lo".to_string()).execute().try_next().await.unwrap().unwrap();
+            handle.link().set(LinkUnspec::new_with_index(lo.header.index).up().build()).execute().await.unwrap();
+            let mut nics = Vec::new();
+            for k in 0..2u32 {
+                let (a, b) = (format!("rl{k}a"), format!("rl{k}b"));
+                handle.link().add(LinkVeth::new(&a, &b).build()).execute().await.unwrap();
+                for name in [&a, &b] {
+                    let link = handle.link().get().match_name(name.clone()).execute().try_next().await.unwrap().unwrap();
+                    handle.link().set(LinkUnspec::new_with_index(link.header.index).up().build()).execute().await.unwrap();
+                    if name == &a {
+                        nics.push(Nic {
+                            if_name: a.clone(),
+                            if_index: link.header.index,
+                            mac: None,
+                            mtu: 1500,
+                            speed_mbps: None,
+                            link_type: LinkType::Ethernet,
+                            pci: None,
+                            rdma: None,
+                            virtual_device: true,
+                            ipv4: None,
+                            pf_name: None,
+                        });
+                    }
+                }
+            }
+            let table = DeviceTable::default();
+            table.set(&build_device_table(&nics, &SliceOptions::new("me")));
+            let server = FakeApiServer::start().await;
+            server
+                .insert(json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "MultiNicNetwork", "metadata": {"name": "rails"},
+                    "spec": {"routing": {"mode": "l3"}, "ipam": {"type": "rails", "subnet": "10.10.0.0/16", "hostBlock": 8, "interfaceBlock": 2}}}))
+                .unwrap();
+            for (node, host) in [("me", 0), ("p1", 1), ("p2", 2)] {
+                server.insert(serde_json::to_value(blocks(node, host)).unwrap()).unwrap();
+            }
+            let route_loop = multinic_kubelet_plugin::routes::run_peer_routes(
+                server.client(),
+                "me".into(),
+                table,
+                handle.clone(),
+                std::time::Duration::from_secs(3600),
+            );
+            let body = async {
+                let wait_for = |n: usize| {
+                    let handle = handle.clone();
+                    async move {
+                        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                        let mut tick = tokio::time::interval(std::time::Duration::from_millis(20));
+                        loop {
+                            tick.tick().await;
+                            if routes(&handle).await.iter().filter(|r| r.2).count() == n {
+                                return;
+                            }
+                            assert!(std::time::Instant::now() < deadline, "never reached {n} routes");
+                        }
+                    }
+                };
+                wait_for(4).await;
+                server.delete("multinic.dev/v1alpha1", "NicNodeBlocks", None, "rails.p1").unwrap();
+                wait_for(2).await;
+            };
+            tokio::select! {
+                () = route_loop => panic!("the route loop ended"),
+                () = body => {}
+            }
+        });
+    })
+    .join()
+    .expect("netns test thread");
+}
