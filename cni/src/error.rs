@@ -61,8 +61,12 @@ pub enum CniError {
     Check { device: String, problem: String },
     #[error("state dir {path} is not readable: {source}; mount the multinic state dir (hostPath) on the node")]
     NotAvailable { path: String, source: std::io::Error },
-    #[error("fault injected after device {after} ({device}); set by MULTINIC_CNI_FAULT, a test-only hook")]
-    FaultInjected { after: usize, device: String },
+    #[error("fault injected after {step} {after} ({device}); set by MULTINIC_CNI_FAULT, a test-only hook")]
+    FaultInjected {
+        step: &'static str,
+        after: usize,
+        device: String,
+    },
 }
 
 impl CniError {

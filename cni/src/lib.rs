@@ -10,8 +10,8 @@
 //! Modules: [`args`], [`config`], [`result`], [`alias`] are pure; [`netns`] and [`nl`] talk to the
 //! kernel; [`plugin`] runs the commands.
 //!
-//! Fault injection (tests only): `MULTINIC_CNI_FAULT=after-device-N` makes ADD stop with an error,
-//! without rollback, after the N-th device. It is honoured only when the binary is built with the
+//! Fault injection (tests only): `MULTINIC_CNI_FAULT=after-device-N` (also `after-addresses-N`,
+//! `after-routes-N`, `del-after-device-N`) makes ADD (DEL) stop with an error, without rollback. It is honoured only when the binary is built with the
 //! `fault-injection` feature or when `MULTINIC_CNI_TEST_MODE=1` is set.
 
 pub mod alias;

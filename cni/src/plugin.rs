@@ -16,11 +16,53 @@ use crate::netns::{self, Netns};
 use crate::nl::{self, Link, Nl, describe, errno};
 use crate::result::{AppliedDevice, merge_result, pass_through};
 
-/// Test-only fault injection (see [`fault_from_env`]).
+/// Test-only fault injection (see [`fault_from_env`]). Every fault stops the command with an
+/// error and without rollback, as a crash at that step would.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
-    /// Abort ADD (no rollback, as a crash would) once this many devices are applied.
+    /// ADD: once this many devices are applied (`after-device-N`).
     AfterDevice(usize),
+    /// ADD: once the addresses of the N-th device are added, before it is up and routed
+    /// (`after-addresses-N`).
+    AfterAddresses(usize),
+    /// ADD: once the routes of the N-th device are added, before its policy rules
+    /// (`after-routes-N`).
+    AfterRoutes(usize),
+    /// DEL: once this many links are reverted (`del-after-device-N`).
+    DelAfterDevice(usize),
+}
+
+impl Fault {
+    fn parse(spec: &str) -> Option<Self> {
+        let (make, n): (fn(usize) -> Self, &str) = if let Some(n) = spec.strip_prefix("after-device-") {
+            (Self::AfterDevice, n)
+        } else if let Some(n) = spec.strip_prefix("after-addresses-") {
+            (Self::AfterAddresses, n)
+        } else if let Some(n) = spec.strip_prefix("after-routes-") {
+            (Self::AfterRoutes, n)
+        } else {
+            (Self::DelAfterDevice, spec.strip_prefix("del-after-device-")?)
+        };
+        Some(make(n.parse().ok()?))
+    }
+
+    /// The error of this fault when it is the one armed.
+    fn hit(fault: Option<Fault>, here: Fault, device: &str) -> Result<(), CniError> {
+        if fault != Some(here) {
+            return Ok(());
+        }
+        let (step, after) = match here {
+            Self::AfterDevice(n) => ("device", n),
+            Self::AfterAddresses(n) => ("the addresses of device", n),
+            Self::AfterRoutes(n) => ("the routes of device", n),
+            Self::DelAfterDevice(n) => ("reverting link", n),
+        };
+        Err(CniError::FaultInjected {
+            step,
+            after,
+            device: device.to_string(),
+        })
+    }
 }
 
 /// Env var that enables the fault-injection hook in a build without the `fault-injection` feature.
@@ -35,9 +77,7 @@ pub fn fault_from_env(get: impl Fn(&str) -> Option<String>) -> Option<Fault> {
     if !enabled {
         return None;
     }
-    let spec = get(FAULT_ENV)?;
-    let n = spec.strip_prefix("after-device-")?.parse().ok()?;
-    Some(Fault::AfterDevice(n))
+    Fault::parse(&get(FAULT_ENV)?)
 }
 
 /// Runs one invocation; `Ok(Some(json))` is printed on stdout, `Ok(None)` prints nothing.
@@ -60,7 +100,7 @@ pub fn run(env: &CniEnv, stdin: &[u8], fault: Option<Fault>) -> Result<Option<Va
     rt.block_on(async {
         match env.command {
             Command::Add => add(env, &conf, fault).await.map(Some),
-            Command::Del => del(env, &conf).await.map(|()| None),
+            Command::Del => del(env, &conf, fault).await.map(|()| None),
             Command::Check => check(env, &conf).await.map(|()| None),
             Command::Gc => gc(&conf).await.map(|()| None),
             Command::Status | Command::Version => Ok(None),
@@ -198,24 +238,19 @@ async fn add(env: &CniEnv, conf: &NetConf, fault: Option<Fault>) -> Result<Value
     let mut applied = Vec::new();
     for plan in &plans {
         for dev in &plan.devices {
-            match apply_device(&ctx, &pod, &pod_ns, plan, dev).await {
+            match apply_device(&ctx, &pod, &pod_ns, plan, dev, (applied.len() + 1, fault)).await {
                 Ok(a) => applied.push(a),
+                // A test fault stands for a crash: nothing is rolled back.
+                Err(e @ CniError::FaultInjected { .. }) => return Err(e),
                 Err(e) => {
                     warn!(error = %e, "ADD failed; reverting this attachment");
-                    if let Err(re) = revert_attachment(&ctx, Some(&pod)).await {
+                    if let Err(re) = revert_attachment(&ctx, Some(&pod), None).await {
                         warn!(error = %re, "revert after a failed ADD failed; DEL will retry");
                     }
                     return Err(e);
                 }
             }
-            if let Some(Fault::AfterDevice(n)) = fault
-                && applied.len() == n
-            {
-                return Err(CniError::FaultInjected {
-                    after: n,
-                    device: dev.host_if_name.clone(),
-                });
-            }
+            Fault::hit(fault, Fault::AfterDevice(applied.len()), &dev.host_if_name)?;
         }
     }
     info!(container = %env.container_id, devices = applied.len(), "attached");
@@ -250,6 +285,7 @@ async fn apply_device(
     pod_ns: &Netns,
     plan: &Plan,
     dev: &PlannedDevice,
+    fault: (usize, Option<Fault>),
 ) -> Result<AppliedDevice, CniError> {
     let name = &dev.host_if_name;
     let existing = pod
@@ -277,7 +313,7 @@ async fn apply_device(
         None if dev.mode.is_shared() => attach_child(ctx, pod, pod_ns, plan, dev).await?,
         None => attach_moved(ctx, pod, pod_ns, plan, dev).await?,
     };
-    configure(pod, dev, index).await
+    configure(pod, dev, index, fault).await
 }
 
 async fn host_link(ctx: &Ctx, dev: &PlannedDevice) -> Result<Link, CniError> {
@@ -422,8 +458,14 @@ async fn mark_child(ctx: &Ctx, pod: &Nl, plan: &Plan, dev: &PlannedDevice, child
         .map_err(|e| dev_err(name, format!("mark child {}", dev.pod_if_name), &e))
 }
 
-/// MTU, addresses, up, routes, policy rules — each step idempotent.
-async fn configure(pod: &Nl, dev: &PlannedDevice, index: u32) -> Result<AppliedDevice, CniError> {
+/// MTU, addresses, up, routes, policy rules — each step idempotent. `fault`: the 1-based position
+/// of the device in this ADD and the armed test fault.
+async fn configure(
+    pod: &Nl,
+    dev: &PlannedDevice,
+    index: u32,
+    (position, fault): (usize, Option<Fault>),
+) -> Result<AppliedDevice, CniError> {
     let name = &dev.pod_if_name;
     if let Some(mtu) = dev.mtu {
         pod.set_mtu(index, mtu)
@@ -435,6 +477,7 @@ async fn configure(pod: &Nl, dev: &PlannedDevice, index: u32) -> Result<AppliedD
             .await
             .map_err(|e| dev_err(name, format!("add address {ip}"), &e))?;
     }
+    Fault::hit(fault, Fault::AfterAddresses(position), &dev.host_if_name)?;
     pod.set_up(index, true).await.map_err(|e| dev_err(name, "set up", &e))?;
     let routes = nl::device_routes(dev);
     for r in &routes {
@@ -449,6 +492,7 @@ async fn configure(pod: &Nl, dev: &PlannedDevice, index: u32) -> Result<AppliedD
         })?;
         pod.add_route(msg).await.map_err(|e| dev_err(name, what.clone(), &e))?;
     }
+    Fault::hit(fault, Fault::AfterRoutes(position), &dev.host_if_name)?;
     for (src, table) in nl::device_rules(dev) {
         pod.add_rule(src, table)
             .await
@@ -557,13 +601,20 @@ async fn restore_on_host(ctx: &Ctx, link: &Link, mark: &Mark) -> Result<(), CniE
 
 /// Reverts every link marked with this attachment, in the pod (if any) and on the host.
 /// Keeps going after an error and returns the first one.
-async fn revert_attachment(ctx: &Ctx, pod: Option<&Nl>) -> Result<(), CniError> {
+/// `fault` is the armed test fault of DEL (`None` elsewhere).
+async fn revert_attachment(ctx: &Ctx, pod: Option<&Nl>, fault: Option<Fault>) -> Result<(), CniError> {
     let attachment = ctx.attachment.clone();
-    revert_matching(ctx, pod, &|m: &Mark| m.attachment == attachment).await
+    revert_matching(ctx, pod, &|m: &Mark| m.attachment == attachment, fault).await
 }
 
-async fn revert_matching(ctx: &Ctx, pod: Option<&Nl>, select: &dyn Fn(&Mark) -> bool) -> Result<(), CniError> {
+async fn revert_matching(
+    ctx: &Ctx,
+    pod: Option<&Nl>,
+    select: &dyn Fn(&Mark) -> bool,
+    fault: Option<Fault>,
+) -> Result<(), CniError> {
     let mut first_err = None;
+    let mut reverted = 0;
     let marked = |links: Vec<Link>| -> Vec<(Link, Mark)> {
         links
             .into_iter()
@@ -584,6 +635,8 @@ async fn revert_matching(ctx: &Ctx, pod: Option<&Nl>, select: &dyn Fn(&Mark) -> 
                 warn!(error = %e, "revert failed");
                 first_err.get_or_insert(e);
             }
+            reverted += 1;
+            Fault::hit(fault, Fault::DelAfterDevice(reverted), &mark.host_if_name)?;
         }
     }
     let links = ctx.host.links().await.map_err(|e| CniError::Device {
@@ -596,11 +649,13 @@ async fn revert_matching(ctx: &Ctx, pod: Option<&Nl>, select: &dyn Fn(&Mark) -> 
             warn!(error = %e, "restore on the host failed");
             first_err.get_or_insert(e);
         }
+        reverted += 1;
+        Fault::hit(fault, Fault::DelAfterDevice(reverted), &mark.host_if_name)?;
     }
     first_err.map_or(Ok(()), Err)
 }
 
-async fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
+async fn del(env: &CniEnv, conf: &NetConf, fault: Option<Fault>) -> Result<(), CniError> {
     let ctx = Ctx::new(conf, env)?;
     let pod_ns = if env.netns.is_empty() {
         None
@@ -616,7 +671,7 @@ async fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
         }
     };
     let pod = pod_ns.as_ref().map(pod_nl).transpose()?;
-    revert_attachment(&ctx, pod.as_ref()).await
+    revert_attachment(&ctx, pod.as_ref(), fault).await
 }
 
 async fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
@@ -725,7 +780,7 @@ async fn gc(conf: &NetConf) -> Result<(), CniError> {
             }
         }
     }
-    if let Err(e) = revert_matching(&ctx, None, &select).await {
+    if let Err(e) = revert_matching(&ctx, None, &select, None).await {
         first_err.get_or_insert(e);
     }
     first_err.map_or(Ok(()), Err)
@@ -801,6 +856,20 @@ mod tests {
         assert_eq!(fault_from_env(off).is_some(), cfg!(feature = "fault-injection"));
         assert_eq!(
             fault_from_env(env_of(&[(TEST_MODE_ENV, "1"), (FAULT_ENV, "boom")])),
+            None
+        );
+        for (spec, fault) in [
+            ("after-addresses-2", Fault::AfterAddresses(2)),
+            ("after-routes-1", Fault::AfterRoutes(1)),
+            ("del-after-device-4", Fault::DelAfterDevice(4)),
+        ] {
+            assert_eq!(
+                fault_from_env(env_of(&[(TEST_MODE_ENV, "1"), (FAULT_ENV, spec)])),
+                Some(fault)
+            );
+        }
+        assert_eq!(
+            fault_from_env(env_of(&[(TEST_MODE_ENV, "1"), (FAULT_ENV, "after-routes-x")])),
             None
         );
     }

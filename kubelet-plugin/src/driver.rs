@@ -88,12 +88,21 @@ pub enum PrepareError {
     Fault { claim: Box<ClaimRef>, point: FaultPoint },
 }
 
-/// Named steps where tests make prepare stop as if the process died there.
+/// Named steps where tests make prepare or unprepare stop as if the process died there (the
+/// error is returned without undoing anything). Only tests set [`DriverOptions::fault`]; the
+/// binary always passes `None`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultPoint {
+    /// Prepare: addresses chosen under the lease lock, plan not yet written.
     AfterLease,
+    /// Prepare: plan written (the lease is taken), no CDI spec and no claim status yet.
     AfterPlanWrite,
+    /// Prepare: claim status applied, the kubelet has not heard back.
     AfterStatusApply,
+    /// Unprepare: our claim status entries cleared, CDI spec and plan still there.
+    AfterStatusClear,
+    /// Unprepare (and release at start): CDI spec removed, plan still there.
+    AfterCdiRemove,
 }
 
 /// The API calls prepare and unprepare make.
@@ -177,7 +186,8 @@ pub struct DriverOptions {
     pub state_dir: PathBuf,
     /// Where CDI specs for RDMA devices go (`/var/run/cdi`); `None` disables CDI.
     pub cdi_dir: Option<PathBuf>,
-    /// Test hook: stop prepare at this step.
+    /// Test-only fault injection: stop prepare/unprepare at this step as a crash would. The
+    /// binary sets `None`; there is no flag or environment variable that sets it.
     pub fault: Option<FaultPoint>,
 }
 
@@ -391,6 +401,7 @@ impl<A: ClaimApi> Driver<A> {
                 what: "clearing the claim status",
                 source,
             })?;
+        self.fault(claim, FaultPoint::AfterStatusClear)?;
         self.release(claim).await
     }
 
@@ -401,6 +412,7 @@ impl<A: ClaimApi> Driver<A> {
                 source,
             })?;
         }
+        self.fault(claim, FaultPoint::AfterCdiRemove)?;
         let mut leases = self.leases.lock().await;
         self.store.remove(&claim.uid).map_err(|source| PrepareError::Plan {
             claim: Box::new(claim.clone()),

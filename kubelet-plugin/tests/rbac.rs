@@ -2,13 +2,16 @@
 //!
 //! The plugin runs its real API paths against the in-process API server: publishing the pool
 //! (first publish with a stale slice to delete, then a republish), prepare (claim, NicNodeBlocks,
-//! claim status), unprepare, and the start-up reconcile that releases the plan of a deleted claim.
+//! claim status), unprepare, the start-up reconcile that releases the plan of a deleted claim, and
+//! the peer-routes loop (watches and lists of MultiNicNetworks and NicNodeBlocks; no network is
+//! `l3` here, so it installs no route).
 //! Every request the server saw is mapped to an RBAC (apiGroup, resource, verb) the way the API
 //! server authorizes it, and the set is compared with the ClusterRole in
 //! `deploy/kubelet-plugin-rbac.yaml` in both directions: nothing missing, nothing unused.
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::Duration;
 
 use multinic_api::crd::node_blocks_name;
 use multinic_api::rails::RailsLayout;
@@ -227,8 +230,38 @@ async fn rbac_matches_the_calls_the_plugin_makes() {
     drop(driver);
     api.delete("resource.k8s.io/v1", "ResourceClaim", Some("ml"), "gone")
         .unwrap();
-    let restarted = Driver::new(KubeClaimApi::new(api.client()), table, opts).unwrap();
+    let restarted = Driver::new(KubeClaimApi::new(api.client()), table.clone(), opts).unwrap();
     assert_eq!(restarted.reconcile().await, 1);
+
+    // The peer-routes loop: until it has listed and watched both kinds and synced once.
+    let handle = multinic_kubelet_plugin::inventory::netlink::connect().unwrap();
+    let routes = tokio::spawn(multinic_kubelet_plugin::routes::run_peer_routes(
+        api.client(),
+        NODE.into(),
+        table,
+        handle,
+        Duration::from_secs(3600),
+    ));
+    let seen = |resource: &str, watch: bool| {
+        api.requests().iter().any(|r| {
+            r.method == "GET"
+                && r.path.ends_with(resource)
+                && (r.has_query("watch", "true") || r.has_query("watch", "1")) == watch
+        })
+    };
+    let want = |resource: &'static str| [(resource, false), (resource, true)];
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !want("multinicnetworks")
+            .into_iter()
+            .chain(want("nicnodeblocks"))
+            .all(|(r, w)| seen(r, w))
+        {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the peer-routes loop lists and watches MultiNicNetworks and NicNodeBlocks");
+    routes.abort();
 
     let requests = api.requests();
     assert!(!requests.is_empty());
