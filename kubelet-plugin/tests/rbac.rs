@@ -19,14 +19,13 @@ use multinic_kubelet_plugin::driver::{ClaimRef, Driver, DriverOptions, KubeClaim
 use multinic_kubelet_plugin::inventory::{Inventory, LinkType, Nic, PciFacts};
 use multinic_kubelet_plugin::publish::{KubeSliceStore, PublishOutcome, Publisher};
 use multinic_kubelet_plugin::slices::{SliceOptions, slice_name};
-use multinic_testkit::{FakeApiServer, RequestRecord};
+use multinic_testkit::FakeApiServer;
+use multinic_testkit::rbac::{Permission, granted_to, permissions_of};
 use serde_json::{Value, json};
 
 const NODE: &str = "node-r";
 const DRIVER: &str = "multinic.dev";
 const SA: &str = "multinic-kubelet-plugin";
-
-type Permission = (String, String, String);
 
 fn nic(rail: usize) -> Nic {
     Nic {
@@ -57,51 +56,6 @@ fn inventory(n: usize) -> Inventory {
     }
 }
 
-/// (apiGroup, resource[/subresource], verb) as the API server's authorizer sees the request.
-fn permissions_of(r: &RequestRecord) -> Vec<Permission> {
-    let parts: Vec<&str> = r.path.trim_matches('/').split('/').collect();
-    let (group, rest) = match parts.as_slice() {
-        ["api", _version, rest @ ..] => ("", rest),
-        ["apis", group, _version, rest @ ..] => (*group, rest),
-        _ => panic!("not a resource request: {} {}", r.method, r.path),
-    };
-    let rest = match rest {
-        ["namespaces", _ns, rest @ ..] if !rest.is_empty() => rest,
-        rest => rest,
-    };
-    let (resource, named) = match rest {
-        [resource] => (resource.to_string(), false),
-        [resource, _name] => (resource.to_string(), true),
-        [resource, _name, sub] => (format!("{resource}/{sub}"), true),
-        _ => panic!("unexpected path {}", r.path),
-    };
-    let watch = r.has_query("watch", "true") || r.has_query("watch", "1");
-    let mut verbs = match (r.method.as_str(), named) {
-        ("GET", true) if watch => vec!["watch"],
-        ("GET", true) => vec!["get"],
-        ("GET", false) if watch => vec!["watch"],
-        ("GET", false) => vec!["list"],
-        ("POST", _) => vec!["create"],
-        ("PUT", _) => vec!["update"],
-        ("PATCH", _) => vec!["patch"],
-        ("DELETE", true) => vec!["delete"],
-        ("DELETE", false) => vec!["deletecollection"],
-        (m, _) => panic!("unexpected method {m} {}", r.path),
-    };
-    // Server-side apply of an object that does not exist yet is also authorized as `create`.
-    let apply = r
-        .content_type
-        .as_deref()
-        .is_some_and(|c| c.starts_with("application/apply-patch"));
-    if r.method == "PATCH" && apply && r.status == 201 {
-        verbs.push("create");
-    }
-    verbs
-        .into_iter()
-        .map(|v| (group.to_string(), resource.clone(), v.to_string()))
-        .collect()
-}
-
 /// The rules of the plugin's ClusterRole, expanded; also checks the binding names the service
 /// account of the DaemonSet.
 fn granted() -> BTreeSet<Permission> {
@@ -114,41 +68,18 @@ fn granted() -> BTreeSet<Permission> {
     assert!(of_kind("Role").is_empty(), "the plugin needs no namespaced Role");
     let roles = of_kind("ClusterRole");
     assert_eq!(roles.len(), 1, "one ClusterRole");
-    let role = roles[0];
     let binding = of_kind("ClusterRoleBinding");
     assert_eq!(binding.len(), 1);
-    assert_eq!(binding[0]["roleRef"]["name"], role["metadata"]["name"]);
+    assert_eq!(binding[0]["roleRef"]["name"], roles[0]["metadata"]["name"]);
     assert_eq!(
         binding[0]["subjects"],
         json!([{"kind": "ServiceAccount", "name": SA, "namespace": "multinic-system"}])
     );
     let ds = std::fs::read_to_string(deploy.join("kubelet-plugin.yaml")).unwrap();
     assert!(ds.contains(&format!("serviceAccountName: {SA}")));
-
-    let strings = |v: &Value, key: &str| -> Vec<String> {
-        v[key]
-            .as_array()
-            .unwrap_or_else(|| panic!("rule without {key}: {v}"))
-            .iter()
-            .map(|s| s.as_str().unwrap().to_string())
-            .collect()
-    };
-    let mut granted = BTreeSet::new();
-    for rule in role["rules"].as_array().unwrap() {
-        assert!(rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none());
-        for group in strings(rule, "apiGroups") {
-            for resource in strings(rule, "resources") {
-                for verb in strings(rule, "verbs") {
-                    assert!(
-                        ![&group, &resource, &verb].contains(&&"*".to_string()),
-                        "wildcard in {rule}"
-                    );
-                    granted.insert((group.clone(), resource.clone(), verb));
-                }
-            }
-        }
-    }
-    granted
+    let (cluster, namespaced) = granted_to(&text, SA);
+    assert!(namespaced.is_empty());
+    cluster
 }
 
 #[tokio::test]

@@ -23,6 +23,7 @@
 //! ```
 
 mod field;
+pub mod rbac;
 mod resources;
 mod selectors;
 mod server;
