@@ -93,8 +93,38 @@ impl RailsLayout {
 
 /// Usable host addresses of a block for pods: all but the network and broadcast addresses, and
 /// none inside `exclude`.
+///
+/// An excluded range is skipped in one step, so a large exclude costs one comparison, not one per
+/// address (prepare runs this under the node's lease lock).
 pub fn usable(block: Ipv4Net, exclude: &[Ipv4Net]) -> impl Iterator<Item = Ipv4Addr> + '_ {
-    block.hosts().filter(move |ip| !exclude.iter().any(|x| x.contains(ip)))
+    let (mut next, last) = match block.prefix_len() {
+        31 | 32 => (
+            u64::from(u32::from(block.network())),
+            u64::from(u32::from(block.broadcast())),
+        ),
+        _ => (
+            u64::from(u32::from(block.network())) + 1,
+            u64::from(u32::from(block.broadcast())) - 1,
+        ),
+    };
+    std::iter::from_fn(move || {
+        while next <= last {
+            let ip = Ipv4Addr::from(u32::try_from(next).unwrap_or(u32::MAX));
+            match exclude
+                .iter()
+                .filter(|x| x.contains(&ip))
+                .map(|x| u64::from(u32::from(x.broadcast())))
+                .max()
+            {
+                Some(end) => next = end + 1,
+                None => {
+                    next += 1;
+                    return Some(ip);
+                }
+            }
+        }
+        None
+    })
 }
 
 #[cfg(test)]
@@ -118,6 +148,18 @@ mod tests {
         assert!(RailsLayout::new("10.0.0.0/30".parse().unwrap(), 8, 0).is_err());
         assert!(RailsLayout::new("10.0.0.0/24".parse().unwrap(), 4, 3).is_err());
         assert!(RailsLayout::new("10.0.0.0/24".parse().unwrap(), 4, 2).is_ok());
+    }
+
+    #[test]
+    fn huge_excludes_are_skipped_in_one_step() {
+        let block: Ipv4Net = "10.0.0.0/8".parse().unwrap();
+        let exclude: Vec<Ipv4Net> = vec!["10.0.0.0/9".parse().unwrap(), "10.128.0.0/10".parse().unwrap()];
+        let first: Vec<String> = usable(block, &exclude).take(2).map(|i| i.to_string()).collect();
+        assert_eq!(first, ["10.192.0.0", "10.192.0.1"]);
+        let all: Vec<Ipv4Net> = vec!["10.0.0.0/8".parse().unwrap()];
+        assert_eq!(usable(block, &all).next(), None);
+        let last = usable("10.0.0.0/30".parse().unwrap(), &[]).collect::<Vec<_>>();
+        assert_eq!(last.len(), 2, "network and broadcast are not usable");
     }
 
     #[test]

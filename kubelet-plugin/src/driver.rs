@@ -488,10 +488,25 @@ impl<A: ClaimApi> Driver<A> {
                 continue;
             }
             if let Some(nb) = self.node_blocks(claim, &network).await? {
-                let checked = check_blocks(config, &nb.spec.blocks).map_err(|source| PrepareError::Build {
-                    claim: Box::new(claim.clone()),
-                    source,
-                })?;
+                let checked = match check_blocks(config, &nb.spec.blocks) {
+                    Ok(checked) => checked,
+                    // The cached blocks may predate a re-created network: read them again once.
+                    Err(_) => {
+                        self.blocks
+                            .lock()
+                            .await
+                            .remove(&node_blocks_name(&network, &self.opts.node_name));
+                        let fresh = self
+                            .node_blocks(claim, &network)
+                            .await?
+                            .map(|nb| nb.spec.blocks)
+                            .unwrap_or_default();
+                        check_blocks(config, &fresh).map_err(|source| PrepareError::Build {
+                            claim: Box::new(claim.clone()),
+                            source,
+                        })?
+                    }
+                };
                 blocks.insert(network, checked);
             }
         }

@@ -549,3 +549,33 @@ async fn bad_inputs_fail_per_claim_and_allocate_nothing() {
         .collect();
     assert!(statuses.values().all(|n| *n == 0), "{statuses:?}");
 }
+
+#[tokio::test]
+async fn blocks_of_a_recreated_network_are_read_again() {
+    let h = Harness::new(None).await;
+    let d = h.devices.clone();
+    let first = h.claim("before", &[&d[0]], rails_params(json!({})));
+    h.driver.prepare(&first).await.unwrap();
+    // The network is re-created with another subnet; the controller rewrites the node's blocks.
+    let other = RailsLayout::new("10.11.0.0/16".parse().unwrap(), 8, 2).unwrap();
+    let blocks: Vec<Value> = (0..4)
+        .map(|k| json!({"railIndex": k, "cidr": other.block(HOST_INDEX, k).unwrap().to_string()}))
+        .collect();
+    h.api
+        .insert(json!({
+            "apiVersion": "multinic.dev/v1alpha1", "kind": "NicNodeBlocks",
+            "metadata": {"name": node_blocks_name(RAILS, NODE)},
+            "spec": {"network": RAILS, "nodeName": NODE, "hostIndex": HOST_INDEX, "blocks": blocks},
+        }))
+        .unwrap();
+    let params =
+        rails_params(json!({"ipam": {"type": "rails", "subnet": "10.11.0.0/16", "hostBlock": 8, "interfaceBlock": 2}}));
+    let second = h.claim("after", &[&d[1]], params);
+    h.driver.prepare(&second).await.unwrap();
+    let (_, ip) = ips_of(&h.claim_status(&second)).remove(0);
+    let ip: IpNet = ip.parse().unwrap();
+    assert!(
+        IpNet::V4(other.block(HOST_INDEX, 1).unwrap()).contains(&ip.addr()),
+        "{ip} not from the new blocks"
+    );
+}
