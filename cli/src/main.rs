@@ -1,5 +1,7 @@
 //! `multinic`: the command line for humans.
 
+mod bench;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -40,6 +42,11 @@ enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Yaml)]
         output: Output,
     },
+    /// Run the benchmarks (needs root) and print one table; exits non-zero if any run failed.
+    Bench(bench::BenchArgs),
+    /// Print the CustomResourceDefinitions (MultiNicNetwork with its CEL rules, NicNodeBlocks) as
+    /// YAML; `deploy/crds.yaml` is this output.
+    Crd,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -59,6 +66,11 @@ async fn main() -> anyhow::Result<()> {
             netlink_snapshot,
             output,
         } => print_inventory(node_name, &inventory, netlink_snapshot, output).await,
+        Command::Bench(args) => bench::run(args).await,
+        Command::Crd => {
+            print!("{}", multinic_api::crd::crds_yaml()?);
+            Ok(())
+        }
     }
 }
 

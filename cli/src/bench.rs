@@ -1,0 +1,147 @@
+//! `multinic bench`: the benchmark table of issue 7. Every row is the median of `--runs` runs
+//! (min and max alongside); baselines are measured in the same process, interleaved with ours.
+//! Kernel work happens only in network namespaces the bench creates and deletes. Exits non-zero
+//! when any run failed.
+
+mod arith;
+mod attach;
+mod dra;
+mod fixtures;
+mod ipam;
+mod prepare;
+mod rss;
+mod stats;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use self::attach::{Bins, Mode};
+use self::stats::Row;
+
+/// Arguments of `multinic bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Runs per row (the published table uses at least 20).
+    #[arg(long, default_value_t = 20)]
+    pub runs: usize,
+    /// The multinic-cni binary; default: next to this executable.
+    #[arg(long)]
+    pub cni_bin: Option<PathBuf>,
+    /// The multinic-kubelet-plugin binary; default: next to this executable.
+    #[arg(long)]
+    pub plugin_bin: Option<PathBuf>,
+    /// Directory of the reference CNI plugins (host-device, macvlan, static, host-local).
+    #[arg(long, default_value = "/usr/lib/cni")]
+    pub cni_plugins_dir: PathBuf,
+    /// Only these rows (1-7, comma-separated); default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub rows: Vec<u8>,
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating this executable")?;
+    Ok(exe.parent().unwrap_or(Path::new(".")).join(name))
+}
+
+/// Runs the bench on its own multi-threaded runtime and prints the table.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "multinic bench needs root: it creates network namespaces, veth pairs and macvlan links (run it with sudo)"
+        );
+    }
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let worker = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        rt.block_on(bench(args))
+    });
+    worker
+        .join()
+        .map_err(|_| anyhow::anyhow!("the bench thread panicked"))?
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let want = |row: u8| args.rows.is_empty() || args.rows.contains(&row);
+    let bins = Bins {
+        cni: match &args.cni_bin {
+            Some(p) => p.clone(),
+            None => sibling("multinic-cni")?,
+        },
+        plugins_dir: args.cni_plugins_dir.clone(),
+    };
+    let plugin_bin = match &args.plugin_bin {
+        Some(p) => p.clone(),
+        None => sibling("multinic-kubelet-plugin")?,
+    };
+    if want(1) || want(2) || want(3) || want(4) {
+        attach::check_plugins(&bins)?;
+    }
+    let runs = args.runs;
+    let mut rows: Vec<Row> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    let progress = |what: &str| eprintln!("bench: {what} ({runs} runs)…");
+
+    if want(1) || want(2) {
+        let (mut floor, mut multus) = (Vec::new(), Vec::new());
+        for m in [1, 2, 4, 8, 16] {
+            progress(&format!("attach host-device m={m}"));
+            let r = attach::bench(&bins, Mode::HostDevice, m, runs).await;
+            floor.push(r.floor_row);
+            multus.push(r.multus_row);
+            notes.push(r.breakdown);
+        }
+        if want(1) {
+            rows.extend(floor);
+        }
+        if want(2) {
+            rows.extend(multus);
+        }
+    }
+    if want(3) {
+        progress("attach macvlan m=8");
+        let r = attach::bench(&bins, Mode::Macvlan, 8, runs).await;
+        rows.push(r.floor_row);
+        rows.push(r.multus_row);
+        notes.push(r.breakdown);
+    }
+    if want(4) {
+        progress("IPAM vs host-local");
+        rows.push(ipam::bench(&bins.plugins_dir, runs).await);
+    }
+    if want(5) {
+        progress("NodePrepareResources latency");
+        rows.extend(prepare::bench(runs).await);
+    }
+    if want(6) {
+        progress("ResourceSlice build and block arithmetic");
+        rows.extend(arith::slices(runs));
+        rows.extend(arith::blocks(runs));
+    }
+    if want(7) {
+        progress("peak RSS of the kubelet plugin");
+        let (row, note) = rss::bench(&plugin_bin, runs).await;
+        rows.push(row);
+        notes.push(note);
+    }
+
+    println!("{}", stats::render(&rows));
+    for n in &notes {
+        println!("- {n}");
+    }
+    let failed: Vec<&Row> = rows.iter().filter(|r| r.error.is_some()).collect();
+    for r in &failed {
+        eprintln!(
+            "FAILED row {} ({}): {}",
+            r.id,
+            r.case,
+            r.error.as_deref().unwrap_or_default()
+        );
+    }
+    if !failed.is_empty() {
+        bail!("{} row(s) had a failed run", failed.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,486 @@
+//! Rows 1–3: attaching m veth NICs to a pod, full path vs. the netlink floor and the Multus way.
+//!
+//! Per run and variant a fresh pod netns is made (not timed: the runtime makes the sandbox), then
+//! the timed attach, an untimed check that the pod has the m links, the timed detach, and an
+//! untimed check that the pod is empty again. The three variants alternate within each run.
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail, ensure};
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use multinic_api::rails::RailsLayout;
+use netlink_packet_route::link::MacVlanMode;
+use netlink_packet_route::route::RouteScope;
+use netlink_packet_route::rule::RuleAction;
+use rtnetlink::{Handle, LinkMacVlan, LinkUnspec, RouteMessageBuilder};
+use serde_json::{Value, json};
+
+use super::dra::{self, HOST_INDEX, Plugin};
+use super::fixtures::{CniCall, Netns, exec_cni_async, link_names};
+use super::stats::{Row, Summary, Unit, ms};
+
+/// Policy tables start here, as the plugin's (`TABLE_BASE + position`).
+const TABLE_BASE: u32 = 100;
+const RULE_PRIORITY: u32 = 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    HostDevice,
+    Macvlan,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::HostDevice => "host-device",
+            Mode::Macvlan => "macvlan",
+        }
+    }
+}
+
+/// Where the binaries are.
+#[derive(Debug, Clone)]
+pub struct Bins {
+    pub cni: PathBuf,
+    pub plugins_dir: PathBuf,
+}
+
+/// Timed phases of one run, per variant.
+#[derive(Debug, Default, Clone)]
+pub struct Phases {
+    pub ours: Vec<f64>,
+    pub ours_prepare: Vec<f64>,
+    pub ours_add: Vec<f64>,
+    pub ours_del: Vec<f64>,
+    pub ours_unprepare: Vec<f64>,
+    pub floor: Vec<f64>,
+    pub floor_add: Vec<f64>,
+    pub floor_del: Vec<f64>,
+    pub multus: Vec<f64>,
+    pub multus_add: Vec<f64>,
+    pub multus_del: Vec<f64>,
+}
+
+/// The outcome of one (mode, m): the floor row, the Multus row and a breakdown line.
+pub struct AttachResult {
+    pub floor_row: Row,
+    pub multus_row: Row,
+    pub breakdown: String,
+}
+
+/// The rails layout of the attach rows: /16, 64 hosts, 16 rails, /26 blocks.
+fn layout() -> anyhow::Result<RailsLayout> {
+    Ok(RailsLayout::new("10.10.0.0/16".parse()?, 6, 4)?)
+}
+
+struct Fixture {
+    host: Netns,
+    host_nl: Handle,
+    plugin: Plugin,
+    client: dra::Client,
+    params: Value,
+    /// Host interface names in rail order, and each one's block.
+    nics: Vec<(String, Ipv4Net)>,
+}
+
+impl Fixture {
+    async fn new(m: usize, mode: Mode) -> anyhow::Result<Self> {
+        let host = Netns::new("h")?;
+        let mut batch = Vec::new();
+        for k in 1..=m {
+            batch.push(format!("link add bv{k:02} type veth peer name bp{k:02}"));
+            batch.push(format!("link set bp{k:02} up"));
+            batch.push(format!("link set bv{k:02} up"));
+        }
+        super::fixtures::ip_batch(Some(&host.name), &batch)?;
+        let host_nl = host.netlink()?;
+        let layout = layout()?;
+        let nics: Vec<_> = (1..=m)
+            .map(|k| dra::veth_nic(&format!("bv{k:02}"), u32::try_from(k).unwrap_or(0) + 1))
+            .collect();
+        let plugin = Plugin::start(&nics, &layout, false).await?;
+        let client = plugin.client().await?;
+        let blocks = (0..m)
+            .map(|k| layout.block(HOST_INDEX, u32::try_from(k)?).map_err(anyhow::Error::from))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        // Rail order = interface-name order (no PCI), which the zero-padded names keep.
+        let nics = (1..=m).map(|k| format!("bv{k:02}")).zip(blocks).collect();
+        Ok(Self {
+            host,
+            host_nl,
+            plugin,
+            client,
+            params: dra::params(&layout, mode.as_str()),
+            nics,
+        })
+    }
+
+    fn first_ip(block: &Ipv4Net) -> anyhow::Result<Ipv4Addr> {
+        block.hosts().next().context("empty block")
+    }
+
+    fn call(&self, command: &'static str, pod: &Netns, container: &str, ifname: &str, pod_uid: &str) -> CniCall {
+        CniCall {
+            command,
+            container_id: container.into(),
+            netns: pod.path(),
+            ifname: ifname.into(),
+            pod_uid: pod_uid.into(),
+            cni_path: PathBuf::new(),
+        }
+    }
+}
+
+async fn expect_links(pod: &Handle, want: usize, what: &str) -> anyhow::Result<()> {
+    let names = link_names(pod).await?;
+    ensure!(
+        names.len() == want + 1,
+        "{what}: the pod has {names:?}, expected lo and {want} NICs"
+    );
+    Ok(())
+}
+
+/// Our full path: NodePrepareResources over the socket, CNI ADD, CNI DEL, NodeUnprepareResources.
+async fn run_ours(fx: &mut Fixture, bins: &Bins, m: usize, p: &mut Phases) -> anyhow::Result<()> {
+    let pod = Netns::new("p")?;
+    let pod_nl = pod.netlink()?;
+    let devices: Vec<&str> = fx.plugin.devices.iter().take(m).map(String::as_str).collect();
+    let claim = fx.plugin.api.insert_claim(&devices, &fx.params)?;
+    let conf = json!({
+        "cniVersion": "1.1.0", "name": "bench-net", "type": "multinic-cni",
+        "stateDir": fx.plugin.state.path(),
+    });
+    let container = format!("ctr-{}", claim.name);
+    let mut call = fx.call("ADD", &pod, &container, "eth0", &claim.pod_uid);
+    call.cni_path = bins.plugins_dir.clone();
+    let host = || fx.host.file.try_clone();
+
+    let t0 = Instant::now();
+    dra::prepare(&mut fx.client, vec![claim.v1()]).await?;
+    let t_prep = t0.elapsed();
+    let result = exec_cni_async(bins.cni.clone(), host()?, call.clone(), conf.clone()).await?;
+    let t_add = t0.elapsed();
+
+    let ifaces = result["interfaces"].as_array().map_or(0, Vec::len);
+    ensure!(
+        ifaces == m,
+        "multinic-cni ADD returned {ifaces} interfaces, expected {m}: {result}"
+    );
+    expect_links(&pod_nl, m, "after multinic-cni ADD").await?;
+
+    let t1 = Instant::now();
+    call.command = "DEL";
+    exec_cni_async(bins.cni.clone(), host()?, call, conf).await?;
+    let t_cni_del = t1.elapsed();
+    dra::unprepare(&mut fx.client, vec![claim.v1()]).await?;
+    let t_del = t1.elapsed();
+    expect_links(&pod_nl, 0, "after multinic-cni DEL").await?;
+    fx.plugin.api.delete_claim(&claim);
+
+    p.ours.push(ms(t_add + t_del));
+    p.ours_prepare.push(ms(t_prep));
+    p.ours_add.push(ms(t_add - t_prep));
+    p.ours_del.push(ms(t_cni_del));
+    p.ours_unprepare.push(ms(t_del - t_cni_del));
+    Ok(())
+}
+
+async fn link_index(handle: &Handle, name: &str) -> anyhow::Result<u32> {
+    let msg = handle
+        .link()
+        .get()
+        .match_name(name.to_string())
+        .execute()
+        .try_next()
+        .await?
+        .with_context(|| format!("no link {name}"))?;
+    Ok(msg.header.index)
+}
+
+/// The kernel work alone, issued by the bench: per NIC move+rename (or create the macvlan child
+/// in the pod), address, up, the two table routes and the rule the plan asks for; then back.
+async fn run_floor(fx: &Fixture, mode: Mode, p: &mut Phases) -> anyhow::Result<()> {
+    let pod = Netns::new("p")?;
+    let mut host_idx = Vec::with_capacity(fx.nics.len());
+    for (name, _) in &fx.nics {
+        host_idx.push(link_index(&fx.host_nl, name).await?);
+    }
+    let pod_fd = pod.file.as_raw_fd();
+    let host_fd = fx.host.file.as_raw_fd();
+    let subnet = layout()?.subnet;
+
+    let t0 = Instant::now();
+    // The pod socket is part of the floor: any implementation needs one to configure the pod.
+    let pod_nl = pod.netlink()?;
+    let mut pod_idx = Vec::with_capacity(fx.nics.len());
+    for (k, ((name, block), &h)) in fx.nics.iter().zip(&host_idx).enumerate() {
+        let pod_name = format!("net{}", k + 1);
+        let idx = match mode {
+            Mode::HostDevice => {
+                // The index survives the move into a fresh netns.
+                let msg = LinkUnspec::new_with_index(h).setns_by_fd(pod_fd).name(pod_name).build();
+                fx.host_nl.link().set(msg).execute().await?;
+                h
+            }
+            Mode::Macvlan => {
+                // Choose the child's index so no lookup is needed.
+                let idx = 100 + u32::try_from(k)?;
+                let mut msg = LinkMacVlan::new(&pod_name, h, MacVlanMode::Bridge)
+                    .setns_by_fd(pod_fd)
+                    .build();
+                msg.header.index = idx;
+                fx.host_nl
+                    .link()
+                    .add(msg)
+                    .execute()
+                    .await
+                    .with_context(|| format!("macvlan child of {name}"))?;
+                idx
+            }
+        };
+        let ip = Fixture::first_ip(block)?;
+        let table = TABLE_BASE + u32::try_from(k)? + 1;
+        pod_nl
+            .address()
+            .add(idx, ip.into(), block.prefix_len())
+            .execute()
+            .await?;
+        pod_nl
+            .link()
+            .set(LinkUnspec::new_with_index(idx).up().build())
+            .execute()
+            .await?;
+        let connected = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(block.network(), block.prefix_len())
+            .output_interface(idx)
+            .scope(RouteScope::Link)
+            .pref_source(ip)
+            .table_id(table)
+            .build();
+        pod_nl.route().add(connected).replace().execute().await?;
+        let planned = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(subnet.network(), subnet.prefix_len())
+            .output_interface(idx)
+            .scope(RouteScope::Link)
+            .table_id(table)
+            .build();
+        pod_nl.route().add(planned).replace().execute().await?;
+        pod_nl
+            .rule()
+            .add()
+            .table_id(table)
+            .priority(RULE_PRIORITY)
+            .action(RuleAction::ToTable)
+            .v4()
+            .source_prefix(ip, 32)
+            .execute()
+            .await?;
+        pod_idx.push((idx, ip, table));
+    }
+    let t_add = t0.elapsed();
+
+    expect_links(&pod_nl, fx.nics.len(), "after the floor attach").await?;
+
+    let t1 = Instant::now();
+    for ((name, _), &(idx, ip, table)) in fx.nics.iter().zip(&pod_idx) {
+        match mode {
+            Mode::HostDevice => {
+                let mut rule = pod_nl
+                    .rule()
+                    .add()
+                    .table_id(table)
+                    .priority(RULE_PRIORITY)
+                    .action(RuleAction::ToTable)
+                    .v4()
+                    .source_prefix(ip, 32);
+                let msg = rule.message_mut().clone();
+                pod_nl.rule().del(msg).execute().await?;
+                let back = LinkUnspec::new_with_index(idx)
+                    .setns_by_fd(host_fd)
+                    .name(name.clone())
+                    .build();
+                pod_nl.link().set(back).execute().await?;
+                fx.host_nl
+                    .link()
+                    .set(LinkUnspec::new_with_index(idx).up().build())
+                    .execute()
+                    .await?;
+            }
+            Mode::Macvlan => pod_nl.link().del(idx).execute().await?,
+        }
+    }
+    let t_del = t1.elapsed();
+    expect_links(&pod_nl, 0, "after the floor detach").await?;
+
+    p.floor.push(ms(t_add + t_del));
+    p.floor_add.push(ms(t_add));
+    p.floor_del.push(ms(t_del));
+    Ok(())
+}
+
+/// The Multus way: one reference-plugin invocation per NIC (`host-device` or `macvlan`, with
+/// `static` IPAM), ADD in order, DEL in reverse.
+async fn run_multus(fx: &Fixture, bins: &Bins, mode: Mode, p: &mut Phases) -> anyhow::Result<()> {
+    let pod = Netns::new("p")?;
+    let pod_nl = pod.netlink()?;
+    let container = super::fixtures::unique("multus");
+    let confs: Vec<(String, Value)> = fx
+        .nics
+        .iter()
+        .enumerate()
+        .map(|(k, (name, block))| {
+            let ip = Fixture::first_ip(block)?;
+            let ipam = json!({
+                "type": "static",
+                "addresses": [{"address": format!("{ip}/{}", block.prefix_len())}],
+                "routes": [{"dst": format!("10.{}.0.0/16", 100 + k)}],
+            });
+            let conf = match mode {
+                Mode::HostDevice => json!({
+                    "cniVersion": "1.0.0", "name": format!("hd-{name}"), "type": "host-device",
+                    "device": name, "ipam": ipam,
+                }),
+                Mode::Macvlan => json!({
+                    "cniVersion": "1.0.0", "name": format!("mv-{name}"), "type": "macvlan",
+                    "master": name, "mode": "bridge", "ipam": ipam,
+                }),
+            };
+            Ok((format!("net{}", k + 1), conf))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let program = bins.plugins_dir.join(mode.as_str());
+    let call = |command, ifname: &str| {
+        let mut c = fx.call(command, &pod, &container, ifname, "multus-pod");
+        c.cni_path = bins.plugins_dir.clone();
+        c
+    };
+
+    let t0 = Instant::now();
+    for (ifname, conf) in &confs {
+        exec_cni_async(
+            program.clone(),
+            fx.host.file.try_clone()?,
+            call("ADD", ifname),
+            conf.clone(),
+        )
+        .await?;
+    }
+    let t_add = t0.elapsed();
+    expect_links(&pod_nl, confs.len(), "after the Multus-way ADDs").await?;
+    let t1 = Instant::now();
+    for (ifname, conf) in confs.iter().rev() {
+        exec_cni_async(
+            program.clone(),
+            fx.host.file.try_clone()?,
+            call("DEL", ifname),
+            conf.clone(),
+        )
+        .await?;
+    }
+    let t_del = t1.elapsed();
+    expect_links(&pod_nl, 0, "after the Multus-way DELs").await?;
+    p.multus.push(ms(t_add + t_del));
+    p.multus_add.push(ms(t_add));
+    p.multus_del.push(ms(t_del));
+    Ok(())
+}
+
+fn median(v: &[f64]) -> f64 {
+    Summary::of(v).map_or(f64::NAN, |s| s.median)
+}
+
+/// Runs `runs` interleaved runs of the three variants for one (mode, m).
+pub async fn bench(bins: &Bins, mode: Mode, m: usize, runs: usize) -> AttachResult {
+    let case = format!("attach {} m={m}", mode.as_str());
+    let (floor_id, multus_id) = match mode {
+        Mode::HostDevice => ("1", "2"),
+        Mode::Macvlan => ("3", "3"),
+    };
+    let mut floor_row = Row::new(floor_id, format!("{case}: ours vs netlink floor"), Unit::Ms);
+    let mut multus_row = Row::new(multus_id, format!("{case}: Multus way vs ours"), Unit::Ms);
+    let mut p = Phases::default();
+    let outcome: anyhow::Result<()> = async {
+        let mut fx = Fixture::new(m, mode).await?;
+        // One untimed warm-up of each variant (page cache, binaries, first connections).
+        let mut warm = Phases::default();
+        run_ours(&mut fx, bins, m, &mut warm).await.context("warm-up, ours")?;
+        run_floor(&fx, mode, &mut warm).await.context("warm-up, floor")?;
+        run_multus(&fx, bins, mode, &mut warm)
+            .await
+            .context("warm-up, Multus way")?;
+        for run in 0..runs {
+            run_ours(&mut fx, bins, m, &mut p)
+                .await
+                .with_context(|| format!("run {run}, ours"))?;
+            run_floor(&fx, mode, &mut p)
+                .await
+                .with_context(|| format!("run {run}, netlink floor"))?;
+            run_multus(&fx, bins, mode, &mut p)
+                .await
+                .with_context(|| format!("run {run}, Multus way"))?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = &outcome {
+        floor_row.error = Some(format!("{e:#}"));
+        multus_row.error = Some(format!("{e:#}"));
+    }
+    floor_row.ours = Summary::of(&p.ours);
+    floor_row.baseline = Some(("netlink floor".into(), Summary::of(&p.floor)));
+    multus_row.ours = Summary::of(&p.ours);
+    multus_row.baseline = Some(("Multus way".into(), Summary::of(&p.multus)));
+    let (ours, floor, multus) = (median(&p.ours), median(&p.floor), median(&p.multus));
+    if ours.is_finite() && floor.is_finite() {
+        floor_row.ratio = Some(("ours/floor".into(), ours / floor));
+    }
+    if ours.is_finite() && multus.is_finite() {
+        multus_row.ratio = Some(("theirs/ours".into(), multus / ours));
+    }
+    if m == 8 {
+        floor_row.target = "≤ 1.3×".into();
+        floor_row.met = floor_row.ratio.as_ref().map(|(_, r)| *r <= 1.3);
+        multus_row.target = "≥ 5×".into();
+        multus_row.met = multus_row.ratio.as_ref().map(|(_, r)| *r >= 5.0);
+    }
+    let breakdown = format!(
+        "{case}: ours = prepare {:.2} + ADD {:.2} + DEL {:.2} + unprepare {:.2} ms; floor = attach {:.2} + detach {:.2} ms; Multus way = ADD×{m} {:.2} + DEL×{m} {:.2} ms (medians)",
+        median(&p.ours_prepare),
+        median(&p.ours_add),
+        median(&p.ours_del),
+        median(&p.ours_unprepare),
+        median(&p.floor_add),
+        median(&p.floor_del),
+        median(&p.multus_add),
+        median(&p.multus_del),
+    );
+    AttachResult {
+        floor_row,
+        multus_row,
+        breakdown,
+    }
+}
+
+/// Fails early with a readable message when a reference plugin is missing.
+pub fn check_plugins(bins: &Bins) -> anyhow::Result<()> {
+    for p in ["host-device", "macvlan", "static", "host-local"] {
+        let path = bins.plugins_dir.join(p);
+        if !path.exists() {
+            bail!(
+                "{} is missing: apt-get install -y containernetworking-plugins (or pass --cni-plugins-dir)",
+                path.display()
+            );
+        }
+    }
+    if !bins.cni.exists() {
+        bail!(
+            "{} is missing: build it with `cargo build --release -p multinic-cni` (or pass --cni-bin)",
+            bins.cni.display()
+        );
+    }
+    Ok(())
+}

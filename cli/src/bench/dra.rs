@@ -1,0 +1,345 @@
+//! The node plugin in process, as in `kubelet-plugin/tests/dra_plugin.rs`: the real driver with
+//! its kube client talking HTTP to the in-process fake API server, served on a real unix socket,
+//! and a kubelet-like gRPC client.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::resource::v1::{AllocatedDeviceStatus, ResourceClaim};
+use multinic_api::crd::{NicNodeBlocks, node_blocks_name};
+use multinic_api::rails::RailsLayout;
+use multinic_kubelet_plugin::driver::{ApiError, ClaimApi, ClaimRef, Driver, DriverOptions, KubeClaimApi};
+use multinic_kubelet_plugin::grpc::{self, DraService};
+use multinic_kubelet_plugin::inventory::{LinkType, Nic};
+use multinic_kubelet_plugin::metrics::Metrics;
+use multinic_kubelet_plugin::publish::DeviceTable;
+use multinic_kubelet_plugin::slices::{SliceOptions, build_device_table};
+use multinic_proto::dra::v1;
+use multinic_testkit::FakeApiServer;
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+pub const NODE: &str = "bench-node";
+pub const NETWORK: &str = "bench";
+pub const DRIVER: &str = "multinic.dev";
+pub const HOST_INDEX: u32 = 7;
+
+pub type Client = v1::dra_plugin_client::DraPluginClient<Channel>;
+
+/// A virtual NIC as the inventory would report a veth with `--allow-virtual`.
+pub fn veth_nic(if_name: &str, index: u32) -> Nic {
+    Nic {
+        if_name: if_name.into(),
+        if_index: index,
+        mac: None,
+        mtu: 1500,
+        speed_mbps: Some(10_000),
+        link_type: LinkType::Ethernet,
+        pci: None,
+        rdma: None,
+        virtual_device: true,
+        ipv4: None,
+        pf_name: None,
+    }
+}
+
+/// The opaque config of the bench network.
+pub fn params(layout: &RailsLayout, mode: &str) -> Value {
+    json!({
+        "apiVersion": "multinic.dev/v1alpha1", "kind": "NetworkConfig", "network": NETWORK,
+        "attachment": {"mode": mode},
+        "ipam": {"type": "rails", "subnet": layout.subnet.to_string(),
+                 "hostBlock": layout.host_bits, "interfaceBlock": layout.iface_bits},
+        "routing": {"mode": "l3", "policyRouting": true},
+    })
+}
+
+/// `NicNodeBlocks <network>.<node>` with blocks (HOST_INDEX, 0..rails).
+pub fn blocks_json(layout: &RailsLayout, rails: u32) -> anyhow::Result<Value> {
+    let blocks = (0..rails)
+        .map(|k| Ok(json!({"railIndex": k, "cidr": layout.block(HOST_INDEX, k)?.to_string()})))
+        .collect::<anyhow::Result<Vec<Value>>>()?;
+    Ok(json!({
+        "apiVersion": "multinic.dev/v1alpha1", "kind": "NicNodeBlocks",
+        "metadata": {"name": node_blocks_name(NETWORK, NODE)},
+        "spec": {"network": NETWORK, "nodeName": NODE, "hostIndex": HOST_INDEX, "blocks": blocks},
+    }))
+}
+
+/// Seeds the node's blocks into the fake API server.
+pub fn insert_blocks(api: &FakeApiServer, layout: &RailsLayout, rails: u32) -> anyhow::Result<()> {
+    api.insert(blocks_json(layout, rails)?)?;
+    Ok(())
+}
+
+/// A claim API in memory: claims and blocks from maps, status writes accepted and dropped. Used
+/// to measure the plugin without any API server.
+#[derive(Clone)]
+pub struct MemApi {
+    claims: Arc<Mutex<HashMap<String, ResourceClaim>>>,
+    blocks: Arc<NicNodeBlocks>,
+}
+
+impl MemApi {
+    pub fn new(layout: &RailsLayout, rails: u32) -> anyhow::Result<Self> {
+        Ok(Self {
+            claims: Arc::default(),
+            blocks: Arc::new(serde_json::from_value(blocks_json(layout, rails)?)?),
+        })
+    }
+
+    fn insert(&self, obj: Value) -> anyhow::Result<()> {
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let rc: ResourceClaim = serde_json::from_value(obj)?;
+        self.claims
+            .lock()
+            .map_err(|_| anyhow::anyhow!("claim map poisoned"))?
+            .insert(name, rc);
+        Ok(())
+    }
+
+    fn delete(&self, name: &str) {
+        if let Ok(mut c) = self.claims.lock() {
+            c.remove(name);
+        }
+    }
+}
+
+impl ClaimApi for MemApi {
+    async fn get_claim(&self, _namespace: &str, name: &str) -> Result<Option<ResourceClaim>, ApiError> {
+        Ok(self.claims.lock().ok().and_then(|c| c.get(name).cloned()))
+    }
+
+    async fn apply_status(&self, _claim: &ClaimRef, _devices: Vec<AllocatedDeviceStatus>) -> Result<bool, ApiError> {
+        Ok(true)
+    }
+
+    async fn get_node_blocks(&self, _name: &str) -> Result<Option<NicNodeBlocks>, ApiError> {
+        Ok(Some((*self.blocks).clone()))
+    }
+}
+
+/// Where claims live for a bench: the fake API server (HTTP) or memory.
+pub enum Backend {
+    Fake(FakeApiServer),
+    Mem(MemApi),
+}
+
+impl Backend {
+    pub fn insert_claim(&self, devices: &[&str], params: &Value) -> anyhow::Result<BenchClaim> {
+        match self {
+            Backend::Fake(api) => insert_claim(api, devices, params),
+            Backend::Mem(mem) => {
+                let n = CLAIMS.fetch_add(1, Ordering::Relaxed);
+                let name = format!("c{n}");
+                let uid = format!("00000000-0000-0000-0000-{n:012}");
+                mem.insert(claim_json(&name, &uid, devices, params))?;
+                Ok(BenchClaim {
+                    pod_uid: format!("pod-{name}"),
+                    name,
+                    uid,
+                })
+            }
+        }
+    }
+
+    pub fn delete_claim(&self, claim: &BenchClaim) {
+        match self {
+            Backend::Fake(api) => delete_claim(api, claim),
+            Backend::Mem(mem) => mem.delete(&claim.name),
+        }
+    }
+}
+
+/// A claim as the kubelet names it, plus the pod it is reserved for.
+#[derive(Debug, Clone)]
+pub struct BenchClaim {
+    pub name: String,
+    pub uid: String,
+    pub pod_uid: String,
+}
+
+impl BenchClaim {
+    pub fn v1(&self) -> v1::Claim {
+        v1::Claim {
+            namespace: "bench".into(),
+            uid: self.uid.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+static CLAIMS: AtomicUsize = AtomicUsize::new(0);
+
+/// An allocated claim for `devices` (request "nics", class config `params`), as the scheduler
+/// leaves it, reserved for pod `pod-<name>`.
+pub fn claim_json(name: &str, uid: &str, devices: &[&str], params: &Value) -> Value {
+    let results: Vec<Value> = devices
+        .iter()
+        .map(|d| json!({"request": "nics", "driver": DRIVER, "pool": NODE, "device": d}))
+        .collect();
+    json!({
+        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+        "metadata": {"name": name, "namespace": "bench", "uid": uid},
+        "spec": {"devices": {"requests": [{"name": "nics", "exactly": {"deviceClassName": NETWORK, "count": devices.len()}}]}},
+        "status": {
+            "allocation": {"devices": {
+                "results": results,
+                "config": [{"source": "FromClass", "opaque": {"driver": DRIVER, "parameters": params}}],
+            }},
+            "reservedFor": [{"resource": "pods", "name": format!("{name}-pod"), "uid": format!("pod-{name}")}],
+        },
+    })
+}
+
+/// Creates an allocated claim in the fake API server.
+pub fn insert_claim(api: &FakeApiServer, devices: &[&str], params: &Value) -> anyhow::Result<BenchClaim> {
+    let n = CLAIMS.fetch_add(1, Ordering::Relaxed);
+    let name = format!("c{n}");
+    let obj = claim_json(&name, &format!("00000000-0000-0000-0000-{n:012}"), devices, params);
+    let uid = api.insert(obj)?["metadata"]["uid"]
+        .as_str()
+        .context("the fake API server assigned no uid")?
+        .to_string();
+    Ok(BenchClaim {
+        pod_uid: format!("pod-{name}"),
+        name,
+        uid,
+    })
+}
+
+pub fn delete_claim(api: &FakeApiServer, claim: &BenchClaim) {
+    let _ = api.delete("resource.k8s.io/v1", "ResourceClaim", Some("bench"), &claim.name);
+}
+
+/// A kubelet-side client over the DRA unix socket.
+pub async fn connect(path: &Path) -> anyhow::Result<Client> {
+    let path = path.to_path_buf();
+    let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")?
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .context("connecting to the DRA socket")?;
+    Ok(v1::dra_plugin_client::DraPluginClient::new(channel))
+}
+
+/// NodePrepareResources for `claims`; any per-claim error is an error.
+pub async fn prepare(client: &mut Client, claims: Vec<v1::Claim>) -> anyhow::Result<v1::NodePrepareResourcesResponse> {
+    let resp = client
+        .node_prepare_resources(v1::NodePrepareResourcesRequest { claims })
+        .await?
+        .into_inner();
+    if let Some((uid, r)) = resp.claims.iter().find(|(_, r)| !r.error.is_empty()) {
+        bail!("NodePrepareResources: claim {uid}: {}", r.error);
+    }
+    Ok(resp)
+}
+
+/// NodeUnprepareResources for `claims`; any per-claim error is an error.
+pub async fn unprepare(client: &mut Client, claims: Vec<v1::Claim>) -> anyhow::Result<()> {
+    let resp = client
+        .node_unprepare_resources(v1::NodeUnprepareResourcesRequest { claims })
+        .await?
+        .into_inner();
+    if let Some((uid, r)) = resp.claims.iter().find(|(_, r)| !r.error.is_empty()) {
+        bail!("NodeUnprepareResources: claim {uid}: {}", r.error);
+    }
+    Ok(())
+}
+
+/// The in-process node plugin.
+pub struct Plugin {
+    pub api: Backend,
+    pub state: tempfile::TempDir,
+    _sockets: tempfile::TempDir,
+    pub socket: PathBuf,
+    /// Published device names, in rail order.
+    pub devices: Vec<String>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Plugin {
+    /// Publishes `nics` into the driver's table, seeds the node's blocks and serves the DRA
+    /// socket; claims are read from the fake API server, or from memory when `in_memory`.
+    pub async fn start(nics: &[Nic], layout: &RailsLayout, in_memory: bool) -> anyhow::Result<Self> {
+        let rails = u32::try_from(nics.len())?;
+        let table = DeviceTable::default();
+        let published = build_device_table(nics, &SliceOptions::new(NODE));
+        let mut ordered: Vec<_> = published
+            .iter()
+            .map(|p| (p.rail_index, p.device.name.clone()))
+            .collect();
+        ordered.sort();
+        table.set(&published);
+        let state = tempfile::tempdir()?;
+        let sockets = tempfile::tempdir()?;
+        let opts = DriverOptions {
+            driver_name: DRIVER.into(),
+            node_name: NODE.into(),
+            state_dir: state.path().to_path_buf(),
+            cdi_dir: Some(state.path().join("cdi")),
+            fault: None,
+        };
+        let socket = sockets.path().join("plugins/multinic.dev").join(grpc::DRA_SOCKET);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let api = if in_memory {
+            let mem = MemApi::new(layout, rails)?;
+            serve(Driver::new(mem.clone(), table, opts)?, &socket, stopped)?;
+            Backend::Mem(mem)
+        } else {
+            let api = FakeApiServer::try_start().await?;
+            insert_blocks(&api, layout, rails)?;
+            serve(
+                Driver::new(KubeClaimApi::new(api.try_client()?), table, opts)?,
+                &socket,
+                stopped,
+            )?;
+            Backend::Fake(api)
+        };
+        Ok(Self {
+            api,
+            state,
+            _sockets: sockets,
+            socket,
+            devices: ordered.into_iter().map(|(_, n)| n).collect(),
+            stop: Some(stop),
+        })
+    }
+
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        connect(&self.socket).await
+    }
+}
+
+fn serve<A: ClaimApi>(
+    driver: Driver<A>,
+    socket: &Path,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+) -> anyhow::Result<()> {
+    let listener = grpc::bind_socket(socket)?;
+    let service = DraService::new(Arc::new(driver), Arc::new(Metrics::new()));
+    let path = socket.to_path_buf();
+    tokio::spawn(async move {
+        if let Err(e) = grpc::serve_dra(listener, &path, service, async { stopped.await.unwrap_or(()) }).await {
+            eprintln!("bench: DRA server: {e}");
+        }
+    });
+    Ok(())
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

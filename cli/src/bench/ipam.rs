@@ -1,0 +1,160 @@
+//! Row 4: IPAM allocate + release on one node, ours vs. the reference `host-local` plugin.
+//!
+//! Ours is the real lease path of `Driver::prepare`/`unprepare` (plan built from the node's
+//! blocks, plan file written and fsynced, pod index, released by removing the plan), with an
+//! in-memory claim API so no HTTP is in the loop. host-local is exec'd the CNI way, one ADD per
+//! address and one DEL per address, with its file store in a temp dir.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, ensure};
+use multinic_api::rails::RailsLayout;
+use multinic_kubelet_plugin::driver::{ClaimRef, Driver, DriverOptions};
+use multinic_kubelet_plugin::publish::DeviceTable;
+use multinic_kubelet_plugin::slices::{SliceOptions, build_device_table};
+use serde_json::json;
+
+use super::dra::{self, Backend, DRIVER, HOST_INDEX, MemApi, NODE};
+use super::fixtures::{CniCall, Netns, exec_cni};
+use super::stats::{Row, Summary, Unit};
+
+/// Addresses allocated (and released) per run: 10 per rail.
+const ALLOCATIONS: usize = 80;
+const RAILS: u32 = 8;
+
+/// /16, hostBlock 8, interfaceBlock 3: 256 nodes × 8 rails × /27.
+fn layout() -> anyhow::Result<RailsLayout> {
+    Ok(RailsLayout::new("10.40.0.0/16".parse()?, 8, 3)?)
+}
+
+struct Ours {
+    driver: Driver<MemApi>,
+    claims: Vec<ClaimRef>,
+    _state: tempfile::TempDir,
+}
+
+fn ours() -> anyhow::Result<Ours> {
+    let layout = layout()?;
+    let nics: Vec<_> = (0..RAILS).map(|k| dra::veth_nic(&format!("rail{k}"), k + 2)).collect();
+    let table = DeviceTable::default();
+    let published = build_device_table(&nics, &SliceOptions::new(NODE));
+    let mut devices: Vec<_> = published
+        .iter()
+        .map(|p| (p.rail_index, p.device.name.clone()))
+        .collect();
+    devices.sort();
+    table.set(&published);
+    let mem = MemApi::new(&layout, RAILS)?;
+    let backend = Backend::Mem(mem.clone());
+    let params = dra::params(&layout, "host-device");
+    let claims = (0..ALLOCATIONS)
+        .map(|i| {
+            let c = backend.insert_claim(&[devices[i % devices.len()].1.as_str()], &params)?;
+            Ok(ClaimRef {
+                namespace: "bench".into(),
+                uid: c.uid,
+                name: c.name,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let state = tempfile::tempdir()?;
+    let opts = DriverOptions {
+        driver_name: DRIVER.into(),
+        node_name: NODE.into(),
+        state_dir: state.path().to_path_buf(),
+        cdi_dir: None,
+        fault: None,
+    };
+    Ok(Ours {
+        driver: Driver::new(mem, table, opts)?,
+        claims,
+        _state: state,
+    })
+}
+
+async fn run_ours(o: &Ours) -> anyhow::Result<f64> {
+    let t0 = Instant::now();
+    for c in &o.claims {
+        o.driver.prepare(c).await?;
+    }
+    for c in &o.claims {
+        o.driver.unprepare(c).await?;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    ensure!(
+        o.driver.leased().await.is_empty(),
+        "addresses still leased after release"
+    );
+    Ok(ALLOCATIONS as f64 / secs)
+}
+
+fn run_host_local(program: &Path, plugins_dir: &Path, ns: &Netns) -> anyhow::Result<f64> {
+    let layout = layout()?;
+    let data = tempfile::tempdir()?;
+    let confs = (0..RAILS)
+        .map(|k| {
+            Ok(json!({
+                "cniVersion": "1.0.0", "name": format!("hl-rail{k}"),
+                "ipam": {"type": "host-local", "dataDir": data.path(),
+                         "ranges": [[{"subnet": layout.block(HOST_INDEX, k)?.to_string()}]]},
+            }))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let call = |command, i: usize| CniCall {
+        command,
+        container_id: format!("hl-{i}"),
+        netns: ns.path(),
+        ifname: format!("net{}", i % RAILS as usize + 1),
+        pod_uid: format!("hl-pod-{i}"),
+        cni_path: plugins_dir.to_path_buf(),
+    };
+    let t0 = Instant::now();
+    for i in 0..ALLOCATIONS {
+        let out = exec_cni(program, &ns.file, &call("ADD", i), &confs[i % RAILS as usize])?;
+        ensure!(
+            out["ips"].as_array().is_some_and(|a| a.len() == 1),
+            "host-local ADD returned {out}"
+        );
+    }
+    for i in 0..ALLOCATIONS {
+        exec_cni(program, &ns.file, &call("DEL", i), &confs[i % RAILS as usize])?;
+    }
+    Ok(ALLOCATIONS as f64 / t0.elapsed().as_secs_f64())
+}
+
+pub async fn bench(plugins_dir: &Path, runs: usize) -> Row {
+    let mut row = Row::new(
+        "4",
+        format!("IPAM allocate+release, /16 × 8 rails, {ALLOCATIONS} addresses/run"),
+        Unit::PerSec,
+    );
+    row.target = "≥ 20×".into();
+    let (mut ours_rate, mut theirs_rate) = (Vec::new(), Vec::new());
+    let outcome: anyhow::Result<()> = async {
+        let o = ours()?;
+        let ns = Netns::new("ipam")?;
+        let program = plugins_dir.join("host-local");
+        run_ours(&o).await.context("warm-up, ours")?;
+        let hl = || run_host_local(&program, plugins_dir, &ns);
+        tokio::task::block_in_place(hl).context("warm-up, host-local")?;
+        for run in 0..runs {
+            ours_rate.push(run_ours(&o).await.with_context(|| format!("run {run}, ours"))?);
+            theirs_rate.push(tokio::task::block_in_place(hl).with_context(|| format!("run {run}, host-local"))?);
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = outcome {
+        row.error = Some(format!("{e:#}"));
+    }
+    row.ours = Summary::of(&ours_rate);
+    let theirs = Summary::of(&theirs_rate);
+    row.baseline = Some(("host-local, CNI way".into(), theirs));
+    if let (Some(o), Some(t)) = (row.ours, theirs) {
+        let ratio = o.median / t.median;
+        row.ratio = Some(("ours/theirs".into(), ratio));
+        row.met = Some(ratio >= 20.0);
+    }
+    row
+}

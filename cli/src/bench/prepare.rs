@@ -1,0 +1,130 @@
+//! Row 5: NodePrepareResources latency with no kernel work: the kubelet-like client calls the
+//! in-process plugin over its unix socket; the plugin reads the claim, writes the plan file
+//! (fsynced) and the claim status. Claims have 8 NICs each. Two claim backends: the fake API
+//! server over HTTP (its CPU is in this process, on the same 2 cores), and memory (the plugin's
+//! own cost: gRPC, plan building, plan store).
+
+use std::time::Instant;
+
+use anyhow::Context;
+use multinic_api::rails::RailsLayout;
+
+use super::dra::{self, BenchClaim, Plugin};
+use super::stats::{Row, Summary, Unit, percentile};
+
+const NICS: usize = 8;
+const SEQUENTIAL_CALLS: usize = 50;
+const CONCURRENT: usize = 100;
+
+/// /16, 64 hosts, 8 rails, /25 blocks (room for 100 claims × 8 NICs).
+fn layout() -> anyhow::Result<RailsLayout> {
+    Ok(RailsLayout::new("10.20.0.0/16".parse()?, 6, 3)?)
+}
+
+fn claims(plugin: &Plugin, params: &serde_json::Value, n: usize) -> anyhow::Result<Vec<BenchClaim>> {
+    let devices: Vec<&str> = plugin.devices.iter().map(String::as_str).collect();
+    (0..n).map(|_| plugin.api.insert_claim(&devices, params)).collect()
+}
+
+async fn cleanup(plugin: &Plugin, client: &mut dra::Client, claims: &[BenchClaim]) -> anyhow::Result<()> {
+    dra::unprepare(client, claims.iter().map(BenchClaim::v1).collect()).await?;
+    for c in claims {
+        plugin.api.delete_claim(c);
+    }
+    Ok(())
+}
+
+/// One run of sequential single-claim calls: per-call latencies in ms.
+async fn sequential(plugin: &Plugin, client: &mut dra::Client, params: &serde_json::Value) -> anyhow::Result<Vec<f64>> {
+    let claims = claims(plugin, params, SEQUENTIAL_CALLS)?;
+    let mut lat = Vec::with_capacity(claims.len());
+    for c in &claims {
+        let t = Instant::now();
+        dra::prepare(client, vec![c.v1()]).await?;
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    cleanup(plugin, client, &claims).await?;
+    Ok(lat)
+}
+
+/// One run of 100 concurrent single-claim calls: per-call latencies in ms.
+async fn concurrent(plugin: &Plugin, client: &mut dra::Client, params: &serde_json::Value) -> anyhow::Result<Vec<f64>> {
+    let claims = claims(plugin, params, CONCURRENT)?;
+    let tasks: Vec<_> = claims
+        .iter()
+        .map(|c| {
+            let (mut client, claim) = (client.clone(), c.v1());
+            tokio::spawn(async move {
+                let t = Instant::now();
+                dra::prepare(&mut client, vec![claim]).await?;
+                Ok::<_, anyhow::Error>(t.elapsed().as_secs_f64() * 1e3)
+            })
+        })
+        .collect();
+    let mut lat = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        lat.push(t.await??);
+    }
+    cleanup(plugin, client, &claims).await?;
+    Ok(lat)
+}
+
+async fn bench_backend(runs: usize, in_memory: bool) -> Vec<Row> {
+    let api = if in_memory {
+        "claim API in memory"
+    } else {
+        "fake API server over HTTP"
+    };
+    let cases = [
+        format!("NodePrepareResources, 1 claim at a time ({NICS} NICs), {api}"),
+        format!("NodePrepareResources, {CONCURRENT} concurrent claims ({NICS} NICs each), {api}"),
+    ];
+    let mut samples: [Vec<Vec<f64>>; 2] = [Vec::new(), Vec::new()];
+    let outcome: anyhow::Result<()> = async {
+        let layout = layout()?;
+        let nics: Vec<_> = (0..NICS)
+            .map(|k| Ok(dra::veth_nic(&format!("nic{k}"), u32::try_from(k)? + 2)))
+            .collect::<anyhow::Result<_>>()?;
+        let plugin = Plugin::start(&nics, &layout, in_memory).await?;
+        let mut client = plugin.client().await?;
+        let params = dra::params(&layout, "host-device");
+        sequential(&plugin, &mut client, &params).await.context("warm-up")?;
+        for run in 0..runs {
+            samples[0].push(
+                sequential(&plugin, &mut client, &params)
+                    .await
+                    .with_context(|| format!("run {run}, 1 claim"))?,
+            );
+            samples[1].push(
+                concurrent(&plugin, &mut client, &params)
+                    .await
+                    .with_context(|| format!("run {run}, {CONCURRENT} concurrent"))?,
+            );
+        }
+        Ok(())
+    }
+    .await;
+    let mut rows = Vec::new();
+    for (case, runs) in cases.iter().zip(&samples) {
+        for (p, label) in [(50.0, "p50"), (99.0, "p99")] {
+            let mut row = Row::new("5", format!("{case}: {label} per call"), Unit::Ms);
+            let per_run: Vec<f64> = runs.iter().map(|lat| percentile(lat, p)).collect();
+            row.ours = Summary::of(&per_run);
+            if p == 99.0 {
+                row.target = "< 2 ms".into();
+                row.met = row.ours.map(|s| s.median < 2.0);
+            }
+            if let Err(e) = &outcome {
+                row.error = Some(format!("{e:#}"));
+            }
+            rows.push(row);
+        }
+    }
+    rows
+}
+
+pub async fn bench(runs: usize) -> Vec<Row> {
+    let mut rows = bench_backend(runs, false).await;
+    rows.extend(bench_backend(runs, true).await);
+    rows
+}

@@ -1,0 +1,276 @@
+//! Row 7: peak RSS of the real `multinic-kubelet-plugin` binary, run by `ip netns exec` in a
+//! namespace holding 64 veth NICs (their peers are in another namespace, so exactly 64 are
+//! published with `--allow-virtual`), talking to the fake API server listening in that namespace.
+//! After it serves the kubelet, 100 claims of 8 NICs are prepared over its DRA socket; then
+//! VmHWM is read from /proc/<pid>/status.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use multinic_api::rails::RailsLayout;
+use multinic_testkit::FakeApiServer;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::dra::{self, BenchClaim};
+use super::fixtures::{Netns, ip_batch};
+use super::stats::{Row, Summary, Unit};
+
+const NICS: usize = 64;
+const CLAIMS: usize = 100;
+const PER_CLAIM: usize = 8;
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// /16, 16 hosts, 64 rails, /26 blocks.
+fn layout() -> anyhow::Result<RailsLayout> {
+    Ok(RailsLayout::new("10.30.0.0/16".parse()?, 4, 6)?)
+}
+
+/// The fake API server with its listening socket in `ns`, driven by its own thread.
+struct NsApi {
+    api: FakeApiServer,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NsApi {
+    fn start(ns: &Netns) -> anyhow::Result<Self> {
+        let fd = ns.file.try_clone()?;
+        let (tx, rx) = mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let started = (|| {
+                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let api = rt.block_on(FakeApiServer::try_start())?;
+                Ok::<_, anyhow::Error>((rt, api))
+            })();
+            match started {
+                Ok((rt, api)) => {
+                    if tx.send(Ok(api)).is_ok() {
+                        rt.block_on(async { stopped.await.unwrap_or(()) });
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        });
+        let api = rx.recv().context("fake API server thread ended")??;
+        Ok(Self {
+            api,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for NsApi {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The running plugin; killed (SIGTERM, then waited for) on drop.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn start(bin: &Path, ns: &Netns, dir: &Path, kubeconfig: &Path) -> anyhow::Result<Self> {
+        let arg = |p: &str| dir.join(p).display().to_string();
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(bin)
+            .args(["--node-name", dra::NODE, "--kubeconfig"])
+            .arg(kubeconfig)
+            .args(["--plugin-dir", &arg("plugins"), "--registry-dir", &arg("registry")])
+            .args(["--state-dir", &arg("state"), "--cdi-dir", &arg("cdi")])
+            .args([
+                "--metrics-address",
+                "127.0.0.1:0",
+                "--allow-virtual",
+                "--log-format",
+                "json",
+            ])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawning {}", bin.display()))?;
+        let stderr = child.stderr.take().context("no stderr pipe")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self { child, lines })
+    }
+
+    /// Waits for the "serving the kubelet" log line (sockets bound, plans reconciled) and for a
+    /// "published ResourceSlices" line with all NICs (the device table is filled before the
+    /// slices are written, so the two may come in either order).
+    fn wait_ready(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut log = Vec::new();
+        let (mut serving, mut published) = (false, false);
+        while !(serving && published) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                    match v["message"].as_str() {
+                        Some("serving the kubelet") => serving = true,
+                        Some("published ResourceSlices") => published = v["devices"].as_u64() == Some(NICS as u64),
+                        _ => {}
+                    }
+                    log.push(line);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    bail!(
+                        "plugin not serving {NICS} published NICs after {READY_TIMEOUT:?}; log:\n{}",
+                        log.join("\n")
+                    )
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    bail!("plugin exited before serving; log:\n{}", log.join("\n"))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// (VmHWM, VmRSS) in MiB.
+    fn memory(&self) -> anyhow::Result<(f64, f64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kib = |key: &str| -> anyhow::Result<f64> {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .with_context(|| format!("{key} missing in /proc/<pid>/status"))?;
+            let v: f64 = line
+                .split_whitespace()
+                .nth(1)
+                .context("malformed status line")?
+                .parse()?;
+            Ok(v / 1024.0)
+        };
+        Ok((kib("VmHWM:")?, kib("VmRSS:")?))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Device names of the published ResourceSlices.
+fn published(api: &FakeApiServer) -> Vec<String> {
+    api.list("resource.k8s.io/v1", "ResourceSlice", None)
+        .iter()
+        .flat_map(|s| s["spec"]["devices"].as_array().cloned().unwrap_or_default())
+        .filter_map(|d| d["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+async fn one_run(bin: &Path, ns: &Netns, api: &FakeApiServer, kubeconfig: &Path) -> anyhow::Result<(f64, f64)> {
+    let dir = tempfile::tempdir()?;
+    let proc = Proc::start(bin, ns, dir.path(), kubeconfig)?;
+    proc.wait_ready()?;
+    let mut devices = published(api);
+    devices.sort();
+    ensure!(
+        devices.len() == NICS,
+        "{} devices published, expected {NICS}",
+        devices.len()
+    );
+    let params = dra::params(&layout()?, "host-device");
+    let claims = (0..CLAIMS)
+        .map(|i| {
+            let mine: Vec<&str> = (0..PER_CLAIM)
+                .map(|j| devices[(i * PER_CLAIM + j) % NICS].as_str())
+                .collect();
+            dra::insert_claim(api, &mine, &params)
+        })
+        .collect::<anyhow::Result<Vec<BenchClaim>>>()?;
+    let mut client = dra::connect(&dir.path().join("plugins").join("dra.sock")).await?;
+    for chunk in claims.chunks(10) {
+        dra::prepare(&mut client, chunk.iter().map(BenchClaim::v1).collect()).await?;
+    }
+    let mem = proc.memory()?;
+    drop(proc);
+    for c in &claims {
+        dra::delete_claim(api, c);
+    }
+    Ok(mem)
+}
+
+pub async fn bench(bin: &Path, runs: usize) -> (Row, String) {
+    let mut row = Row::new(
+        "7",
+        format!("peak RSS (VmHWM), multinic-kubelet-plugin binary, {NICS} NICs published, {CLAIMS} claims prepared"),
+        Unit::MiB,
+    );
+    row.target = "< 20 MiB".into();
+    let (mut hwm, mut rss) = (Vec::new(), Vec::new());
+    let outcome: anyhow::Result<()> = async {
+        ensure!(
+            bin.exists(),
+            "{} is missing: build it with `cargo build --release -p multinic-kubelet-plugin` (or pass --plugin-bin)",
+            bin.display()
+        );
+        let ns = Netns::new("rss")?;
+        let peers = Netns::new("rssp")?;
+        let mut batch = Vec::new();
+        for k in 0..NICS {
+            batch.push(format!(
+                "link add rv{k:02} type veth peer name rp{k:02} netns {}",
+                peers.name
+            ));
+            batch.push(format!("link set rv{k:02} up"));
+        }
+        ip_batch(Some(&ns.name), &batch)?;
+        let api = NsApi::start(&ns)?;
+        dra::insert_blocks(&api.api, &layout()?, u32::try_from(NICS)?)?;
+        let conf = tempfile::tempdir()?;
+        let kubeconfig = conf.path().join("kubeconfig");
+        api.api.write_kubeconfig(&kubeconfig)?;
+        for run in 0..runs {
+            let (h, r) = one_run(bin, &ns, &api.api, &kubeconfig)
+                .await
+                .with_context(|| format!("run {run}"))?;
+            hwm.push(h);
+            rss.push(r);
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = outcome {
+        row.error = Some(format!("{e:#}"));
+    }
+    row.ours = Summary::of(&hwm);
+    row.met = row.ours.map(|s| s.median < 20.0);
+    let note = format!(
+        "RSS at the end (VmRSS) median {:.1} MiB",
+        Summary::of(&rss).map_or(f64::NAN, |s| s.median)
+    );
+    (row, note)
+}
