@@ -1,9 +1,11 @@
-//! Row 6: pure computation, no I/O — ResourceSlice build and rails block arithmetic.
+//! Row 6: pure computation, no I/O — ResourceSlice build and the controller's block assignment.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use multinic_api::rails::RailsLayout;
+use multinic_controller::blocks;
 use multinic_kubelet_plugin::inventory::{LinkType, Nic, PciFacts, RdmaFacts};
 use multinic_kubelet_plugin::slices::{SliceOptions, build_device_table, build_slices};
 
@@ -80,30 +82,29 @@ pub fn slices(runs: usize) -> Vec<Row> {
 
 pub fn blocks(runs: usize) -> Vec<Row> {
     let layout = RailsLayout::new("10.0.0.0/8".parse().unwrap_or_default(), 14, 3);
-    [1_000u32, 10_000]
+    [1_000usize, 10_000]
         .into_iter()
         .map(|nodes| {
-            let case = format!(
-                "block arithmetic only (RailsLayout::block), {nodes} nodes × 8 rails; controller not built yet"
-            );
+            let case = format!("controller block assignment (blocks::assign + 8 blocks per node), {nodes} nodes");
             let Ok(layout) = layout else {
                 return Row::failed("6", case, "layout 10.0.0.0/8 hostBlock 14 interfaceBlock 3 rejected");
             };
+            let names: BTreeSet<String> = (0..nodes).map(|i| format!("node-{i:05}")).collect();
             let mut failed = false;
             let us = time_runs(runs, || {
-                for h in 0..nodes {
-                    for r in 0..8 {
-                        match layout.block(black_box(h), r) {
-                            Ok(b) => {
-                                black_box(b);
-                            }
-                            Err(_) => failed = true,
+                let assignment = blocks::assign(&layout, &BTreeMap::new(), black_box(&names));
+                failed |= assignment.hosts.len() != nodes;
+                for &h in assignment.hosts.values() {
+                    match blocks::node_blocks(&layout, h, 8) {
+                        Ok(b) => {
+                            black_box(b);
                         }
+                        Err(_) => failed = true,
                     }
                 }
             });
             if failed {
-                return Row::failed("6", case, "a block was out of range");
+                return Row::failed("6", case, "not every node got a host index and 8 blocks");
             }
             let mut row = Row::new("6", case, Unit::Us);
             row.ours = Summary::of(&us);
