@@ -5,11 +5,11 @@
 
 mod arith;
 mod attach;
-mod dra;
-mod fixtures;
+pub(crate) mod dra;
+pub(crate) mod fixtures;
 mod ipam;
 mod prepare;
-mod rss;
+pub(crate) mod rss;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -39,7 +39,7 @@ pub struct BenchArgs {
     pub rows: Vec<u8>,
 }
 
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating this executable")?;
     Ok(exe.parent().unwrap_or(Path::new(".")).join(name))
 }

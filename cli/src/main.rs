@@ -1,6 +1,7 @@
 //! `multinic`: the command line for humans.
 
 mod bench;
+mod demo;
 
 use std::path::PathBuf;
 
@@ -44,6 +45,9 @@ enum Command {
     },
     /// Run the benchmarks (needs root) and print one table; exits non-zero if any run failed.
     Bench(bench::BenchArgs),
+    /// Run the whole path on this host with no cluster (needs root): sandbox node, real plugin,
+    /// claim, NodePrepareResources, CNI ADD into a pod netns, then a checked teardown.
+    Demo(demo::DemoArgs),
     /// Print the CustomResourceDefinitions (MultiNicNetwork with its CEL rules, NicNodeBlocks) as
     /// YAML; `deploy/crds.yaml` is this output.
     Crd,
@@ -67,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
             output,
         } => print_inventory(node_name, &inventory, netlink_snapshot, output).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
         Command::Crd => {
             print!("{}", multinic_api::crd::crds_yaml()?);
             Ok(())

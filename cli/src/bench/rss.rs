@@ -31,14 +31,14 @@ fn layout() -> anyhow::Result<RailsLayout> {
 }
 
 /// The fake API server with its listening socket in `ns`, driven by its own thread.
-struct NsApi {
-    api: FakeApiServer,
+pub(crate) struct NsApi {
+    pub(crate) api: FakeApiServer,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl NsApi {
-    fn start(ns: &Netns) -> anyhow::Result<Self> {
+    pub(crate) fn start(ns: &Netns) -> anyhow::Result<Self> {
         let fd = ns.file.try_clone()?;
         let (tx, rx) = mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -81,13 +81,13 @@ impl Drop for NsApi {
 }
 
 /// The running plugin; killed (SIGTERM, then waited for) on drop.
-struct Proc {
+pub(crate) struct Proc {
     child: Child,
     lines: mpsc::Receiver<String>,
 }
 
 impl Proc {
-    fn start(bin: &Path, ns: &Netns, dir: &Path, kubeconfig: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn start(bin: &Path, ns: &Netns, dir: &Path, kubeconfig: &Path) -> anyhow::Result<Self> {
         let arg = |p: &str| dir.join(p).display().to_string();
         let mut child = Command::new("ip")
             .args(["netns", "exec", &ns.name])
@@ -124,7 +124,7 @@ impl Proc {
     /// Waits for the "serving the kubelet" log line (sockets bound, plans reconciled) and for a
     /// "published ResourceSlices" line with all NICs (the device table is filled before the
     /// slices are written, so the two may come in either order).
-    fn wait_ready(&self) -> anyhow::Result<()> {
+    pub(crate) fn wait_ready(&self, nics: usize) -> anyhow::Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut log = Vec::new();
         let (mut serving, mut published) = (false, false);
@@ -135,14 +135,14 @@ impl Proc {
                     let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
                     match v["message"].as_str() {
                         Some("serving the kubelet") => serving = true,
-                        Some("published ResourceSlices") => published = v["devices"].as_u64() == Some(NICS as u64),
+                        Some("published ResourceSlices") => published = v["devices"].as_u64() == Some(nics as u64),
                         _ => {}
                     }
                     log.push(line);
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     bail!(
-                        "plugin not serving {NICS} published NICs after {READY_TIMEOUT:?}; log:\n{}",
+                        "plugin not serving {nics} published NICs after {READY_TIMEOUT:?}; log:\n{}",
                         log.join("\n")
                     )
                 }
@@ -194,7 +194,7 @@ fn published(api: &FakeApiServer) -> Vec<String> {
 async fn one_run(bin: &Path, ns: &Netns, api: &FakeApiServer, kubeconfig: &Path) -> anyhow::Result<(f64, f64)> {
     let dir = tempfile::tempdir()?;
     let proc = Proc::start(bin, ns, dir.path(), kubeconfig)?;
-    proc.wait_ready()?;
+    proc.wait_ready(NICS)?;
     let mut devices = published(api);
     devices.sort();
     ensure!(

@@ -1,0 +1,265 @@
+//! `multinic demo`: the whole path on one Linux host, no cluster. A sandbox node (a netns with
+//! veth "NICs"), the real `multinic-kubelet-plugin` binary publishing them to the in-process test
+//! API server, a claim for m NICs allocated the way the scheduler would (first fit over the
+//! published devices, the network's CEL selector applied), NodePrepareResources over the plugin's
+//! unix socket, `multinic-cni` ADD into a pod netns; then everything is torn down and checked.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail, ensure};
+use k8s_openapi::api::resource::v1::ResourceSlice;
+use multinic_api::rails::RailsLayout;
+use multinic_controller::selector::Selector;
+use serde_json::{Value, json};
+
+use crate::bench::dra::{self, BenchClaim};
+use crate::bench::fixtures::{CniCall, Netns, exec_cni_async, ip_batch};
+use crate::bench::rss::{NsApi, Proc};
+use crate::bench::sibling;
+
+/// The demo network's device selector (veth NICs are published as virtual).
+const SELECTOR: &str = r#"device.attributes["multinic.dev"].virtual == true"#;
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Number of NICs the pod claims (the sandbox node gets this many plus one spare).
+    #[arg(long, default_value_t = 4)]
+    nics: usize,
+    /// The multinic-kubelet-plugin binary; default: next to this executable.
+    #[arg(long)]
+    plugin_bin: Option<PathBuf>,
+    /// The multinic-cni binary; default: next to this executable.
+    #[arg(long)]
+    cni_bin: Option<PathBuf>,
+}
+
+fn step(text: &str) {
+    println!("\n== {text}");
+}
+
+fn ip_out(args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip")?;
+    ensure!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("multinic demo needs root: it creates network namespaces and veth NICs (run it with sudo)");
+    }
+    ensure!((1..=16).contains(&args.nics), "--nics must be within 1..=16");
+    let plugin = match args.plugin_bin {
+        Some(p) => p,
+        None => sibling("multinic-kubelet-plugin")?,
+    };
+    let cni_bin = match args.cni_bin {
+        Some(p) => p,
+        None => sibling("multinic-cni")?,
+    };
+    for bin in [&plugin, &cni_bin] {
+        ensure!(
+            bin.exists(),
+            "{} is missing: `cargo build -p multinic-kubelet-plugin -p multinic-cni` first",
+            bin.display()
+        );
+    }
+    let m = args.nics;
+    let total = m + 1;
+
+    step(&format!(
+        "sandbox node: a netns with {total} veth NICs (their peers in another netns)"
+    ));
+    let node = Netns::new("demo")?;
+    let peers = Netns::new("demop")?;
+    let mut batch = Vec::new();
+    for k in 0..total {
+        batch.push(format!(
+            "link add dnic{k} type veth peer name dpeer{k} netns {}",
+            peers.name
+        ));
+        batch.push(format!("link set dnic{k} mtu 9000 up"));
+    }
+    ip_batch(Some(&node.name), &batch)?;
+    let up: Vec<String> = (0..total).map(|k| format!("link set dpeer{k} up")).collect();
+    ip_batch(Some(&peers.name), &up)?;
+    let before = ip_out(&["-n", &node.name, "-o", "link", "show"])?;
+    println!("{}", ip_out(&["-n", &node.name, "-br", "link", "show"])?.trim_end());
+
+    step("the real multinic-kubelet-plugin publishes them to the in-process test API server");
+    let api = NsApi::start(&node)?;
+    let layout = RailsLayout::new("10.10.0.0/16".parse()?, 8, 5)?;
+    dra::insert_blocks(&api.api, &layout, u32::try_from(total)?)?;
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.api.write_kubeconfig(&kubeconfig)?;
+    let proc = Proc::start(&plugin, &node, dir.path(), &kubeconfig)?;
+    proc.wait_ready(total)?;
+    let slices: Vec<ResourceSlice> = api
+        .api
+        .list("resource.k8s.io/v1", "ResourceSlice", None)
+        .into_iter()
+        .map(serde_json::from_value)
+        .collect::<Result<_, _>>()?;
+    for s in &slices {
+        println!(
+            "ResourceSlice {} pool={} generation={} devices={}",
+            s.metadata.name.as_deref().unwrap_or(""),
+            s.spec.pool.name,
+            s.spec.pool.generation,
+            s.spec.devices.as_ref().map_or(0, Vec::len)
+        );
+        for d in s.spec.devices.iter().flatten() {
+            let attr = |k: &str| d.attributes.as_ref().and_then(|a| a.get(&format!("multinic.dev/{k}")));
+            println!(
+                "  {:<10} ifName={:<6} railIndex={}",
+                d.name,
+                attr("ifName").and_then(|a| a.string.clone()).unwrap_or_default(),
+                attr("railIndex").and_then(|a| a.int).unwrap_or(-1)
+            );
+        }
+    }
+
+    step(&format!(
+        "scheduler stand-in: first fit of {m} devices matching {SELECTOR}"
+    ));
+    let selector = Selector::compile(Some(SELECTOR))?;
+    let mut chosen = Vec::new();
+    for s in &slices {
+        for d in s.spec.devices.iter().flatten() {
+            if chosen.len() < m && selector.matches(dra::DRIVER, d)? {
+                chosen.push(d.name.clone());
+            }
+        }
+    }
+    ensure!(
+        chosen.len() == m,
+        "only {} matching devices published, {m} wanted",
+        chosen.len()
+    );
+    println!("allocated: {}", chosen.join(", "));
+    let params = dra::params(&layout, "host-device");
+    let refs: Vec<&str> = chosen.iter().map(String::as_str).collect();
+    let claim: BenchClaim = dra::insert_claim(&api.api, &refs, &params)?;
+
+    step("kubelet stand-in: NodePrepareResources over the plugin's unix socket");
+    let mut client = dra::connect(&dir.path().join("plugins").join("dra.sock")).await?;
+    let resp = dra::prepare(&mut client, vec![claim.v1()]).await?;
+    let prepared = resp.claims.get(&claim.uid).context("no answer for the claim")?;
+    ensure!(prepared.error.is_empty(), "prepare failed: {}", prepared.error);
+    for d in &prepared.devices {
+        println!(
+            "prepared {} / {} for request {:?}",
+            d.pool_name, d.device_name, d.request_names
+        );
+    }
+
+    step("runtime stand-in: multinic-cni ADD into the pod's netns");
+    let pod = Netns::new("demopod")?;
+    let call = |command: &'static str| CniCall {
+        command,
+        container_id: format!("demo-{}", claim.name),
+        netns: pod.path(),
+        ifname: "eth0".into(),
+        pod_uid: claim.pod_uid.clone(),
+        cni_path: cni_bin.parent().map(PathBuf::from).unwrap_or_default(),
+    };
+    let conf =
+        json!({"cniVersion": "1.1.0", "name": "demo", "type": "multinic-cni", "stateDir": dir.path().join("state")});
+    let result = exec_cni_async(cni_bin.clone(), node.file.try_clone()?, call("ADD"), conf.clone()).await?;
+    let pod_addrs = ip_out(&["-n", &pod.name, "-br", "addr", "show"])?;
+    println!("{}", pod_addrs.trim_end());
+    for k in 1..=m {
+        let want = layout.block(dra::HOST_INDEX, u32::try_from(k - 1)?)?;
+        let line = pod_addrs
+            .lines()
+            .find(|l| l.split_whitespace().next().and_then(|n| n.split('@').next()) == Some(format!("net{k}").as_str()))
+            .with_context(|| format!("the pod has no net{k}"))?;
+        let ip: ipnet::Ipv4Net = line
+            .split_whitespace()
+            .nth(2)
+            .with_context(|| format!("net{k} has no address"))?
+            .parse()?;
+        ensure!(
+            want.contains(&ip.addr()),
+            "net{k} = {ip} is not in block (host {}, rail {}) {want}",
+            dra::HOST_INDEX,
+            k - 1
+        );
+        println!(
+            "net{k}: {ip} in block (host {}, rail {}) {want}",
+            dra::HOST_INDEX,
+            k - 1
+        );
+    }
+    println!(
+        "CNI result: {} interfaces, {} ips",
+        result["interfaces"].as_array().map_or(0, Vec::len),
+        result["ips"].as_array().map_or(0, Vec::len)
+    );
+
+    step("the claim's status.devices[].networkData");
+    let status = api
+        .api
+        .get("resource.k8s.io/v1", "ResourceClaim", Some("bench"), &claim.name)
+        .context("claim vanished")?;
+    for d in status["status"]["devices"].as_array().into_iter().flatten() {
+        println!(
+            "{} {} -> {} {}",
+            d["pool"].as_str().unwrap_or(""),
+            d["device"].as_str().unwrap_or(""),
+            d["networkData"]["interfaceName"].as_str().unwrap_or(""),
+            d["networkData"]["ips"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+                .unwrap_or_default()
+        );
+    }
+
+    step("teardown: CNI DEL, NodeUnprepareResources, plugin stopped, namespaces removed");
+    exec_cni_async(cni_bin.clone(), node.file.try_clone()?, call("DEL"), conf).await?;
+    dra::unprepare(&mut client, vec![claim.v1()]).await?;
+    let after = ip_out(&["-n", &node.name, "-o", "link", "show"])?;
+    let names = |text: &str| -> Vec<String> {
+        let mut v: Vec<String> = text
+            .lines()
+            .filter_map(|l| {
+                l.split(':')
+                    .nth(1)
+                    .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    ensure!(
+        names(&before) == names(&after),
+        "the node's links differ after teardown:\nbefore {:?}\nafter  {:?}",
+        names(&before),
+        names(&after)
+    );
+    let plans = multinic_api::plan::PlanStore::new(&dir.path().join("state")).claim_uids()?;
+    ensure!(plans.is_empty(), "plans left: {plans:?}");
+    let left = api
+        .api
+        .get("resource.k8s.io/v1", "ResourceClaim", Some("bench"), &claim.name);
+    ensure!(
+        left.is_some_and(|c| c["status"]["devices"].as_array().is_none_or(|d| d.is_empty())),
+        "claim status entries left"
+    );
+    drop(client);
+    drop(proc);
+    drop(pod);
+    drop(api);
+    drop(peers);
+    drop(node);
+    println!("clean: every NIC back in the node under its original name, no plan, no status entry, namespaces deleted");
+    Ok(())
+}
