@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end on kind: build the image, create a DRA-enabled cluster, install deploy/, give each
 # worker two veth "NICs", run a pod that claims 2 NICs and check its interfaces, its IPs and the
-# claim's networkData. Needs docker, kind, kubectl and python3; does not run on the CI machine (no
-# Docker). KEEP=1 keeps the cluster, CLUSTER names it.
+# claim's networkData. Needs docker, kind and kubectl; does not run on the CI machine (no Docker).
+# KEEP=1 keeps the cluster, CLUSTER names it. The overlay's init container chains multinic-cni into
+# each node's primary conflist.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,10 +21,9 @@ cleanup() {
     kind delete cluster --name "${cluster}" >/dev/null 2>&1 || true
   fi
 }
-tmp="$(mktemp -d)"
-trap 'cleanup; rm -rf "${tmp}"' EXIT
+trap cleanup EXIT
 
-for tool in docker kind kubectl python3; do
+for tool in docker kind kubectl; do
   command -v "${tool}" >/dev/null || fail "${tool} is required"
 done
 
@@ -41,18 +41,6 @@ log "installing deploy/ with the e2e image (overlay e2e/kustomization.yaml)"
 kubectl apply -k "${here}"
 kubectl -n multinic-system rollout status daemonset/multinic-kubelet-plugin --timeout=180s
 kubectl -n multinic-system rollout status deployment/multinic-controller --timeout=180s
-
-log "chaining multinic-cni after kind's primary CNI"
-for node in $(kind get nodes --name "${cluster}" | grep worker); do
-  conflist="$(docker exec "${node}" sh -c 'ls /etc/cni/net.d/*.conflist | head -n1')"
-  docker exec "${node}" cat "${conflist}" \
-    | python3 -c 'import json, sys
-c = json.load(sys.stdin)
-if not any(p.get("type") == "multinic-cni" for p in c["plugins"]):
-    c["plugins"].append({"type": "multinic-cni"})
-json.dump(c, sys.stdout, indent=2)' >"${tmp}/conflist"
-  docker cp "${tmp}/conflist" "${node}:${conflist}"
-done
 
 log "creating the network and a 2-NIC pod"
 kubectl apply -f "${here}/network.yaml"

@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod install;
 
 use std::path::PathBuf;
 
@@ -48,6 +49,9 @@ enum Command {
     /// Run the whole path on this host with no cluster (needs root): sandbox node, real plugin,
     /// claim, NodePrepareResources, CNI ADD into a pod netns, then a checked teardown.
     Demo(demo::DemoArgs),
+    /// Install multinic-cni into the host's CNI bin dir and, with --chain-into, chain it into the
+    /// primary conflist (the node DaemonSet's init container runs this).
+    InstallCni(install::InstallArgs),
     /// Print the CustomResourceDefinitions (MultiNicNetwork with its CEL rules, NicNodeBlocks) as
     /// YAML; `deploy/crds.yaml` is this output.
     Crd,
@@ -72,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
         } => print_inventory(node_name, &inventory, netlink_snapshot, output).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::InstallCni(args) => install::run(args),
         Command::Crd => {
             print!("{}", multinic_api::crd::crds_yaml()?);
             Ok(())

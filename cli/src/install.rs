@@ -1,0 +1,176 @@
+//! `multinic install-cni`: what the DaemonSet's init container runs — copy `multinic-cni` into the
+//! host's CNI bin dir and, when asked, chain it into the primary network's conflist.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+/// The plugin type written into a conflist.
+const PLUGIN_TYPE: &str = "multinic-cni";
+
+#[derive(Debug, clap::Args)]
+pub struct InstallArgs {
+    /// The multinic-cni binary to install; default: next to this executable.
+    #[arg(long)]
+    cni_bin: Option<PathBuf>,
+    /// The host's CNI binary directory (mounted).
+    #[arg(long, default_value = "/host/opt/cni/bin")]
+    bin_dir: PathBuf,
+    /// Also append multinic-cni to the primary conflist (the first, in name order, in this dir).
+    #[arg(long)]
+    chain_into: Option<PathBuf>,
+    /// stateDir written into the chained plugin's config.
+    #[arg(long, default_value = multinic_api::names::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+}
+
+/// Pure: the conflist with our plugin appended last, unless it is already there (`None`).
+pub fn chained(conflist: &Value, state_dir: &Path) -> anyhow::Result<Option<Value>> {
+    let plugins = conflist
+        .get("plugins")
+        .and_then(Value::as_array)
+        .context("not a conflist: no \"plugins\" array (only .conflist files can be chained into)")?;
+    if plugins
+        .iter()
+        .any(|p| p.get("type").and_then(Value::as_str) == Some(PLUGIN_TYPE))
+    {
+        return Ok(None);
+    }
+    let mut out = conflist.clone();
+    if let Some(list) = out.get_mut("plugins").and_then(Value::as_array_mut) {
+        list.push(json!({"type": PLUGIN_TYPE, "stateDir": state_dir}));
+    }
+    Ok(Some(out))
+}
+
+/// The primary conflist: the first `*.conflist` in name order (what the runtime picks).
+fn primary_conflist(dir: &Path) -> anyhow::Result<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("conflist" | "conf" | "json")
+            )
+        })
+        .collect();
+    files.sort();
+    match files.into_iter().next() {
+        Some(p) if p.extension().is_some_and(|e| e == "conflist") => Ok(p),
+        Some(p) => bail!(
+            "the primary CNI config {} is not a .conflist; chain multinic-cni by hand or via Multus",
+            p.display()
+        ),
+        None => bail!("no CNI config in {}; install the primary CNI first", dir.display()),
+    }
+}
+
+/// Writes `body` to `path` through a temporary file in the same directory and a rename.
+fn write_atomically(path: &Path, body: &[u8], mode: u32) -> anyhow::Result<()> {
+    let dir = path.parent().context("no parent directory")?;
+    let tmp = dir.join(format!(
+        ".{}.multinic-tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(body)?;
+    f.sync_all()?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
+}
+
+pub fn run(args: InstallArgs) -> anyhow::Result<()> {
+    let src = match args.cni_bin {
+        Some(p) => p,
+        None => crate::bench::sibling(PLUGIN_TYPE)?,
+    };
+    let body = fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+    let dst = args.bin_dir.join(PLUGIN_TYPE);
+    write_atomically(&dst, &body, 0o755)?;
+    println!("installed {}", dst.display());
+    if let Some(dir) = args.chain_into {
+        let path = primary_conflist(&dir)?;
+        let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let conflist: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+        match chained(&conflist, &args.state_dir)? {
+            Some(updated) => {
+                write_atomically(&path, serde_json::to_string_pretty(&updated)?.as_bytes(), 0o644)?;
+                println!("chained {PLUGIN_TYPE} into {}", path.display());
+            }
+            None => println!("{} already chains {PLUGIN_TYPE}", path.display()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chaining_appends_once_and_keeps_the_primary() {
+        let primary =
+            json!({"cniVersion": "1.0.0", "name": "kindnet", "plugins": [{"type": "ptp"}, {"type": "portmap"}]});
+        let once = chained(&primary, Path::new("/var/lib/multinic")).unwrap().unwrap();
+        let types: Vec<&str> = once["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["type"].as_str())
+            .collect();
+        assert_eq!(types, ["ptp", "portmap", "multinic-cni"]);
+        assert_eq!(once["plugins"][2]["stateDir"], "/var/lib/multinic");
+        assert!(chained(&once, Path::new("/x")).unwrap().is_none(), "idempotent");
+        assert!(
+            chained(&json!({"type": "bridge"}), Path::new("/x")).is_err(),
+            "a .conf is refused"
+        );
+    }
+
+    #[test]
+    fn install_copies_the_binary_and_chains_the_first_conflist() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, net) = (dir.path().join("bin"), dir.path().join("net.d"));
+        fs::create_dir_all(&bin).unwrap();
+        fs::create_dir_all(&net).unwrap();
+        let src = dir.path().join("multinic-cni");
+        fs::write(&src, b"#!binary").unwrap();
+        fs::write(
+            net.join("10-kindnet.conflist"),
+            r#"{"cniVersion":"1.0.0","name":"k","plugins":[{"type":"ptp"}]}"#,
+        )
+        .unwrap();
+        fs::write(
+            net.join("99-other.conflist"),
+            r#"{"cniVersion":"1.0.0","name":"o","plugins":[{"type":"x"}]}"#,
+        )
+        .unwrap();
+        let args = || InstallArgs {
+            cni_bin: Some(src.clone()),
+            bin_dir: bin.clone(),
+            chain_into: Some(net.clone()),
+            state_dir: "/var/lib/multinic".into(),
+        };
+        run(args()).unwrap();
+        run(args()).unwrap();
+        assert_eq!(fs::read(bin.join("multinic-cni")).unwrap(), b"#!binary");
+        assert_eq!(
+            fs::metadata(bin.join("multinic-cni")).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        let first: Value = serde_json::from_str(&fs::read_to_string(net.join("10-kindnet.conflist")).unwrap()).unwrap();
+        assert_eq!(first["plugins"].as_array().unwrap().len(), 2, "chained once");
+        let other = fs::read_to_string(net.join("99-other.conflist")).unwrap();
+        assert!(!other.contains("multinic"), "only the primary conflist is touched");
+    }
+}
