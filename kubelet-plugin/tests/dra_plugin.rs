@@ -1,6 +1,8 @@
 //! Acceptance of the kubelet side: a kubelet-emulating gRPC client over real unix sockets, the
 //! plugin's kube client talking HTTP to the in-process test API server.
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -12,7 +14,7 @@ use multinic_api::plan::PlanStore;
 use multinic_api::rails::RailsLayout;
 use multinic_kubelet_plugin::driver::{ClaimRef, Driver, DriverOptions, FaultPoint, KubeClaimApi, PrepareError};
 use multinic_kubelet_plugin::grpc::{self, DraService, RegistrationService};
-use multinic_kubelet_plugin::inventory::{LinkType, Nic, PciFacts, RdmaFacts};
+use multinic_kubelet_plugin::inventory::Nic;
 use multinic_kubelet_plugin::metrics::Metrics;
 use multinic_kubelet_plugin::publish::DeviceTable;
 use multinic_kubelet_plugin::slices::{SliceOptions, build_device_table};
@@ -27,29 +29,7 @@ const HOST_INDEX: u32 = 7;
 const RAILS: &str = "rails";
 
 fn nic(rail: usize) -> Nic {
-    Nic {
-        if_name: format!("ens{}np0", 108 - rail),
-        if_index: 10 + rail as u32,
-        mac: Some(format!("b8:3f:d2:00:00:{rail:02x}")),
-        mtu: 9000,
-        speed_mbps: Some(400_000),
-        link_type: LinkType::Ethernet,
-        pci: Some(PciFacts {
-            address: format!("0000:{:02x}:00.0", 0x16 + 0x20 * rail),
-            vendor: 0x15b3,
-            device: 0x1021,
-            driver: Some("mlx5_core".into()),
-            ..Default::default()
-        }),
-        rdma: Some(RdmaFacts {
-            device: format!("mlx5_{rail}"),
-            link_layer: Some("Ethernet".into()),
-            uverbs: Some(format!("uverbs{rail}")),
-        }),
-        virtual_device: false,
-        ipv4: None,
-        pf_name: None,
-    }
+    common::roce_nic(rail)
 }
 
 fn layout() -> RailsLayout {

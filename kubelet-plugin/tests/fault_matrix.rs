@@ -8,6 +8,8 @@
 //! IP, the claim status and the CDI specs match the plans, the pod index has no orphans, and the
 //! state files are private.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -17,7 +19,7 @@ use multinic_api::crd::node_blocks_name;
 use multinic_api::plan::{Plan, PlanStore};
 use multinic_api::rails::RailsLayout;
 use multinic_kubelet_plugin::driver::{ClaimRef, Driver, DriverOptions, FaultPoint, KubeClaimApi, PrepareError};
-use multinic_kubelet_plugin::inventory::{LinkType, Nic, PciFacts, RdmaFacts};
+use multinic_kubelet_plugin::inventory::Nic;
 use multinic_kubelet_plugin::publish::DeviceTable;
 use multinic_kubelet_plugin::slices::{SliceOptions, build_device_table};
 use multinic_testkit::FakeApiServer;
@@ -27,29 +29,7 @@ const NODE: &str = "node-f";
 const DRIVER: &str = "multinic.dev";
 
 fn nic(rail: usize) -> Nic {
-    Nic {
-        if_name: format!("ens{}np0", 20 + rail),
-        if_index: 20 + rail as u32,
-        mac: Some(format!("b8:3f:d2:00:02:{rail:02x}")),
-        mtu: 9000,
-        speed_mbps: Some(400_000),
-        link_type: LinkType::Ethernet,
-        pci: Some(PciFacts {
-            address: format!("0000:{:02x}:00.0", 0x16 + 0x20 * rail),
-            vendor: 0x15b3,
-            device: 0x1021,
-            driver: Some("mlx5_core".into()),
-            ..Default::default()
-        }),
-        rdma: Some(RdmaFacts {
-            device: format!("mlx5_{rail}"),
-            link_layer: Some("Ethernet".into()),
-            uverbs: Some(format!("uverbs{rail}")),
-        }),
-        virtual_device: false,
-        ipv4: None,
-        pf_name: None,
-    }
+    common::roce_nic(rail)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

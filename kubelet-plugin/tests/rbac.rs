@@ -9,6 +9,8 @@
 //! server authorizes it, and the set is compared with the ClusterRole in
 //! `deploy/kubelet-plugin-rbac.yaml` in both directions: nothing missing, nothing unused.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
@@ -16,7 +18,7 @@ use std::time::Duration;
 use multinic_api::crd::node_blocks_name;
 use multinic_api::rails::RailsLayout;
 use multinic_kubelet_plugin::driver::{ClaimRef, Driver, DriverOptions, KubeClaimApi};
-use multinic_kubelet_plugin::inventory::{Inventory, LinkType, Nic, PciFacts};
+use multinic_kubelet_plugin::inventory::{Inventory, Nic};
 use multinic_kubelet_plugin::publish::{KubeSliceStore, PublishOutcome, Publisher};
 use multinic_kubelet_plugin::slices::{SliceOptions, slice_name};
 use multinic_testkit::FakeApiServer;
@@ -28,25 +30,7 @@ const DRIVER: &str = "multinic.dev";
 const SA: &str = "multinic-kubelet-plugin";
 
 fn nic(rail: usize) -> Nic {
-    Nic {
-        if_name: format!("ens{}np0", 10 + rail),
-        if_index: 10 + rail as u32,
-        mac: Some(format!("b8:3f:d2:00:01:{rail:02x}")),
-        mtu: 9000,
-        speed_mbps: Some(200_000),
-        link_type: LinkType::Ethernet,
-        pci: Some(PciFacts {
-            address: format!("0000:{:02x}:00.0", 0x16 + 0x20 * rail),
-            vendor: 0x15b3,
-            device: 0x1021,
-            driver: Some("mlx5_core".into()),
-            ..Default::default()
-        }),
-        rdma: None,
-        virtual_device: false,
-        ipv4: None,
-        pf_name: None,
-    }
+    common::roce_nic(rail)
 }
 
 fn inventory(n: usize) -> Inventory {
