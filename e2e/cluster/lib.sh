@@ -1,0 +1,120 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034  # variables for the scripts that source this file
+# Shared by up.sh, down.sh, test.sh: paths, logging, process supervision by PID.
+# Everything the cluster writes is under $STATE (MULTINIC_E2E_STATE, default /var/lib/multinic-e2e),
+# except the host paths the DaemonSet and the kubelet insist on; those are recorded in
+# $STATE/created.list when up.sh creates them, and down.sh removes exactly those.
+
+E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$E2E_DIR/../.." && pwd)
+CACHE=${MULTINIC_E2E_CACHE:-/var/cache/multinic-e2e}
+STATE=${MULTINIC_E2E_STATE:-/var/lib/multinic-e2e}
+export MULTINIC_E2E_CACHE=$CACHE
+LOGS=$STATE/logs
+RUN=$STATE/run
+PKI=$STATE/pki
+CTRD=$STATE/containerd
+CTRD_SOCK=$CTRD/containerd.sock
+NODE=127.0.0.1
+FABRIC_NS=multinic-e2e-fabric
+RAILS=${MULTINIC_E2E_RAILS:-4}
+NIC_PREFIX=mnic
+IMAGE=localhost/multinic-e2e/multinic:e2e
+PAUSE_IMAGE=localhost/multinic-e2e/pause:1
+BUSYBOX_IMAGE=localhost/multinic-e2e/busybox:1
+TARGET_DIR=${CARGO_TARGET_DIR_CLUSTER:-/work/target-cluster}
+# The kubernetes Service's ClusterIP (first address of --service-cluster-ip-range).
+SERVICE_IP=10.0.0.1
+
+K8S_BIN=$("$E2E_DIR/build.sh" --bindir kubernetes)
+ETCD_BIN=$("$E2E_DIR/build.sh" --bindir etcd)
+CTRD_BIN=$("$E2E_DIR/build.sh" --bindir containerd)
+RUNC_BIN=$("$E2E_DIR/build.sh" --bindir runc)
+export PATH="$K8S_BIN:$CTRD_BIN:$RUNC_BIN:$ETCD_BIN:$PATH"
+export KUBECONFIG=$PKI/admin.kubeconfig
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() {
+	printf 'FAIL: %s\n' "$*" >&2
+	exit 1
+}
+
+kc() { "$K8S_BIN/kubectl" "$@"; }
+ctr_() { "$CTRD_BIN/ctr" --address "$CTRD_SOCK" -n k8s.io "$@"; }
+
+# alive NAME: the process recorded in $RUN/NAME.pid runs.
+alive() {
+	local pid
+	[ -s "$RUN/$1.pid" ] || return 1
+	pid=$(cat "$RUN/$1.pid")
+	kill -0 "$pid" 2>/dev/null
+}
+
+# start NAME CMD...: runs CMD in its own session, log in $LOGS/NAME.log, PID in $RUN/NAME.pid.
+start() {
+	local name=$1
+	shift
+	if alive "$name"; then
+		log "$name already runs (pid $(cat "$RUN/$name.pid")), log $LOGS/$name.log"
+		return 0
+	fi
+	mkdir -p "$LOGS" "$RUN"
+	setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+	echo $! >"$RUN/$name.pid"
+	log "$name started (pid $!), log $LOGS/$name.log"
+}
+
+# stop NAME: SIGTERM, then SIGKILL after 20 s, by the recorded PID only.
+stop() {
+	local name=$1 pid i
+	[ -s "$RUN/$name.pid" ] || return 0
+	pid=$(cat "$RUN/$name.pid")
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid" 2>/dev/null || true
+		for ((i = 0; i < 200; i++)); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		if kill -0 "$pid" 2>/dev/null; then
+			log "$name (pid $pid) ignored SIGTERM for 20 s, killing"
+			kill -KILL "$pid" 2>/dev/null || true
+			sleep 0.5
+		fi
+	fi
+	rm -f "$RUN/$name.pid"
+}
+
+# wait_for SECONDS DESCRIPTION CMD...: polls CMD every 0.5 s.
+wait_for() {
+	local t=$1 what=$2 deadline
+	shift 2
+	deadline=$((SECONDS + t))
+	until "$@" >/dev/null 2>&1; do
+		[ "$SECONDS" -lt "$deadline" ] || { log "timed out after ${t}s waiting for $what"; return 1; }
+		sleep 0.5
+	done
+}
+
+# ensure_dir PATH: mkdir -p, recording the topmost directory it created in $STATE/created.list.
+ensure_dir() {
+	local d=$1 top=""
+	while [ ! -e "$d" ]; do
+		top=$d
+		d=$(dirname "$d")
+	done
+	if [ -n "$top" ]; then
+		mkdir -p "$1"
+		grep -qxF "$top" "$STATE/created.list" 2>/dev/null || echo "$top" >>"$STATE/created.list"
+	fi
+}
+
+# record KEY VALUE: remember a host setting before up.sh changes it (first value wins).
+record() {
+	grep -q "^$1=" "$STATE/host.before" 2>/dev/null || echo "$1=$2" >>"$STATE/host.before"
+}
+recorded() { sed -n "s/^$1=//p" "$STATE/host.before" 2>/dev/null; }
+
+kubelet_start() {
+	start kubelet "$K8S_BIN/kubelet" --config="$STATE/kubelet.yaml" \
+		--kubeconfig="$PKI/kubelet.kubeconfig" --hostname-override="$NODE" --v=2
+}
