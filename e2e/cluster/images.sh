@@ -3,8 +3,8 @@
 # (namespace k8s.io, pinned so the kubelet's image GC keeps them):
 #   pause    - images/pause.c, gcc -static
 #   busybox  - Debian's busybox-static plus iproute2's `ip` (for `ip -br addr`) and its libraries
-#   multinic - stage 1: cargo build --release of the four binaries (CARGO_TARGET_DIR, default
-#              /work/target-cluster); stage 2: a rootfs of those binaries, the shared libraries
+#   multinic - stage 1: cargo build --release of the four binaries from MULTINIC_E2E_SRC (default:
+#              this clone) into MULTINIC_E2E_TARGET_DIR (default /work/target-cluster); stage 2: a rootfs of those binaries, the shared libraries
 #              they load (ldd) and CA certificates.
 # Each image is a hand-made docker-archive (manifest.json + config.json + one layer tar).
 # usage: images.sh [pause|busybox|multinic]...   (default: all three). Needs containerd up.
@@ -50,11 +50,13 @@ image_pause() {
 }
 
 image_busybox() {
-	local root=$work/busybox-rootfs
+	local root=$work/busybox-rootfs a
 	rm -rf "$root"
 	mkdir -p "$root/bin" "$root/tmp" "$root/etc"
 	install -m 0755 /bin/busybox "$root/bin/busybox"
-	"$root/bin/busybox" --install -s "$root/bin"
+	for a in $(/bin/busybox --list); do
+		[ -e "$root/bin/$a" ] || ln -s busybox "$root/bin/$a"
+	done
 	# iproute2's ip, for `ip -br addr` (busybox's ip has no -br).
 	rm -f "$root/bin/ip"
 	copy_with_libs "$root" "$(command -v ip)" /bin/ip
@@ -66,7 +68,7 @@ image_busybox() {
 image_multinic() {
 	local root=$work/multinic-rootfs b
 	log "stage 1: cargo build --release (CARGO_TARGET_DIR=$TARGET_DIR)"
-	(cd "$REPO" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --locked -q \
+	(cd "$SRC" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --locked -q \
 		-p multinic-kubelet-plugin -p multinic-cni -p multinic-controller -p multinic-cli)
 	log "stage 2: rootfs"
 	rm -rf "$root"

@@ -22,7 +22,9 @@ NIC_PREFIX=mnic
 IMAGE=localhost/multinic-e2e/multinic:e2e
 PAUSE_IMAGE=localhost/multinic-e2e/pause:1
 BUSYBOX_IMAGE=localhost/multinic-e2e/busybox:1
-TARGET_DIR=${CARGO_TARGET_DIR_CLUSTER:-/work/target-cluster}
+# The driver image is built from SRC (default: this clone) into TARGET_DIR.
+SRC=${MULTINIC_E2E_SRC:-$REPO}
+TARGET_DIR=${MULTINIC_E2E_TARGET_DIR:-/work/target-cluster}
 # The kubernetes Service's ClusterIP (first address of --service-cluster-ip-range).
 SERVICE_IP=10.0.0.1
 
@@ -40,7 +42,7 @@ die() {
 }
 
 kc() { "$K8S_BIN/kubectl" "$@"; }
-ctr_() { "$CTRD_BIN/ctr" --address "$CTRD_SOCK" -n k8s.io "$@"; }
+ctr_() { "$CTRD_BIN/ctr" --address "$CTRD_SOCK" -n k8s.io "$@" 2> >(grep -v "DEPRECATION: The support for cgroup v1" >&2); }
 
 # alive NAME: the process recorded in $RUN/NAME.pid runs.
 alive() {

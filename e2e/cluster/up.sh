@@ -21,9 +21,10 @@ chmod 0700 "$STATE"
 # --- host preparation --------------------------------------------------------------------------
 [ -e /dev/kmsg ] || die "/dev/kmsg is missing (the kubelet's OOM watcher needs it)"
 [ -s /etc/machine-id ] || die "/etc/machine-id is empty"
-prop=$(findmnt -no PROPAGATION /)
-record root_propagation "$prop"
-[ "$prop" = shared ] || mount --make-rshared /
+# What down.sh restores: mount propagation of every mount, the iptables rules, ip_forward.
+[ -s "$STATE/mounts.before" ] || findmnt -rno TARGET,PROPAGATION >"$STATE/mounts.before"
+[ -s "$STATE/iptables.before" ] || iptables-save >"$STATE/iptables.before"
+[ "$(findmnt -no PROPAGATION /)" = shared ] || mount --make-rshared /
 record ip_forward "$(cat /proc/sys/net/ipv4/ip_forward)"
 for d in /var/lib/kubelet /etc/cni/net.d /opt/cni/bin /var/run/cdi /var/lib/multinic \
 	/run/containerd /var/log/containers /var/lib/cni; do

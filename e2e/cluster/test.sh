@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# The scenarios of issue 12 against the cluster of up.sh (real API server, scheduler, kcm, kubelet,
+# containerd; the driver installed from deploy/). Each check prints PASS/FAIL; the script exits
+# non-zero when any check failed. For every scenario it prints `kubectl describe resourceclaim`
+# of the claims it made and `ip -br addr` of its pods. Objects live in namespace e2e (deleted at
+# the start and at the end).
+set -uo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "$0")/lib.sh"
+
+[ "$(id -u)" = 0 ] || die "test.sh needs root (it reads the fabric netns and the node's links)"
+NS=e2e
+NET=e2e-rails
+failures=0
+t0=$SECONDS
+
+pass() { printf 'PASS: %s\n' "$*"; }
+fail() {
+	printf 'FAIL: %s\n' "$*"
+	failures=$((failures + 1))
+}
+# check DESCRIPTION CMD...: PASS when CMD succeeds.
+check() {
+	local what=$1
+	shift
+	if "$@"; then pass "$what"; else fail "$what"; fi
+}
+scenario() { printf '\n######## %s (t=%ss)\n' "$*" "$((SECONDS - t0))"; }
+
+ip2int() {
+	local IFS=. a b c d
+	read -r a b c d <<<"$1"
+	echo $(((a << 24) | (b << 16) | (c << 8) | d))
+}
+int2ip() { echo "$((($1 >> 24) & 255)).$((($1 >> 16) & 255)).$((($1 >> 8) & 255)).$(($1 & 255))"; }
+# in_cidr IP CIDR
+in_cidr() {
+	local net=${2%/*} len=${2#*/} mask
+	mask=$(((0xffffffff << (32 - len)) & 0xffffffff))
+	[ $(($(ip2int "$1") & mask)) -eq $(($(ip2int "$net") & mask)) ]
+}
+# last_usable CIDR: the address before the broadcast address.
+last_usable() {
+	local net=${1%/*} len=${1#*/}
+	int2ip $((($(ip2int "$net") | ((1 << (32 - len)) - 1)) - 1))
+}
+
+# The node's devices: "device railIndex ifName" lines, from the published ResourceSlices.
+slice_devices() {
+	kc get resourceslices -o json | jq -r '.items[] | select(.spec.driver == "multinic.dev") | .spec.devices[] |
+		[.name, ((.attributes["multinic.dev/railIndex"] // .attributes.railIndex).int),
+		 ((.attributes["multinic.dev/ifName"] // .attributes.ifName).string)] | @tsv'
+}
+# The block of rail K for this node.
+rail_block() {
+	kc get nicnodeblocks "$1.$NODE" -o json | jq -r --argjson k "$2" '.spec.blocks[] | select(.railIndex == $k) | .cidr'
+}
+
+pod_yaml() { # name template [extra-claim-source]
+	cat <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: $1, namespace: $NS}
+spec:
+  terminationGracePeriodSeconds: 1
+  resourceClaims:
+    - {name: nics, resourceClaimTemplateName: $2}
+  containers:
+    - name: app
+      image: $BUSYBOX_IMAGE
+      imagePullPolicy: Never
+      command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+      resources:
+        claims: [{name: nics}]
+EOF
+}
+template_yaml() { # name count [claim-config-json]
+	cat <<EOF
+apiVersion: resource.k8s.io/v1
+kind: ResourceClaimTemplate
+metadata: {name: $1, namespace: $NS}
+spec:
+  spec:
+    devices:
+      requests:
+        - name: nics
+          exactly: {deviceClassName: ${4:-$NET}, count: $2}
+EOF
+	if [ -n "${3:-}" ]; then
+		cat <<EOF
+      config:
+        - requests: [nics]
+          opaque: {driver: multinic.dev, parameters: $3}
+EOF
+	fi
+}
+
+claim_of() { kc -n "$NS" get pod "$1" -o jsonpath='{.status.resourceClaimStatuses[0].resourceClaimName}'; }
+pod_running() { [ "$(kc -n "$NS" get pod "$1" -o jsonpath='{.status.phase}' 2>/dev/null)" = Running ]; }
+pod_gone() { ! kc -n "$NS" get pod "$1" >/dev/null 2>&1; }
+pexec() {
+	local p=$1
+	shift
+	kc -n "$NS" exec "$p" -- "$@"
+}
+show() { # pods...: the claims' descriptions and the pods' addresses
+	local p c
+	for p in "$@"; do
+		c=$(claim_of "$p")
+		[ -n "$c" ] && { echo "--- kubectl describe resourceclaim $c (pod $p)"; kc -n "$NS" describe resourceclaim "$c"; }
+		echo "--- pod $p: ip -br addr"
+		pexec "$p" ip -br addr 2>&1
+	done
+}
+
+# check_pod_nics POD COUNT: net1..netCOUNT exist in rail order, each with the address of block
+# (this host, its rail), the MAC and IP of the claim's networkData, and reach their rail's gateway.
+check_pod_nics() {
+	local p=$1 n=$2 c claim devs k ifn dev rail prev=-1 block ip nd_ip nd_mac mac gw ok
+	c=$(claim_of "$p")
+	claim=$(kc -n "$NS" get resourceclaim "$c" -o json)
+	devs=$(slice_devices)
+	for ((k = 1; k <= n; k++)); do
+		ifn=net$k ok=1
+		dev=$(jq -r --arg i "$ifn" '.status.devices[]? | select(.networkData.interfaceName == $i) | .device' <<<"$claim")
+		[ -n "$dev" ] || { fail "$p: claim $c has no status.devices entry for $ifn"; continue; }
+		rail=$(awk -v d="$dev" '$1 == d {print $2}' <<<"$devs")
+		block=$(rail_block "$NET" "$rail")
+		nd_ip=$(jq -r --arg i "$ifn" '.status.devices[] | select(.networkData.interfaceName == $i) | .networkData.ips[0]' <<<"$claim")
+		nd_mac=$(jq -r --arg i "$ifn" '.status.devices[] | select(.networkData.interfaceName == $i) | .networkData.hardwareAddress' <<<"$claim")
+		ip=$(pexec "$p" ip -o -4 addr show dev "$ifn" 2>/dev/null | awk '{print $4}' | head -n1)
+		mac=$(pexec "$p" cat "/sys/class/net/$ifn/address" 2>/dev/null)
+		[ -n "$ip" ] || { fail "$p: no $ifn (or no IPv4 on it)"; continue; }
+		[ "$rail" -gt "$prev" ] || { fail "$p: $ifn has rail $rail, not after rail $prev (rail order)"; ok=0; }
+		prev=$rail
+		in_cidr "${ip%/*}" "$block" || { fail "$p: $ifn $ip is not in block $block of (host $NODE, rail $rail)"; ok=0; }
+		[ "$ip" = "$nd_ip" ] || { fail "$p: $ifn has $ip, networkData says $nd_ip"; ok=0; }
+		[ "$mac" = "$nd_mac" ] || { fail "$p: $ifn has MAC $mac, networkData says $nd_mac"; ok=0; }
+		gw=$(last_usable "$block")
+		pexec "$p" ping -c 1 -W 3 -I "$ifn" "$gw" >/dev/null 2>&1 || { fail "$p: $ifn cannot ping rail $rail's gateway $gw"; ok=0; }
+		[ "$ok" = 1 ] && pass "$p: $ifn = device $dev, rail $rail, $ip in $block, MAC $mac = networkData, pings $gw"
+	done
+	[ "$(pexec "$p" ls /sys/class/net | grep -c '^net[0-9]')" = "$n" ] || fail "$p: not exactly $n netK interfaces"
+}
+
+# The NICs (host interface names) a pod's claim holds.
+claim_nics() {
+	local devs
+	devs=$(slice_devices)
+	kc -n "$NS" get resourceclaim "$1" -o json | jq -r '.status.allocation.devices.results[].device' |
+		while read -r d; do awk -v d="$d" '$1 == d {print $3}' <<<"$devs"; done
+}
+plans() { find /var/lib/multinic/plans -maxdepth 1 -name '*.json' 2>/dev/null | wc -l; }
+
+# ------------------------------------------------------------------------------------------------
+kc delete ns "$NS" --ignore-not-found --wait=true >/dev/null 2>&1
+kc delete multinicnetwork "$NET" e2e-impossible ipvlan-l3 --ignore-not-found --wait=true >/dev/null 2>&1
+kc create ns "$NS" >/dev/null
+
+scenario "1. MultiNicNetwork -> DeviceClass + NicNodeBlocks; an impossible spec is rejected at admission"
+kc apply -f - <<EOF
+apiVersion: multinic.dev/v1alpha1
+kind: MultiNicNetwork
+metadata: {name: $NET}
+spec:
+  attachment: {mode: host-device}
+  ipam: {type: rails, subnet: 10.77.0.0/16, hostBlock: 8, interfaceBlock: 2}
+EOF
+check "network $NET Ready" kc wait --for=condition=Ready "multinicnetwork/$NET" --timeout=90s
+check "DeviceClass $NET exists" kc get deviceclass "$NET"
+check "NicNodeBlocks $NET.$NODE exists" wait_for 60 "NicNodeBlocks" kc get nicnodeblocks "$NET.$NODE"
+kc get deviceclass "$NET" -o yaml | sed -n '/^spec:/,$p'
+kc get nicnodeblocks "$NET.$NODE" -o yaml | sed -n '/^spec:/,$p'
+nblocks=$(kc get nicnodeblocks "$NET.$NODE" -o json | jq '.spec.blocks | length')
+check "4 rail blocks for the node (got $nblocks)" [ "$nblocks" = 4 ]
+slice_devices
+check "the node publishes $RAILS devices" [ "$(slice_devices | wc -l)" = "$RAILS" ]
+# The fabric: each rail's gateway = the last usable address of the rail's block, on the fabric peer
+# of the NIC with that railIndex.
+while read -r _ rail ifn; do
+	block=$(rail_block "$NET" "$rail")
+	[ -n "$block" ] || continue
+	gw=$(last_usable "$block")
+	ip -n "$FABRIC_NS" addr replace "$gw/${block#*/}" dev "${ifn}f"
+	echo "fabric: rail $rail ($ifn) gateway $gw/${block#*/} on ${ifn}f"
+done < <(slice_devices)
+out=$(kc apply -f - 2>&1 <<EOF
+apiVersion: multinic.dev/v1alpha1
+kind: MultiNicNetwork
+metadata: {name: e2e-impossible}
+spec:
+  ipam: {type: rails, subnet: 10.0.0.0/16, hostBlock: 12, interfaceBlock: 4}
+EOF
+)
+rc=$?
+echo "$out"
+check "impossible network rejected by the API server (exit $rc)" [ "$rc" -ne 0 ]
+check "the rejection names the rule" grep -q "Invalid value" <<<"$out"
+
+scenario "2. pods A and B, 2 NICs each, Running, rail-ordered blocks, gateways reachable, networkData = pod"
+template_yaml two-nics 2 | kc apply -f - >/dev/null
+pod_yaml pod-a two-nics | kc apply -f - >/dev/null
+pod_yaml pod-b two-nics | kc apply -f - >/dev/null
+for p in pod-a pod-b; do
+	check "$p Running" wait_for 180 "$p Running" pod_running "$p"
+done
+show pod-a pod-b
+for p in pod-a pod-b; do pod_running "$p" && check_pod_nics "$p" 2; done
+kc -n "$NS" get resourceclaims -o yaml | grep -A8 networkData
+
+scenario "3. pod A deleted: NICs back under their names, addresses free, status gone; pod C gets the right blocks"
+claim_a=$(claim_of pod-a)
+uid_a=$(kc -n "$NS" get resourceclaim "$claim_a" -o jsonpath='{.metadata.uid}')
+nics_a=$(claim_nics "$claim_a")
+ips_a=$(kc -n "$NS" get resourceclaim "$claim_a" -o json | jq -r '[.status.devices[].networkData.ips[0]] | sort | join(" ")')
+echo "pod-a held: $(echo "$nics_a" | tr '\n' ' ') with $ips_a"
+kc -n "$NS" delete pod pod-a --wait=true --timeout=90s >/dev/null
+for n in $nics_a; do
+	check "$n back in the node's netns" ip link show "$n"
+done
+check "pod-a's plan file is gone" [ ! -e "/var/lib/multinic/plans/$uid_a.json" ]
+check "pod-a's claim (and its status entries) is gone" wait_for 60 "claim deleted" \
+	sh -c "! '$K8S_BIN/kubectl' -n $NS get resourceclaim $claim_a"
+pod_yaml pod-c two-nics | kc apply -f - >/dev/null
+check "pod-c Running" wait_for 180 "pod-c Running" pod_running pod-c
+show pod-c
+pod_running pod-c && check_pod_nics pod-c 2
+ips_c=$(kc -n "$NS" get resourceclaim "$(claim_of pod-c)" -o json | jq -r '[.status.devices[].networkData.ips[0]] | sort | join(" ")')
+check "pod-c reuses the addresses pod-a freed ($ips_c vs $ips_a)" [ "$ips_c" = "$ips_a" ]
+
+scenario "4a. kubelet restart while B runs: plugin registers again, B keeps its interfaces, a new pod starts"
+kc -n "$NS" delete pod pod-c --wait=true --timeout=90s >/dev/null
+before=$(pexec pod-b ip -br addr)
+klog_lines=$(wc -l <"$LOGS/kubelet.log")
+stop kubelet
+kubelet_start
+check "node Ready after the kubelet restart" wait_for 120 "node Ready" sh -c \
+	"'$K8S_BIN/kubectl' get node $NODE -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
+check "the kubelet registered multinic.dev again (kubelet log)" wait_for 60 "registration" sh -c \
+	"tail -n +$((klog_lines + 1)) '$LOGS/kubelet.log' | grep -i 'multinic.dev' | grep -qi 'regist'"
+tail -n +$((klog_lines + 1)) "$LOGS/kubelet.log" | grep -i 'multinic.dev' | grep -i regist | head -n 3
+after=$(pexec pod-b ip -br addr)
+check "pod-b kept its interfaces across the kubelet restart" [ "$before" = "$after" ]
+pod_yaml pod-d two-nics | kc apply -f - >/dev/null
+check "pod-d Running after the kubelet restart" wait_for 180 "pod-d Running" pod_running pod-d
+show pod-d
+pod_running pod-d && check_pod_nics pod-d 2
+
+scenario "4b. plugin pod deleted while a pod is prepared: the DaemonSet brings it back, the retry completes"
+kc -n "$NS" delete pod pod-d --wait=true --timeout=90s >/dev/null
+pod_yaml pod-e two-nics | kc apply -f - >/dev/null
+wait_for 60 "pod-e bound" sh -c "[ -n \"\$('$K8S_BIN/kubectl' -n $NS get pod pod-e -o jsonpath='{.spec.nodeName}')\" ]"
+kc -n multinic-system delete pod -l app.kubernetes.io/name=multinic-kubelet-plugin --wait=false >/dev/null
+check "pod-e Running after the plugin pod was deleted" wait_for 240 "pod-e Running" pod_running pod-e
+check "plugin DaemonSet ready again" kc -n multinic-system rollout status daemonset/multinic-kubelet-plugin --timeout=120s
+kc -n "$NS" get events --field-selector involvedObject.name=pod-e -o custom-columns=REASON:.reason,MESSAGE:.message | tail -n 8
+show pod-e
+pod_running pod-e && check_pod_nics pod-e 2
+check "one plan per running claim pod ($(plans) plans for pod-b, pod-e)" [ "$(plans)" = 2 ]
+
+scenario "5. unsatisfiable claim stays Pending with the scheduler's reason; invalid opaque config -> event"
+template_yaml five-nics 5 | kc apply -f - >/dev/null
+pod_yaml pod-f five-nics | kc apply -f - >/dev/null
+wait_for 60 "pod-f unschedulable" sh -c \
+	"'$K8S_BIN/kubectl' -n $NS get pod pod-f -o jsonpath='{.status.conditions[?(@.type==\"PodScheduled\")].reason}' | grep -qx Unschedulable"
+msg=$(kc -n "$NS" get pod pod-f -o jsonpath='{.status.conditions[?(@.type=="PodScheduled")].message}')
+echo "pod-f PodScheduled: $msg"
+check "pod-f Pending" [ "$(kc -n "$NS" get pod pod-f -o jsonpath='{.status.phase}')" = Pending ]
+check "the scheduler's reason names the claim" grep -qi "claim" <<<"$msg"
+kc -n "$NS" delete pod pod-e --wait=true --timeout=90s >/dev/null
+template_yaml bad-config 2 '{"ipam": {"type": "rails", "noSuchField": 1}}' | kc apply -f - >/dev/null
+pod_yaml pod-g bad-config | kc apply -f - >/dev/null
+check "pod-g has a FailedPrepareDynamicResources event" wait_for 120 "prepare event" sh -c \
+	"'$K8S_BIN/kubectl' -n $NS get events --field-selector involvedObject.name=pod-g,reason=FailedPrepareDynamicResources -o name | grep -q ."
+kc -n "$NS" get events --field-selector involvedObject.name=pod-g,reason=FailedPrepareDynamicResources \
+	-o custom-columns=REASON:.reason,MESSAGE:.message | head -n 3
+check "the event carries the plugin's error (the bad field)" sh -c \
+	"'$K8S_BIN/kubectl' -n $NS get events --field-selector involvedObject.name=pod-g -o jsonpath='{.items[*].message}' | grep -q noSuchField"
+show pod-g 2>/dev/null | head -n 40
+kc -n "$NS" delete pod pod-f pod-g --wait=true --timeout=90s >/dev/null
+
+scenario "6. every YAML under examples/ passes --dry-run=server; the veth-capable ones run"
+kc delete pod -n "$NS" pod-b --wait=true --timeout=90s >/dev/null
+for f in $(find "$REPO/examples" -name '*.yaml' | sort); do
+	out=$(kc apply -n "$NS" --dry-run=server -f "$f" 2>&1)
+	rc=$?
+	check "dry-run=server ${f#"$REPO"/}" [ "$rc" = 0 ] || echo "$out"
+done
+# ipvlan-l3 on veth parents: network + its claim template from the example, a pod of ours.
+kc apply -f "$REPO/examples/ipvlan-l3/network.yaml" -n "$NS" >/dev/null
+check "ipvlan-l3 network Ready" kc wait --for=condition=Ready multinicnetwork/ipvlan-l3 --timeout=90s
+pod_yaml pod-ipvlan two-ipvlan | kc apply -f - >/dev/null
+check "pod-ipvlan Running (examples/ipvlan-l3)" wait_for 180 "pod-ipvlan Running" pod_running pod-ipvlan
+show pod-ipvlan
+kc -n "$NS" delete pod pod-ipvlan --wait=true --timeout=90s >/dev/null
+
+scenario "end: nothing leaked"
+check "no plan files left" [ "$(plans)" = 0 ]
+for ((k = 0; k < RAILS; k++)); do check "$NIC_PREFIX$k on the node" ip link show "$NIC_PREFIX$k"; done
+kc delete ns "$NS" --wait=true --timeout=120s >/dev/null
+kc delete multinicnetwork "$NET" ipvlan-l3 --wait=true --timeout=60s >/dev/null
+
+echo
+echo "test.sh: $failures failed check(s) in $((SECONDS - t0))s"
+[ "$failures" = 0 ]
