@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod install;
+mod vmcheck;
 
 use std::path::PathBuf;
 
@@ -55,6 +56,9 @@ enum Command {
     /// Print the CustomResourceDefinitions (MultiNicNetwork with its CEL rules, NicNodeBlocks) as
     /// YAML; `deploy/crds.yaml` is this output.
     Crd,
+    /// The checks of the QEMU guest suite (e2e/vm), run inside the guest on real devices.
+    #[command(hide = true)]
+    VmCheck(vmcheck::VmCheckArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -77,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::InstallCni(args) => install::run(args),
+        Command::VmCheck(args) => vmcheck::run(args).await,
         Command::Crd => {
             print!("{}", multinic_api::crd::crds_yaml()?);
             Ok(())

@@ -85,6 +85,8 @@ struct Tree {
     devices: Option<PathBuf>,
     /// Canonical PCI device dir → RDMA device names.
     rdma_by_pci: HashMap<PathBuf, Vec<String>>,
+    /// Netdev name → software RDMA devices on it (rxe, siw: no `device` link, a `parent` file).
+    rdma_by_netdev: HashMap<String, Vec<String>>,
 }
 
 /// Reads sysfs below a root (`/sys` on a host, a fixture tree in tests).
@@ -100,9 +102,11 @@ impl SysfsReader {
 
     /// Facts for each of the named netdevs.
     pub fn read_all<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> HashMap<String, SysfsNetdev> {
+        let (rdma_by_pci, rdma_by_netdev) = self.rdma_devices();
         let tree = Tree {
             devices: fs::canonicalize(self.root.join("devices")).ok(),
-            rdma_by_pci: self.rdma_devices(),
+            rdma_by_pci,
+            rdma_by_netdev,
         };
         names
             .into_iter()
@@ -141,7 +145,8 @@ impl SysfsReader {
             .and_then(|p| p.parse::<u32>().ok())
             .unwrap_or(0)
             + 1;
-        facts.rdma = tree.rdma_by_pci.get(&dev).and_then(|devs| {
+        let rdma = tree.rdma_by_pci.get(&dev).or_else(|| tree.rdma_by_netdev.get(if_name));
+        facts.rdma = rdma.and_then(|devs| {
             let device = devs.first()?.clone();
             let link_layer = read_trimmed(
                 &self
@@ -150,7 +155,7 @@ impl SysfsReader {
                     .join(&device)
                     .join(format!("ports/{port}/link_layer")),
             );
-            let uverbs = first_entry(&dev.join("infiniband_verbs"));
+            let uverbs = first_entry(&dev.join("infiniband_verbs")).or_else(|| self.uverbs_of(&device));
             Some(RdmaFacts {
                 device,
                 link_layer,
@@ -190,24 +195,44 @@ impl SysfsReader {
         pcie_root_from_path(tree.devices.as_ref()?, &resolved)
     }
 
-    /// Canonical PCI device dir → RDMA device names (from `class/infiniband/*/device`).
-    fn rdma_devices(&self) -> HashMap<PathBuf, Vec<String>> {
-        let mut map: HashMap<PathBuf, Vec<String>> = HashMap::new();
+    /// RDMA device names by canonical PCI device dir (from `class/infiniband/*/device`), and, for
+    /// software devices that have no `device` link (rxe, siw live under `devices/virtual`), by the
+    /// netdev their `parent` file names.
+    fn rdma_devices(&self) -> (HashMap<PathBuf, Vec<String>>, HashMap<String, Vec<String>>) {
+        let mut by_pci: HashMap<PathBuf, Vec<String>> = HashMap::new();
+        let mut by_netdev: HashMap<String, Vec<String>> = HashMap::new();
         let Ok(entries) = fs::read_dir(self.root.join("class/infiniband")) else {
-            return map;
+            return (by_pci, by_netdev);
         };
         let mut entries: Vec<_> = entries.filter_map(|e| e.ok()).collect();
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
-            let (Ok(name), Ok(dev)) = (
-                entry.file_name().into_string(),
-                fs::canonicalize(entry.path().join("device")),
-            ) else {
+            let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
-            map.entry(dev).or_default().push(name);
+            if let Ok(dev) = fs::canonicalize(entry.path().join("device")) {
+                by_pci.entry(dev).or_default().push(name);
+            } else if let Some(parent) = read_trimmed(&entry.path().join("parent")).filter(|p| !p.is_empty()) {
+                by_netdev.entry(parent).or_default().push(name);
+            }
         }
-        map
+        (by_pci, by_netdev)
+    }
+
+    /// The verbs character device of an RDMA device whose PCI function has no
+    /// `infiniband_verbs/` (software devices): the `class/infiniband_verbs/*` entry whose `ibdev`
+    /// names it.
+    fn uverbs_of(&self, rdma_device: &str) -> Option<String> {
+        let mut names: Vec<String> = fs::read_dir(self.root.join("class/infiniband_verbs"))
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("uverbs"))
+            .collect();
+        names.sort();
+        names.into_iter().find(|n| {
+            read_trimmed(&self.root.join("class/infiniband_verbs").join(n).join("ibdev")).as_deref()
+                == Some(rdma_device)
+        })
     }
 }
 
@@ -304,6 +329,70 @@ mod tests {
             None
         );
         assert_eq!(pcie_root_from_path(devices, Path::new("/elsewhere/pci0000:00")), None);
+    }
+
+    /// Soft-RoCE as the kernel lays it out (seen in the QEMU guest, e2e/vm): the rxe device lives
+    /// under `devices/virtual/infiniband` with no `device` link, names its netdev in `parent`, and
+    /// its verbs device is `devices/virtual/infiniband_verbs/uverbsN` with an `ibdev` file.
+    #[test]
+    fn soft_roce_device_found_through_parent() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mk = |p: &str| fs::create_dir_all(root.join(p)).unwrap();
+        let put = |p: &str, text: &str| fs::write(root.join(p), text).unwrap();
+        let pci = "devices/pci0000:20/0000:20:00.0/0000:21:00.0";
+        mk(&format!("{pci}/net/enp33s0"));
+        mk("bus/pci/drivers/igb");
+        put(&format!("{pci}/vendor"), "0x8086\n");
+        put(&format!("{pci}/device"), "0x10c9\n");
+        symlink("../../../../bus/pci/drivers/igb", root.join(pci).join("driver")).unwrap();
+        symlink("../../../0000:21:00.0", root.join(pci).join("net/enp33s0/device")).unwrap();
+        mk("class/net");
+        symlink(format!("../../{pci}/net/enp33s0"), root.join("class/net/enp33s0")).unwrap();
+        for (n, parent) in [("rxe0", "enp33s0"), ("rxe1", "enp34s0")] {
+            mk(&format!("devices/virtual/infiniband/{n}/ports/1"));
+            put(
+                &format!("devices/virtual/infiniband/{n}/parent"),
+                &format!("{parent}\n"),
+            );
+            put(
+                &format!("devices/virtual/infiniband/{n}/ports/1/link_layer"),
+                "Ethernet\n",
+            );
+        }
+        mk("class/infiniband");
+        mk("class/infiniband_verbs");
+        for (u, ib) in [("uverbs0", "rxe1"), ("uverbs1", "rxe0")] {
+            mk(&format!("devices/virtual/infiniband_verbs/{u}"));
+            put(
+                &format!("devices/virtual/infiniband_verbs/{u}/ibdev"),
+                &format!("{ib}\n"),
+            );
+            symlink(
+                format!("../../devices/virtual/infiniband_verbs/{u}"),
+                root.join("class/infiniband_verbs").join(u),
+            )
+            .unwrap();
+        }
+        for n in ["rxe0", "rxe1"] {
+            symlink(
+                format!("../../devices/virtual/infiniband/{n}"),
+                root.join("class/infiniband").join(n),
+            )
+            .unwrap();
+        }
+        let facts = SysfsReader::new(root).read_all(["enp33s0"]);
+        let rdma = facts["enp33s0"].rdma.clone();
+        assert_eq!(
+            rdma,
+            Some(RdmaFacts {
+                device: "rxe0".into(),
+                link_layer: Some("Ethernet".into()),
+                uverbs: Some("uverbs1".into()),
+            })
+        );
+        assert_eq!(facts["enp33s0"].pci.as_ref().map(|p| p.vendor), Some(0x8086));
     }
 
     #[test]
