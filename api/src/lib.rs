@@ -5,6 +5,7 @@
 //! * [`plan`]: the per-claim plan written by `NodePrepareResources` and read by the CNI plugin.
 //! * [`crd`]: `MultiNicNetwork` and `NicNodeBlocks`.
 //! * [`rails`]: the block arithmetic of `rails` IPAM.
+//! * [`retry`]: retry delays and bounded-rate reporting of repeating failures (API server loops).
 
 pub mod config;
 pub mod crd;
@@ -13,6 +14,7 @@ pub mod names;
 pub mod observe;
 pub mod plan;
 pub mod rails;
+pub mod retry;
 
 pub use config::{AttachmentMode, IpamType, NetworkConfig};
 pub use plan::{Plan, PlanError, PlannedDevice};

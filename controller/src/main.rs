@@ -14,6 +14,7 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
 use multinic_api::crd::{MultiNicNetwork, NicNodeBlocks};
 use multinic_api::observe;
+use multinic_api::retry::RepeatGate;
 use multinic_controller::lease::LeaseLock;
 use multinic_controller::metrics::Metrics;
 use multinic_controller::reconcile::{self, Context};
@@ -101,12 +102,20 @@ async fn main() -> anyhow::Result<()> {
     );
     let renew_every = lock.duration() / 3;
     let mut tick = tokio::time::interval(renew_every);
+    let mut gate = RepeatGate::default();
     loop {
         tick.tick().await;
         match lock.try_acquire_or_renew(k8s_openapi::jiff::Timestamp::now()).await {
             Ok(true) => break,
-            Ok(false) => tracing::debug!(%identity, "another replica leads; waiting"),
-            Err(error) => tracing::warn!(%error, "leader election"),
+            Ok(false) => {
+                gate.success();
+                tracing::debug!(%identity, "another replica leads; waiting")
+            }
+            Err(error) => {
+                if let Some(not_logged) = gate.failure(std::time::Instant::now()) {
+                    tracing::warn!(%error, not_logged, "leader election failed; retrying");
+                }
+            }
         }
     }
     tracing::info!(%identity, "leading");
@@ -130,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
     let store = controller.store();
     let slices = watcher::Config::default().fields("spec.driver=multinic.dev");
     let ctx = Arc::new(Context { client: client.clone() });
+    let mut watch_gate = RepeatGate::default();
     controller
         // Any slice change may change which nodes a network covers.
         .watches(Api::<ResourceSlice>::all(client), slices, move |_| {
@@ -144,6 +154,21 @@ async fn main() -> anyhow::Result<()> {
         .for_each(|result| {
             let outcome = if result.is_ok() { "ok" } else { "error" };
             metrics.reconciled(outcome);
+            // Reconcile errors are logged by the error policy (per network, every requeue);
+            // watch errors are retried by kube-runtime with backoff and logged here, bounded.
+            match result {
+                Err(kube::runtime::controller::Error::QueueError(error)) => {
+                    if let Some(not_logged) = watch_gate.failure(std::time::Instant::now()) {
+                        tracing::warn!(%error, not_logged, "watch failed; retrying with backoff");
+                    }
+                }
+                Ok(_) => {
+                    if let Some(failures) = watch_gate.success() {
+                        tracing::info!(failures, "watches work again");
+                    }
+                }
+                Err(_) => {}
+            }
             futures::future::ready(())
         })
         .await;

@@ -1,19 +1,34 @@
 //! The `multinic-controller` binary end to end against the test API server: it takes the lease,
-//! watches networks and slices, and writes the DeviceClass and blocks.
+//! watches networks and slices, and writes the DeviceClass and blocks; with the API server down it
+//! stays quiet and idle, and takes the lease once the server is there.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use multinic_testkit::FakeApiServer;
+use multinic_testkit::process::Watched;
 use serde_json::json;
 
-struct Kill(Child);
+fn controller(kubeconfig: &std::path::Path, extra: &[&str]) -> Watched {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_multinic-controller"));
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--metrics-address", "127.0.0.1:0", "--identity", "replica-a"])
+        .args(extra)
+        .env("POD_NAMESPACE", "multinic-system")
+        .env("RUST_LOG", "info");
+    Watched::spawn(cmd).expect("start multinic-controller")
+}
 
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn lease_holder(server: &FakeApiServer) -> Option<serde_json::Value> {
+    server
+        .get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            Some("multinic-system"),
+            "multinic-controller",
+        )
+        .map(|l| l["spec"]["holderIdentity"].clone())
 }
 
 #[tokio::test]
@@ -31,21 +46,7 @@ async fn the_controller_binary_reconciles_networks_it_watches() {
         .insert(json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "MultiNicNetwork", "metadata": {"name": "rails"},
             "spec": {"selector": "device.attributes[\"multinic.dev\"].rdma", "ipam": {"type": "rails", "subnet": "10.10.0.0/16", "hostBlock": 8, "interfaceBlock": 2}}}))
         .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_multinic-controller"))
-        .args([
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-            "--metrics-address",
-            "127.0.0.1:0",
-            "--identity",
-            "replica-a",
-        ])
-        .env("POD_NAMESPACE", "multinic-system")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let _child = Kill(child);
+    let _controller = controller(&kubeconfig, &[]);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     loop {
@@ -57,13 +58,47 @@ async fn the_controller_binary_reconciles_networks_it_watches() {
         }
         assert!(Instant::now() < deadline, "no DeviceClass/NicNodeBlocks after 30 s");
     }
-    let lease = server
-        .get(
-            "coordination.k8s.io/v1",
-            "Lease",
-            Some("multinic-system"),
-            "multinic-controller",
-        )
+    assert_eq!(lease_holder(&server), Some(json!("replica-a")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_api_server_down_the_controller_is_quiet_and_leads_once_it_is_back() {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
         .unwrap();
-    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        multinic_testkit::kubeconfig_yaml(&format!("http://{addr}")),
+    )
+    .unwrap();
+    let mut controller = controller(&kubeconfig, &["--lease-seconds", "3"]);
+    let cpu0 = controller.cpu_time().unwrap();
+    let start = Instant::now();
+    // The observation window itself: five seconds of the API server being down.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (cpu, wall) = (controller.cpu_time().unwrap() - cpu0, start.elapsed());
+    assert!(!controller.exited(), "the controller exited: {:?}", controller.lines());
+    let lines = controller.lines();
+    let share = cpu.as_secs_f64() / wall.as_secs_f64();
+    println!(
+        "API server down for {wall:?}: {} log lines, CPU {cpu:?} ({:.2} % of a core)",
+        lines.len(),
+        share * 100.0
+    );
+    assert!(lines.len() <= 50, "{} log lines: {lines:#?}", lines.len());
+    assert!(share < 0.05, "CPU {:.1} % of a core", share * 100.0);
+
+    let server = FakeApiServer::try_start_on(addr).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lease_holder(&server).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no lease 10 s after the API server came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(lease_holder(&server), Some(json!("replica-a")));
 }

@@ -101,7 +101,7 @@ async fn controller_rbac_matches_its_calls() {
     assert!(missing.is_empty(), "calls without RBAC: {missing:?}");
     assert!(unused.is_empty(), "RBAC never used: {unused:?}");
     assert!(
-        namespaced.iter().all(|(g, _, _)| g == "coordination.k8s.io"),
+        namespaced.iter().all(|(g, _, _, _)| g == "coordination.k8s.io"),
         "only the lease is namespaced"
     );
 }

@@ -27,6 +27,6 @@ fuzz_target!(|data: &[u8]| {
     let _ = plan.is_for_pod(Some("pod-uid-1"), "ml", "train-0");
     let _ = plan.is_for_pod(None, &plan.namespace, "train-0");
     let _ = validate_devices(std::slice::from_ref(&plan), "eth0");
-    let entries = status_entries("multinic.dev", &plan);
+    let entries = status_entries("multinic.dev", &plan, &Default::default());
     assert_eq!(entries.len(), plan.devices.len());
 });

@@ -1,5 +1,6 @@
 //! The kubelet-facing gRPC services on unix sockets: plugin registration and the DRA service
-//! (`v1` and `v1beta1`, same behaviour).
+//! (`v1` and `v1beta1`, same behaviour). Every accepted connection goes through
+//! [`crate::authority::AuthorityFix`], so the kubelet's `:authority` (a socket path) is accepted.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use futures::TryStreamExt;
 use futures::future::join_all;
 use multinic_proto::dra::{v1, v1beta1};
 use multinic_proto::registration::{
@@ -16,6 +18,8 @@ use multinic_proto::registration::{
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
+
+use crate::authority::AuthorityFix;
 
 use crate::driver::{ClaimApi, ClaimRef, Driver, PrepareError};
 use crate::metrics::Metrics;
@@ -117,6 +121,7 @@ impl<A: ClaimApi> DraService<A> {
                                 pool_name: d.pool,
                                 device_name: d.device,
                                 cdi_device_ids: d.cdi_device_ids,
+                                share_id: d.share_id,
                             })
                             .collect(),
                         error: String::new(),
@@ -296,12 +301,19 @@ pub async fn serve_dra<A: ClaimApi>(
     tonic::transport::Server::builder()
         .add_service(v1::dra_plugin_server::DraPluginServer::new(service.clone()))
         .add_service(v1beta1::dra_plugin_server::DraPluginServer::new(service))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
         .map_err(|source| ServeError::Serve {
             path: path.to_path_buf(),
             source,
         })
+}
+
+/// The connections of `listener`, each behind the `:authority` fix.
+fn incoming(
+    listener: UnixListener,
+) -> impl futures::Stream<Item = std::io::Result<AuthorityFix<tokio::net::UnixStream>>> {
+    UnixListenerStream::new(listener).map_ok(AuthorityFix::new)
 }
 
 /// Serves the registration service on `listener` until `shutdown` resolves.
@@ -313,7 +325,7 @@ pub async fn serve_registration(
 ) -> Result<(), ServeError> {
     tonic::transport::Server::builder()
         .add_service(registration_server::RegistrationServer::new(service))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
         .map_err(|source| ServeError::Serve {
             path: path.to_path_buf(),

@@ -1,6 +1,8 @@
 //! The multinic-dra node plugin: NIC inventory, ResourceSlice publishing and the kubelet DRA service.
 
+pub mod authority;
 pub mod cdi;
+pub mod cluster;
 pub mod driver;
 pub mod grpc;
 pub mod inventory;

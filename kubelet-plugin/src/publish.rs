@@ -11,6 +11,7 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::resource::v1::{Device, ResourceSlice};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use multinic_api::names::FIELD_MANAGER;
+use multinic_api::retry::{Backoff, RepeatGate};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -316,12 +317,17 @@ impl InventorySource {
     }
 }
 
+/// First and longest delay before retrying a failed publish. The cap keeps a returning API server
+/// from waiting long for the node's slices (it sees them within this time plus one publish).
+pub const PUBLISH_RETRY_MIN: Duration = Duration::from_millis(500);
+pub const PUBLISH_RETRY_MAX: Duration = Duration::from_secs(4);
+
 /// Timing of the republish loop.
 #[derive(Debug, Clone, Copy)]
 pub struct LoopTiming {
     /// Quiet time after the last rtnetlink event before republishing.
     pub debounce: Duration,
-    /// Republish (and retry failures) at least this often.
+    /// Republish at least this often (failures are retried sooner, with backoff).
     pub resync: Duration,
 }
 
@@ -343,6 +349,8 @@ pub async fn run_publish_loop<S: SliceStore>(
 ) {
     let mut due = Some(Instant::now());
     let mut resync = tokio::time::interval_at(Instant::now() + timing.resync, timing.resync);
+    let mut backoff = Backoff::new(PUBLISH_RETRY_MIN, PUBLISH_RETRY_MAX);
+    let mut gate = RepeatGate::default();
     loop {
         let wait = async {
             match due {
@@ -357,9 +365,20 @@ pub async fn run_publish_loop<S: SliceStore>(
             },
             () = wait => {
                 due = None;
-                if let Err(error) = republish(publisher, source).await {
-                    tracing::warn!(%error, "publishing failed; retrying");
-                    due = Some(Instant::now() + timing.debounce.max(Duration::from_secs(1)));
+                match republish(publisher, source).await {
+                    Ok(()) => {
+                        backoff.reset();
+                        if let Some(failures) = gate.success() {
+                            tracing::info!(failures, "publishing works again");
+                        }
+                    }
+                    Err(error) => {
+                        let retry_in = backoff.next_delay();
+                        if let Some(not_logged) = gate.failure(std::time::Instant::now()) {
+                            tracing::warn!(%error, ?retry_in, not_logged, "publishing failed; retrying");
+                        }
+                        due = Some(Instant::now() + retry_in);
+                    }
                 }
             }
             _ = resync.tick() => due = Some(Instant::now()),

@@ -12,6 +12,9 @@ use netlink_packet_route::AddressFamily;
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope};
 use rtnetlink::{Handle, RouteMessageBuilder};
 
+use multinic_api::retry::RepeatGate;
+
+use crate::cluster::{Changes, ClusterStores};
 use crate::inventory::RT_TABLE_MAIN;
 
 /// `rtm_protocol` of routes installed by multinic (unassigned in `/etc/iproute2/rt_protos`).
@@ -36,9 +39,13 @@ pub enum RouteError {
 
 /// Pure: the routes this node wants. `blocks` are every NicNodeBlocks of the l3 networks,
 /// `rails` maps this node's rail index to the interface index of its rail NIC.
-pub fn desired_routes(node: &str, blocks: &[NicNodeBlocks], rails: &BTreeMap<u32, u32>) -> BTreeSet<PeerRoute> {
+pub fn desired_routes<'a>(
+    node: &str,
+    blocks: impl IntoIterator<Item = &'a NicNodeBlocks>,
+    rails: &BTreeMap<u32, u32>,
+) -> BTreeSet<PeerRoute> {
     blocks
-        .iter()
+        .into_iter()
         .filter(|nb| nb.spec.node_name != node)
         .flat_map(|nb| nb.spec.blocks.iter())
         .filter_map(|b| rails.get(&b.rail_index).map(|&oif| PeerRoute { dst: b.cidr, oif }))
@@ -135,69 +142,58 @@ pub async fn sync_routes(handle: &Handle, desired: &BTreeSet<PeerRoute>) -> Resu
 }
 
 /// Installs this node's peer routes for every `routing.mode: l3` network, again after every change
-/// of MultiNicNetworks or NicNodeBlocks and at every resync, until the watches end.
+/// seen by the cluster watches (a burst is synced once) and at every resync, until the watches end.
+/// Reads the watch-backed stores only: no list per event.
 pub async fn run_peer_routes(
-    client: kube::Client,
+    stores: ClusterStores,
+    changes: Changes,
     node: String,
     table: crate::publish::DeviceTable,
     handle: Handle,
     resync: std::time::Duration,
 ) {
-    use futures::StreamExt;
-    use kube::runtime::{WatchStreamExt, watcher};
+    use futures::{FutureExt, StreamExt};
     use multinic_api::config::RoutingMode;
-    use multinic_api::crd::MultiNicNetwork;
 
-    let networks: kube::Api<MultiNicNetwork> = kube::Api::all(client.clone());
-    let blocks: kube::Api<NicNodeBlocks> = kube::Api::all(client);
-    let changes = futures::stream::select(
-        watcher(networks.clone(), watcher::Config::default())
-            .touched_objects()
-            .map(|_| ())
-            .boxed(),
-        watcher(blocks.clone(), watcher::Config::default())
-            .touched_objects()
-            .map(|_| ())
-            .boxed(),
-    );
-    let mut ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(resync)).map(|_| ());
-    let mut events = futures::stream::select(changes, &mut ticks);
+    let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(resync)).map(|_| ());
+    let mut events = futures::stream::select(changes, ticks);
+    let mut gate = RepeatGate::default();
     while events.next().await.is_some() {
+        // Coalesce what is already queued (a list of many objects arrives as many events).
+        while let Some(Some(())) = events.next().now_or_never() {}
         table.wait_ready().await;
-        let l3: BTreeSet<String> = match networks.list(&Default::default()).await {
-            Ok(list) => list
-                .items
-                .into_iter()
-                .filter(|n| n.spec.routing.mode == RoutingMode::L3)
-                .filter_map(|n| n.metadata.name)
-                .collect(),
-            Err(error) => {
-                tracing::warn!(%error, "listing MultiNicNetworks for peer routes");
-                continue;
-            }
-        };
-        let all = match blocks.list(&Default::default()).await {
-            Ok(list) => list
-                .items
-                .into_iter()
-                .filter(|nb| l3.contains(&nb.spec.network))
-                .collect::<Vec<_>>(),
-            Err(error) => {
-                tracing::warn!(%error, "listing NicNodeBlocks for peer routes");
-                continue;
-            }
-        };
+        stores.wait_ready().await;
+        let l3: BTreeSet<String> = stores
+            .networks
+            .state()
+            .iter()
+            .filter(|n| n.spec.routing.mode == RoutingMode::L3)
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
+        let blocks = stores.blocks.state();
+        let blocks = blocks
+            .iter()
+            .map(|nb| nb.as_ref())
+            .filter(|nb| l3.contains(&nb.spec.network));
         let rails: BTreeMap<u32, u32> = table
             .all()
             .into_iter()
             .map(|d| (d.rail_index, d.nic.if_index))
             .collect();
-        match sync_routes(&handle, &desired_routes(&node, &all, &rails)).await {
-            Ok(report) if report != SyncReport::default() => {
-                tracing::info!(added = report.added, removed = report.removed, "peer routes synced")
+        match sync_routes(&handle, &desired_routes(&node, blocks, &rails)).await {
+            Ok(report) => {
+                if let Some(failures) = gate.success() {
+                    tracing::info!(failures, "syncing peer routes works again");
+                }
+                if report != SyncReport::default() {
+                    tracing::info!(added = report.added, removed = report.removed, "peer routes synced");
+                }
             }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "syncing peer routes"),
+            Err(error) => {
+                if let Some(not_logged) = gate.failure(std::time::Instant::now()) {
+                    tracing::warn!(%error, not_logged, "syncing peer routes");
+                }
+            }
         }
     }
 }

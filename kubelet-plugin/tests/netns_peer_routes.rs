@@ -218,8 +218,10 @@ fn the_route_loop_follows_the_api_server() {
             for (node, host) in [("me", 0), ("p1", 1), ("p2", 2)] {
                 server.insert(serde_json::to_value(blocks(node, host)).unwrap()).unwrap();
             }
+            let (stores, changes) = multinic_kubelet_plugin::cluster::watch(server.client());
             let route_loop = multinic_kubelet_plugin::routes::run_peer_routes(
-                server.client(),
+                stores,
+                changes,
                 "me".into(),
                 table,
                 handle.clone(),

@@ -150,8 +150,10 @@ async fn rbac_matches_the_calls_the_plugin_makes() {
 
     // The peer-routes loop: until it has listed and watched both kinds and synced once.
     let handle = multinic_kubelet_plugin::inventory::netlink::connect().unwrap();
+    let (stores, changes) = multinic_kubelet_plugin::cluster::watch(api.client());
     let routes = tokio::spawn(multinic_kubelet_plugin::routes::run_peer_routes(
-        api.client(),
+        stores,
+        changes,
         NODE.into(),
         table,
         handle,
@@ -184,7 +186,13 @@ async fn rbac_matches_the_calls_the_plugin_makes() {
     let granted = granted();
     let show = |s: &BTreeSet<Permission>| -> Vec<String> {
         s.iter()
-            .map(|(g, r, v)| format!("{}/{r}:{v}", if g.is_empty() { "core" } else { g }))
+            .map(|(g, r, v, n)| {
+                format!(
+                    "{}/{r}:{v}{}",
+                    if g.is_empty() { "core" } else { g },
+                    if n.is_empty() { String::new() } else { format!("[{n}]") }
+                )
+            })
             .collect()
     };
     println!("verbs the plugin uses: {:?}", show(&used));

@@ -16,6 +16,9 @@ use Type::{Bool, Enum, Int64, Message as Msg, String as Str};
 type FieldSpec = (&'static str, i32, Type, Label, Option<&'static str>);
 
 const DRA_V1: &str = "k8s.io.kubelet.pkg.apis.dra.v1";
+/// Fields declared `optional` (proto3 explicit presence) upstream: `share_id` of dra/v1 `Device`
+/// (k8s.io/kubelet v0.36.3 `pkg/apis/dra/v1/api.proto`: `optional string share_id = 5;`).
+const PROTO3_OPTIONAL: &[&str] = &["k8s.io.kubelet.pkg.apis.dra.v1.Device.share_id"];
 const DRA_V1BETA1: &str = "k8s.io.kubelet.pkg.apis.dra.v1beta1";
 
 fn fds() -> FileDescriptorSet {
@@ -153,6 +156,10 @@ fn health_messages(pkg: &'static str) -> Vec<(String, Vec<FieldSpec>)> {
 
 fn expected_messages() -> Vec<(String, Vec<FieldSpec>)> {
     let mut all = dra_messages(DRA_V1);
+    // v1 only: the share ID of a device allocated more than once (Kubernetes 1.35+).
+    if let Some((_, fields)) = all.iter_mut().find(|(n, _)| n == &format!("{DRA_V1}.Device")) {
+        fields.push(("share_id", 5, Str, Opt, None));
+    }
     all.extend(dra_messages(DRA_V1BETA1));
     all.extend(registration_messages());
     all.extend(health_messages("v1"));
@@ -294,7 +301,14 @@ fn message_fields_are_exactly_upstream() {
             is_map_entry,
             "{name}: map_entry flag"
         );
-        assert!(msg.oneof_decl.is_empty(), "{name}: unexpected oneof / proto3 optional");
+        // proto3 `optional` fields each come with a synthetic oneof `_<field>`; no real oneofs.
+        let oneofs: Vec<String> = msg.oneof_decl.iter().map(|o| o.name().to_string()).collect();
+        let want_oneofs: Vec<String> = PROTO3_OPTIONAL
+            .iter()
+            .filter_map(|f| f.strip_prefix(&format!("{name}.")))
+            .map(|f| format!("_{f}"))
+            .collect();
+        assert_eq!(oneofs, want_oneofs, "{name}: oneofs / proto3 optional fields");
         let want: Vec<(String, i32, Type, Label, Option<String>)> = fields
             .iter()
             .map(|(n, num, ty, label, tn)| (n.to_string(), *num, *ty, *label, tn.map(str::to_string)))
@@ -303,9 +317,10 @@ fn message_fields_are_exactly_upstream() {
             .field
             .iter()
             .map(|f| {
-                assert!(
-                    !f.proto3_optional(),
-                    "{name}.{}: proto3 optional not upstream",
+                assert_eq!(
+                    f.proto3_optional(),
+                    PROTO3_OPTIONAL.contains(&format!("{name}.{}", f.name()).as_str()),
+                    "{name}.{}: proto3 optional differs from upstream",
                     f.name()
                 );
                 (
@@ -384,6 +399,7 @@ fn node_prepare_response_raw_bytes() {
         pool_name: "p".into(),
         device_name: "d".into(),
         cdi_device_ids: vec!["c".into()],
+        share_id: Some("s".into()),
     };
     let resp = dra::v1::NodePrepareResourcesResponse {
         claims: [(
@@ -397,10 +413,18 @@ fn node_prepare_response_raw_bytes() {
     };
     let bytes = resp.encode_to_vec();
 
-    let device = [ld(1, b"r"), ld(2, b"p"), ld(3, b"d"), ld(4, b"c")].concat();
+    let device = [ld(1, b"r"), ld(2, b"p"), ld(3, b"d"), ld(4, b"c"), ld(5, b"s")].concat();
     let value = [ld(1, &device), ld(2, b"e")].concat();
     let entry = [ld(1, b"u"), ld(2, &value)].concat();
     assert_eq!(bytes, ld(1, &entry));
+
+    // Explicit presence: an empty share ID is still sent; no share ID sends nothing.
+    let empty = dra::v1::Device {
+        share_id: Some(String::new()),
+        ..Default::default()
+    };
+    assert_eq!(empty.encode_to_vec(), ld(5, b""));
+    assert!(dra::v1::Device::default().encode_to_vec().is_empty());
 
     let unprep = dra::v1::NodeUnprepareResourcesResponse {
         claims: [(

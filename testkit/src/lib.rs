@@ -23,6 +23,7 @@
 //! ```
 
 mod field;
+pub mod process;
 pub mod rbac;
 mod resources;
 mod selectors;
@@ -117,7 +118,12 @@ impl FakeApiServer {
 
     /// Starts a server on `127.0.0.1:<random port>`.
     pub async fn try_start() -> Result<FakeApiServer, Error> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::try_start_on("127.0.0.1:0".parse().map_err(|e| Error::Kubeconfig(format!("{e}")))?).await
+    }
+
+    /// Starts a server on `addr` (for tests where a client was pointed at a closed port first).
+    pub async fn try_start_on(addr: SocketAddr) -> Result<FakeApiServer, Error> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(server::Shared::new());
         let accept_task = tokio::spawn(accept_loop(listener, addr, shared.clone()));
@@ -158,10 +164,7 @@ impl FakeApiServer {
 
     /// The kubeconfig YAML pointing at this server (cluster/context/user `fake`, namespace `default`).
     pub fn kubeconfig_yaml(&self) -> String {
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
-            url = self.url()
-        )
+        kubeconfig_yaml(&self.url())
     }
 
     /// Writes [`FakeApiServer::kubeconfig_yaml`] to `path`, for binaries run with `--kubeconfig`.
@@ -276,6 +279,14 @@ fn rebind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
+}
+
+/// A kubeconfig YAML for a plain-HTTP API server at `url` (cluster/context/user `fake`, namespace
+/// `default`); also for a server that is not there yet.
+pub fn kubeconfig_yaml(url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
+    )
 }
 
 async fn accept_loop(listener: TcpListener, addr: SocketAddr, shared: Arc<server::Shared>) {

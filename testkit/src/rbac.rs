@@ -7,10 +7,23 @@ use serde_json::Value;
 
 use crate::RequestRecord;
 
-/// (apiGroup, resource[/subresource], verb).
-pub type Permission = (String, String, String);
+/// (apiGroup, resource[/subresource], verb, resourceName); the name is empty for a rule that
+/// names no resources.
+pub type Permission = (String, String, String, String);
 
-/// (apiGroup, resource[/subresource], verb) as the API server's authorizer sees the request.
+/// The synthetic subresource that Kubernetes 1.36 checks, besides `resourceclaims/status`, on a
+/// write of `status.devices` (KEP-5304, kubernetes PR #134947; the DRA hardening guide on
+/// kubernetes.io): verb `associated-node:<verb>` for a node-local writer, resource name = the
+/// driver whose entries change.
+pub const CLAIM_DRIVER_SUBRESOURCE: &str = "resourceclaims/driver";
+
+/// The permissions the API server's authorizer checks for the request.
+///
+/// A write of `resourceclaims/status` also needs [`CLAIM_DRIVER_SUBRESOURCE`] with
+/// `associated-node:<verb>` for the driver whose entries it changes. Our drivers write only
+/// their own entries, with their driver name as the server-side-apply field manager
+/// (`multinic_api::names::FIELD_MANAGER`), so the resource name is taken from the request's
+/// `fieldManager`.
 pub fn permissions_of(r: &RequestRecord) -> Vec<Permission> {
     let parts: Vec<&str> = r.path.trim_matches('/').split('/').collect();
     let (group, rest) = match parts.as_slice() {
@@ -49,15 +62,27 @@ pub fn permissions_of(r: &RequestRecord) -> Vec<Permission> {
     if r.method == "PATCH" && apply && r.status == 201 {
         verbs.push("create");
     }
-    verbs
-        .into_iter()
-        .map(|v| (group.to_string(), resource.clone(), v.to_string()))
-        .collect()
+    let mut out: Vec<Permission> = verbs
+        .iter()
+        .map(|v| (group.to_string(), resource.clone(), v.to_string(), String::new()))
+        .collect();
+    if group == "resource.k8s.io" && resource == "resourceclaims/status" {
+        for v in verbs.iter().filter(|v| ["patch", "update"].contains(v)) {
+            out.push((
+                group.to_string(),
+                CLAIM_DRIVER_SUBRESOURCE.to_string(),
+                format!("associated-node:{v}"),
+                r.field_manager.clone().unwrap_or_default(),
+            ));
+        }
+    }
+    out
 }
 
 /// Every permission the ClusterRoles and Roles bound to `service_account` grant in the
-/// multi-document RBAC YAML. Panics on wildcards, resourceNames and nonResourceURLs, which these
-/// checks do not model. Returns (cluster-wide, namespaced).
+/// multi-document RBAC YAML, one per listed resource name (an empty name where the rule lists
+/// none). Panics on wildcards and nonResourceURLs, which these checks do not model. Returns
+/// (cluster-wide, namespaced).
 pub fn granted_to(yaml: &str, service_account: &str) -> (BTreeSet<Permission>, BTreeSet<Permission>) {
     let docs: Vec<Value> = serde_yaml::Deserializer::from_str(yaml)
         .map(|d| serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("RBAC YAML: {e}")))
@@ -95,7 +120,11 @@ fn rules(role: &Value) -> BTreeSet<Permission> {
     };
     let mut granted = BTreeSet::new();
     for rule in role["rules"].as_array().into_iter().flatten() {
-        assert!(rule.get("resourceNames").is_none() && rule.get("nonResourceURLs").is_none());
+        assert!(rule.get("nonResourceURLs").is_none());
+        let names = match rule.get("resourceNames") {
+            Some(_) => strings(rule, "resourceNames"),
+            None => vec![String::new()],
+        };
         for group in strings(rule, "apiGroups") {
             for resource in strings(rule, "resources") {
                 for verb in strings(rule, "verbs") {
@@ -103,7 +132,9 @@ fn rules(role: &Value) -> BTreeSet<Permission> {
                         ![&group, &resource, &verb].contains(&&"*".to_string()),
                         "wildcard in {rule}"
                     );
-                    granted.insert((group.clone(), resource.clone(), verb));
+                    for name in &names {
+                        granted.insert((group.clone(), resource.clone(), verb.clone(), name.clone()));
+                    }
                 }
             }
         }
