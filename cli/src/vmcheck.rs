@@ -42,6 +42,15 @@ pub struct VmCheckArgs {
     /// The sysfs to read (and record).
     #[arg(long, default_value = "/sys")]
     sysfs_root: PathBuf,
+    /// l3 suite: this guest's number (node vm-<id>, host index <id>).
+    #[arg(long, default_value_t = 1)]
+    guest_id: u32,
+    /// l3 suite: the other guest's number.
+    #[arg(long)]
+    peer_id: Option<u32>,
+    /// l3 suite: a directory both guests see (rendezvous files).
+    #[arg(long, default_value = "/sync")]
+    sync_dir: PathBuf,
 }
 
 /// Collects check results; prints each as it comes.
@@ -89,11 +98,15 @@ pub async fn run(args: VmCheckArgs) -> anyhow::Result<()> {
     if matches!(args.suite.as_str(), "all" | "inventory") {
         inventory_suite(&args, &mut report).await;
     }
-    if matches!(args.suite.as_str(), "all" | "attach") {
-        let r = attach_suite(&mut report).await;
-        if let Err(e) = r {
-            report.check("attach-setup", Err(e));
-        }
+    if matches!(args.suite.as_str(), "all" | "attach")
+        && let Err(e) = attach_suite(&mut report).await
+    {
+        report.check("attach-setup", Err(e));
+    }
+    if args.suite == "l3"
+        && let Err(e) = l3_suite(&args, &mut report).await
+    {
+        report.check("l3-setup", Err(e));
     }
     println!(
         "vm-check: {} passed, {} failed, {} known gaps",
@@ -1016,4 +1029,322 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
     );
     drop(plugin);
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Acceptance 3: two guests joined rail by rail, `routing.mode: l3`, ipvlan-l3 pods.
+
+const L3_NETWORK: &str = "bench";
+
+fn l3_objects(layout: &RailsLayout, guests: &[u32], rails: u32) -> anyhow::Result<Vec<Value>> {
+    let mut objs = vec![json!({
+        "apiVersion": "multinic.dev/v1alpha1", "kind": "MultiNicNetwork",
+        "metadata": {"name": L3_NETWORK},
+        "spec": {
+            "attachment": {"mode": "ipvlan-l3"},
+            "ipam": {"type": "rails", "subnet": layout.subnet.to_string(),
+                     "hostBlock": layout.host_bits, "interfaceBlock": layout.iface_bits},
+            "routing": {"mode": "l3", "policyRouting": true},
+        },
+    })];
+    for g in guests {
+        let node = format!("vm-{g}");
+        let blocks = (0..rails)
+            .map(|k| Ok(json!({"railIndex": k, "cidr": layout.block(*g, k)?.to_string()})))
+            .collect::<anyhow::Result<Vec<Value>>>()?;
+        objs.push(json!({
+            "apiVersion": "multinic.dev/v1alpha1", "kind": "NicNodeBlocks",
+            "metadata": {"name": multinic_api::crd::node_blocks_name(L3_NETWORK, &node)},
+            "spec": {"network": L3_NETWORK, "nodeName": node, "hostIndex": g, "blocks": blocks},
+        }));
+    }
+    Ok(objs)
+}
+
+fn tx_packets(ifname: &str) -> u64 {
+    fs::read_to_string(format!("/sys/class/net/{ifname}/statistics/tx_packets"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn wait_file(path: &Path, timeout: Duration) -> anyhow::Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(text) = fs::read_to_string(path)
+            && text.ends_with('\n')
+        {
+            return Ok(text);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{} did not appear within {timeout:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()> {
+    let me = args.guest_id;
+    let peer = args.peer_id.context("--peer-id is required for the l3 suite")?;
+    let node = format!("vm-{me}");
+    let plugin_bin = sibling("multinic-kubelet-plugin")?;
+    let cni = sibling("multinic-cni")?;
+    let api = Api::start()?;
+    let layout = RailsLayout::new("10.10.0.0/16".parse()?, 8, 5)?;
+    for obj in l3_objects(&layout, &[me, peer], 16)? {
+        api.api.insert(obj)?;
+    }
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    api.api.write_kubeconfig(&kubeconfig)?;
+    let arg = |p: &str| dir.path().join(p).display().to_string();
+    let mut child = Command::new(&plugin_bin)
+        .args(["--node-name", &node, "--kubeconfig"])
+        .arg(&kubeconfig)
+        .args(["--plugin-dir", &arg("plugins"), "--registry-dir", &arg("registry")])
+        .args(["--state-dir", &arg("state"), "--cdi-dir", &arg("cdi")])
+        .args(["--metrics-address", "127.0.0.1:0", "--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawning {}", plugin_bin.display()))?;
+    let stderr = child.stderr.take().context("no stderr pipe")?;
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let plugin = Plugin { child, lines };
+    plugin.wait_ready(12)?;
+
+    // Peer routes: one per peer block whose rail this node has (12 published rails).
+    let t = Instant::now();
+    let routes = loop {
+        let out = cmd_out("ip", &["-4", "route", "show", "proto", "201"])?;
+        let n = out.lines().count();
+        if n >= 12 || t.elapsed() > Duration::from_secs(20) {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    report.check(
+        "l3-peer-routes",
+        (|| {
+            let n = routes.lines().count();
+            ensure!(n == 12, "{n} proto-201 routes after {:?}:\n{routes}", t.elapsed());
+            for k in 0..12u32 {
+                let block = layout.block(peer, k)?.to_string();
+                ensure!(
+                    routes.contains(&block),
+                    "no route to the peer's rail-{k} block {block}:\n{routes}"
+                );
+            }
+            Ok(format!(
+                "12 routes to vm-{peer}'s blocks after {:?}, e.g. {}",
+                t.elapsed(),
+                routes.lines().next().unwrap_or("").trim()
+            ))
+        })(),
+    );
+
+    // One pod with the 8 PFs as ipvlan-l3 children net1..net8 (rail order).
+    let slices: Vec<ResourceSlice> = api
+        .api
+        .list("resource.k8s.io/v1", "ResourceSlice", None)
+        .into_iter()
+        .map(serde_json::from_value)
+        .collect::<Result<_, _>>()?;
+    let mut pfs: Vec<(i64, String, String)> = slice_devices(&slices)
+        .iter()
+        .filter(|d| m(d, "driver") == "igb")
+        .map(|d| (m(d, "railIndex").parse().unwrap_or(-1), d.name.clone(), m(d, "ifName")))
+        .collect();
+    pfs.sort();
+    ensure!(pfs.len() == 8, "{} PFs published", pfs.len());
+    let names: Vec<&str> = pfs.iter().map(|p| p.1.as_str()).collect();
+    let params = json!({
+        "apiVersion": "multinic.dev/v1alpha1", "kind": "NetworkConfig", "network": L3_NETWORK,
+        "attachment": {"mode": "ipvlan-l3"},
+        "ipam": {"type": "rails", "subnet": layout.subnet.to_string(),
+                 "hostBlock": layout.host_bits, "interfaceBlock": layout.iface_bits},
+        "routing": {"mode": "l3", "policyRouting": true},
+    });
+    let mut obj = dra::claim_json("l3", "00000000-0000-0000-0000-0000000000f3", &names, &params);
+    for r in obj["status"]["allocation"]["devices"]["results"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        r["pool"] = json!(node);
+    }
+    let uid = api.api.insert(obj)?["metadata"]["uid"]
+        .as_str()
+        .context("no uid")?
+        .to_string();
+    let claim = dra::BenchClaim {
+        name: "l3".into(),
+        uid,
+        pod_uid: "pod-l3".into(),
+    };
+    let mut client = dra::connect(&dir.path().join("plugins").join("dra.sock")).await?;
+    dra::prepare(&mut client, vec![claim.v1()]).await?;
+    let pod = Netns::new("l3pod")?;
+    let call = |command: &'static str| CniCall {
+        command,
+        container_id: "vm-l3".into(),
+        netns: pod.path(),
+        ifname: "eth0".into(),
+        pod_uid: claim.pod_uid.clone(),
+        cni_path: cni.parent().map(PathBuf::from).unwrap_or_default(),
+    };
+    let conf = json!({"cniVersion": "1.1.0", "name": "vm", "type": "multinic-cni",
+                      "stateDir": dir.path().join("state")});
+    let host = fs::File::open("/proc/self/ns/net")?;
+    exec_cni_async(cni.clone(), host.try_clone()?, call("ADD"), conf.clone()).await?;
+    let mut mine = Vec::new();
+    for k in 1..=8 {
+        let a = pod_addr(&pod, &format!("net{k}"))?;
+        let ip = a.split('/').next().unwrap_or("").to_string();
+        ensure!(!ip.is_empty(), "net{k} has no address");
+        mine.push(ip);
+    }
+    report.check("l3-pod", Ok(format!("net1..net8 = {}", mine.join(" "))));
+
+    // Rendezvous: publish our pod's addresses, read the peer's.
+    fs::write(args.sync_dir.join(format!("ready-{me}")), mine.join(" ") + "\n")?;
+    let theirs: Vec<String> = wait_file(&args.sync_dir.join(format!("ready-{peer}")), Duration::from_secs(300))?
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    ensure!(theirs.len() == 8, "peer published {theirs:?}");
+
+    let product = ping_rails(&pod.name, &pfs, &mine, &theirs, peer);
+    for (rail, r) in product {
+        report.known_gap(
+            &format!("l3-ping-rail{rail}"),
+            "on-link peer routes: the sender ARPs for the peer pod's address, which an ipvlan-l3 child \
+             (IFF_NOARP) never answers",
+            r,
+        );
+    }
+
+    // The same pods with the peer routes via the peer's rail address (what the plugin would need
+    // to know per node and rail): proves the rails, the children and the counters. The replaced
+    // routes keep protocol 201, dst and oif, so the plugin's sync sees its own routes and leaves them.
+    let peer_routes = cmd_out("ip", &["-4", "route", "show", "proto", "201"])?;
+    for line in peer_routes.lines() {
+        let mut w = line.split_whitespace();
+        let (Some(dst), Some(_), Some(dev)) = (w.next(), w.next(), w.next()) else {
+            continue;
+        };
+        let Some(i) = pfs.iter().position(|p| p.2 == dev) else {
+            continue;
+        };
+        let via = format!("192.168.{i}.1{peer}");
+        cmd_out(
+            "ip",
+            &["route", "replace", dst, "via", &via, "dev", dev, "proto", "201"],
+        )?;
+    }
+    fs::write(args.sync_dir.join(format!("via-{me}")), "via\n")?;
+    wait_file(&args.sync_dir.join(format!("via-{peer}")), Duration::from_secs(300))?;
+    for (rail, r) in ping_rails(&pod.name, &pfs, &mine, &theirs, peer) {
+        report.check(&format!("l3-via-peer-rail{rail}"), r);
+    }
+
+    // Keep answering until the peer is done too.
+    fs::write(args.sync_dir.join(format!("done-{me}")), "done\n")?;
+    let _ = wait_file(&args.sync_dir.join(format!("done-{peer}")), Duration::from_secs(300));
+    exec_cni_async(cni.clone(), host.try_clone()?, call("DEL"), conf).await?;
+    dra::unprepare(&mut client, vec![claim.v1()]).await?;
+    drop(pod);
+    drop(plugin);
+    let left = cmd_out("ip", &["-4", "route", "show", "proto", "201"])?;
+    report.check(
+        "l3-clean",
+        Ok(format!(
+            "pod gone, claim unprepared; {} proto-201 routes left on the node (plugin stopped)",
+            left.lines().count()
+        )),
+    );
+    Ok(())
+}
+
+/// Pings the peer's pod on every rail from our pod (source = our address on that rail) and checks
+/// on the PFs' tx counters that the rail's own NIC carried the packets and no other did.
+fn ping_rails(
+    pod: &str,
+    pfs: &[(i64, String, String)],
+    mine: &[String],
+    theirs: &[String],
+    peer: u32,
+) -> Vec<(i64, anyhow::Result<String>)> {
+    let mut out = Vec::new();
+    for (i, (rail, _, ifname)) in pfs.iter().enumerate() {
+        let (src, dst) = (&mine[i], &theirs[i]);
+        let before: Vec<u64> = pfs.iter().map(|p| tx_packets(&p.2)).collect();
+        let mut ok = false;
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Command::new("ip")
+                .args(["netns", "exec", pod, "ping", "-c", "3", "-W", "2", "-I", src, dst])
+                .output()
+            {
+                Ok(o) => {
+                    last = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+                    if o.status.success() {
+                        ok = true;
+                        break;
+                    }
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        let after: Vec<u64> = pfs.iter().map(|p| tx_packets(&p.2)).collect();
+        let delta: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a.saturating_sub(*b)).collect();
+        let r = (|| {
+            let loss = last
+                .lines()
+                .find(|l| l.contains("packet loss"))
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            if !ok {
+                let neigh = cmd_out("ip", &["neigh", "show", "dev", ifname]).unwrap_or_default();
+                bail!(
+                    "pod net{} {src} -> vm-{peer} {dst} failed ({loss}); host neigh on {ifname}: {:?}; \
+                     tx packets per rail {delta:?}",
+                    i + 1,
+                    neigh.trim().replace('\n', "; ")
+                );
+            }
+            ensure!(
+                delta[i] >= 3,
+                "rail {rail} ({ifname}) sent {} packets for 3 pings",
+                delta[i]
+            );
+            for (j, d) in delta.iter().enumerate() {
+                ensure!(
+                    j == i || *d < 3,
+                    "rail {} ({}) also sent {d} packets",
+                    pfs[j].0,
+                    pfs[j].2
+                );
+            }
+            Ok(format!(
+                "net{} {src} -> {dst} ({loss}); tx on {ifname} +{}, per rail {delta:?}",
+                i + 1,
+                delta[i]
+            ))
+        })();
+        out.push((*rail, r));
+    }
+    out
 }

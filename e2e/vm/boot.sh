@@ -5,7 +5,9 @@
 # restrict=on: no host or outside access), and a 9p share for the results.
 # Usage: boot.sh KERNEL INITRD SHARE_DIR CONSOLE_LOG [TIMEOUT_S] [-- extra kernel args]
 # The rail NICs' backends: single-port hubs (no traffic leaves), unless RAIL_NETDEV_<k> (k=0..7)
-# is set to a full -netdev value (e.g. "socket,id=r3,listen=127.0.0.1:40103").
+# is set to a full -netdev value (e.g. "socket,id=r3,listen=127.0.0.1:40103"). GUEST_ID (1..)
+# makes the MACs unique per guest; SYNC_DIR adds a second 9p share (tag "sync") that several
+# guests mount for their rendezvous; QEMU_MONITOR is a unix socket path for QMP.
 # QEMU's option values are comma-separated by design.
 # shellcheck disable=SC2054
 set -euo pipefail
@@ -50,6 +52,10 @@ args+=(
   -append "console=ttyS0 panic=-1 loglevel=4 $extra_cmdline"
   -display none -serial "file:$console" -monitor none -no-reboot
 )
+if [ -n "${SYNC_DIR:-}" ]; then
+  args+=(-fsdev "local,id=sync,path=$SYNC_DIR,security_model=none"
+    -device virtio-9p-pci,bus=pcie.0,fsdev=sync,mount_tag=sync)
+fi
 if [ -n "${QEMU_MONITOR:-}" ]; then
   args+=(-qmp "unix:$QEMU_MONITOR,server=on,wait=off")
 fi

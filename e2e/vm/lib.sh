@@ -28,3 +28,35 @@ kernel_version() {
   [ -n "$dep" ] || die "apt-cache knows no linux-image-amd64 (run apt-get update)"
   echo "${dep#linux-image-}"
 }
+
+# Reads the MULTINIC-RESULT lines of a guest's console, prints them (prefixed with LABEL) and adds
+# to the globals PASSED, FAILED, KNOWN. Every EXPECTED check must be present; the guest must have
+# reached MULTINIC-DONE.
+PASSED=0
+FAILED=0
+KNOWN=0
+parse_results() {
+  local label="$1" console="$2" results status name
+  shift 2
+  results="$(tr -d '\r' <"$console" | grep -E '^MULTINIC-(RESULT|DONE)' || true)"
+  printf '%s\n' "$results" | sed "s/^/$label /"
+  while read -r _ status _; do
+    case "$status" in
+      ok) PASSED=$((PASSED + 1)) ;;
+      known-gap) KNOWN=$((KNOWN + 1)) ;;
+      "") ;;
+      *) FAILED=$((FAILED + 1)) ;;
+    esac
+  done < <(printf '%s\n' "$results" | grep '^MULTINIC-RESULT')
+  for name in "$@"; do
+    if ! printf '%s\n' "$results" | grep -qE "^MULTINIC-RESULT (ok|fail|known-gap) $name:"; then
+      echo "$label MULTINIC-RESULT fail $name: no result (guest stopped early? see $console)"
+      FAILED=$((FAILED + 1))
+    fi
+  done
+  if ! printf '%s\n' "$results" | grep -q '^MULTINIC-DONE'; then
+    echo "$label: the guest did not finish; last console lines:"
+    tail -n 30 "$console"
+    FAILED=$((FAILED + 1))
+  fi
+}

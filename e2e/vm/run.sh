@@ -10,6 +10,7 @@ set -euo pipefail
 
 bin_dir="${1:?usage: run.sh BIN_DIR [SUITE]}"
 suite="${2:-all}"
+case "$suite" in all | inventory | attach) ;; *) die "unknown suite $suite" ;; esac
 work="${VM_WORK:-$(mktemp -d /tmp/multinic-vm.XXXXXX)}"
 mkdir -p "$work/share"
 rm -rf "${work:?}/share/"*
@@ -35,32 +36,12 @@ case "$suite" in
   all | attach)
     expected+=(rdma-netns-exclusive plugin-published attach-sriov-vf attach-host-device-cdi
       attach-host-device-rdma-netns attach-ipvlan-l3 attach-ipvlan-l2 attach-clean) ;;
-  *) die "unknown suite $suite" ;;
 esac
 
-tr -d '\r' <"$work/console.log" | grep -E '^MULTINIC-(RESULT|DONE)' >"$work/results.txt" || true
-cat "$work/results.txt"
-passed=0
-failed=0
-known=0
-while read -r _ status _; do
-  case "$status" in
-    ok) passed=$((passed + 1)) ;;
-    known-gap) known=$((known + 1)) ;;
-    *) failed=$((failed + 1)) ;;
-  esac
-done < <(grep '^MULTINIC-RESULT' "$work/results.txt")
-for name in "${expected[@]}"; do
-  if ! grep -qE "^MULTINIC-RESULT (ok|fail|known-gap) $name:" "$work/results.txt"; then
-    echo "MULTINIC-RESULT fail $name: no result (guest stopped early? see $work/console.log)"
-    failed=$((failed + 1))
-  fi
-done
-grep -q '^MULTINIC-DONE' "$work/results.txt" || {
-  echo "the guest did not finish (qemu exit $rc); last console lines:"
-  tail -n 30 "$work/console.log"
-  failed=$((failed + 1))
-}
+parse_results guest "$work/console.log" "${expected[@]}"
+passed=$PASSED
+failed=$FAILED
+known=$KNOWN
 [ "$failed" -eq 0 ] || [ ! -s "$work/share/vm-check.stderr" ] || tail -n 40 "$work/share/vm-check.stderr"
 [ "$known" -eq 0 ] || echo "known product gaps (reported, not failing): $known"
 echo "vm: $passed passed, $failed failed"

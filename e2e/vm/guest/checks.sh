@@ -11,6 +11,10 @@ case "${suite:-all}" in
     RUST_LOG=warn multinic vm-check --suite "$suite" --out /out --node-name vm-1 2>/out/vm-check.stderr ||
       result fail vm-check: "exit $? (see vm-check.stderr)"
     ;;
+  l3)
+    RUST_LOG=warn multinic vm-check --suite l3 --out /out --guest-id "$GUEST" --peer-id "$PEER" \
+      --sync-dir /sync 2>/out/vm-check.stderr || result fail vm-check: "exit $? (see vm-check.stderr)"
+    ;;
   setup) ;;
   *) result fail suite: "unknown suite $suite" ;;
 esac

@@ -17,7 +17,7 @@ mount -t tmpfs tmp /tmp
 mount -t tmpfs run /run
 mkdir -p /run/netns /var /etc/cni/net.d
 ln -s /run /var/run
-echo "guest" >/proc/sys/kernel/hostname
+
 
 result() { echo "MULTINIC-RESULT $*"; }
 finish() {
@@ -32,14 +32,22 @@ result ok boot: "/init at ${t0}s after kernel start"
 suite=all
 read -r cmdline </proc/cmdline
 for arg in $cmdline; do
-  case "$arg" in multinic.suite=*) suite="${arg#multinic.suite=}" ;; esac
+  case "$arg" in
+    multinic.suite=*) suite="${arg#multinic.suite=}" ;;
+    multinic.guest=*) GUEST="${arg#multinic.guest=}" ;;
+    multinic.peer=*) PEER="${arg#multinic.peer=}" ;;
+  esac
 done
-export suite
+export suite GUEST="${GUEST:-1}" PEER="${PEER:-}"
+echo "vm-$GUEST" >/proc/sys/kernel/hostname
 
 if ! { modprobe virtio_pci && modprobe 9pnet_virtio && modprobe 9p &&
   mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 out /out; }; then
   finish fail share: "cannot mount the 9p share"
 fi
+# Multi-guest runs share a second directory for rendezvous between the guests.
+mkdir -p /sync
+mount -t 9p -o trans=virtio,version=9p2000.L sync /sync 2>/dev/null || true
 
 for m in igb igbvf ipvlan macvlan dummy virtio_net crc32_generic rdma_rxe ib_uverbs rdma_ucm; do
   modprobe "$m" || finish fail modules: "modprobe $m failed"
