@@ -43,6 +43,12 @@ for k in 0 1 2 3 4 5 6 7; do
     -device "igb,bus=rp$k,netdev=r$k,mac=$mac"
   )
 done
+# A spare root port behind the NUMA-1 root for hot-plug through QMP (device_add igb,bus=rp8,
+# netdev=hp0n), and the backend such a NIC would use.
+args+=(
+  -device pcie-root-port,id=rp8,bus=pxb1,chassis=9,slot=4,addr=4.0
+  -netdev hubport,id=hp0n,hubid=8
+)
 args+=(
   -netdev user,id=up,restrict=on
   -device "virtio-net-pci,bus=pcie.0,netdev=up,mac=$(printf '52:54:00:%02x:ff:01' "$guest")"

@@ -22,7 +22,7 @@ if ! command -v qemu-system-x86_64 >/dev/null || ! qemu-system-x86_64 -device he
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends -t "$suite" qemu-system-x86 >/dev/null
 fi
-for tool in busybox:busybox-static cpio:cpio depmod:kmod rdma:iproute2 shellcheck:shellcheck \
+for tool in busybox:busybox-static cpio:cpio depmod:kmod rdma:iproute2 shellcheck:shellcheck socat:socat \
   objcopy:binutils; do
   command -v "${tool%%:*}" >/dev/null && { [ "${tool%%:*}" != busybox ] || ! ldd /bin/busybox >/dev/null 2>&1; } &&
     continue

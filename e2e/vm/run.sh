@@ -21,10 +21,30 @@ t0=$SECONDS
 "$VM_DIR/build-initramfs.sh" "$work/initramfs.cpio" "$bin_dir"
 log "initramfs: $(du -h "$work/initramfs.cpio" | cut -f1) in $((SECONDS - t0)) s"
 
+# Hot-plug (acceptance 4): the guest asks on its console, the host acts through QMP. Only these
+# two fixed requests are honoured.
+qmp() {
+  printf '%s\n%s\n' '{"execute":"qmp_capabilities"}' "$1" |
+    socat -t 5 - "UNIX-CONNECT:$work/qmp.sock" >>"$work/qmp.log" 2>&1 || log "QMP failed: $1"
+}
+watch_console() {
+  tail -n +1 --pid="$1" -F "$work/console.log" 2>/dev/null | while IFS= read -r line; do
+    case "${line%$'\r'}" in
+      "MULTINIC-QMP add")
+        qmp '{"execute":"device_add","arguments":{"driver":"igb","id":"hp0","bus":"rp8","netdev":"hp0n","mac":"52:54:00:01:08:01"}}' ;;
+      "MULTINIC-QMP del") qmp '{"execute":"device_del","arguments":{"id":"hp0"}}' ;;
+    esac
+  done
+}
+
 t1=$SECONDS
 rc=0
-"$VM_DIR/boot.sh" "$kdir/boot/vmlinuz-$ver" "$work/initramfs.cpio" "$work/share" "$work/console.log" \
-  "${VM_TIMEOUT:-480}" -- "multinic.suite=$suite" 2>"$work/qemu.stderr" || rc=$?
+: >"$work/console.log"
+QEMU_MONITOR="$work/qmp.sock" "$VM_DIR/boot.sh" "$kdir/boot/vmlinuz-$ver" "$work/initramfs.cpio" "$work/share" \
+  "$work/console.log" "${VM_TIMEOUT:-480}" -- "multinic.suite=$suite" 2>"$work/qemu.stderr" &
+boot_pid=$!
+watch_console "$boot_pid" &
+wait "$boot_pid" || rc=$?
 log "guest ran $((SECONDS - t1)) s (qemu exit $rc)"
 grep -v 'is not connected to host network' "$work/qemu.stderr" >&2 || true
 
@@ -35,7 +55,9 @@ case "$suite" in
       inventory-sriov inventory-rdma inventory-rails fixture-recorded) ;;&
   all | attach)
     expected+=(rdma-netns-exclusive plugin-published attach-sriov-vf attach-host-device-cdi
-      attach-host-device-rdma-netns attach-ipvlan-l3 attach-ipvlan-l2 attach-clean) ;;
+      attach-host-device-rdma-netns attach-ipvlan-l3 attach-ipvlan-l2 attach-clean
+      hotplug-add hotplug-del sriov-numvfs-up rails-stable-on-vf-add sriov-numvfs-down rdma-link-add
+      rdma-link-del) ;;
 esac
 
 parse_results guest "$work/console.log" "${expected[@]}"
