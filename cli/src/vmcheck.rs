@@ -1279,6 +1279,9 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Echo requests per rail and attempt.
+const PINGS: u64 = 5;
+
 /// Pings the peer's pod on every rail from our pod (source = our address on that rail) and checks
 /// on the PFs' tx counters that the rail's own NIC carried the packets and no other did.
 fn ping_rails(
@@ -1296,7 +1299,19 @@ fn ping_rails(
         let mut last = String::new();
         for _ in 0..3 {
             match Command::new("ip")
-                .args(["netns", "exec", pod, "ping", "-c", "3", "-W", "2", "-I", src, dst])
+                .args([
+                    "netns",
+                    "exec",
+                    pod,
+                    "ping",
+                    "-c",
+                    &PINGS.to_string(),
+                    "-W",
+                    "2",
+                    "-I",
+                    src,
+                    dst,
+                ])
                 .output()
             {
                 Ok(o) => {
@@ -1328,13 +1343,13 @@ fn ping_rails(
                 );
             }
             ensure!(
-                delta[i] >= 3,
-                "rail {rail} ({ifname}) sent {} packets for 3 pings",
+                delta[i] >= PINGS,
+                "rail {rail} ({ifname}) sent {} packets for {PINGS} pings",
                 delta[i]
             );
             for (j, d) in delta.iter().enumerate() {
                 ensure!(
-                    j == i || *d < 3,
+                    j == i || *d < PINGS,
                     "rail {} ({}) also sent {d} packets",
                     pfs[j].0,
                     pfs[j].2

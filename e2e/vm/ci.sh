@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The QEMU guest suite as CI runs it (issue 14): installs what it needs from apt (QEMU 10 from
 # bookworm-backports for the igb model, busybox-static, iproute2, cpio, kmod), shellchecks
-# e2e/vm, builds the three binaries, then boots the guest once (e2e/vm/run.sh) and fails if any
-# check failed. Root only (apt, and the guest's kernel work needs nothing from the host kernel).
+# e2e/vm, builds the three binaries, then boots the guest once (e2e/vm/run.sh: inventory, attach,
+# hot-plug) and two guests joined rail by rail (e2e/vm/run-l3.sh), and fails if any check failed. Root only (apt, and the guest's kernel work needs nothing from the host kernel).
 # Env: CARGO_TARGET_DIR as for cargo; MULTINIC_VM_CACHE (default /var/cache/multinic-vm).
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -39,5 +39,7 @@ bin_dir="${CARGO_TARGET_DIR:-$REPO_DIR/target}/debug"
 
 rc=0
 "$VM_DIR/run.sh" "$bin_dir" all || rc=$?
+# Two guests joined rail by rail (acceptance 3).
+"$VM_DIR/run-l3.sh" "$bin_dir" || rc=$?
 log "vm suite wall time: $((SECONDS - t0)) s"
 exit "$rc"
