@@ -1456,7 +1456,33 @@ const REPUBLISH: Duration = Duration::from_secs(2);
 /// `--resync-seconds` of the plugin in the attach suite.
 const RESYNC_S: u64 = 20;
 
+/// Drains what is queued, then waits up to `timeout` for the next uevent the inventory cares about.
+async fn next_uevent(events: &mut (impl futures::Stream<Item = ()> + Unpin), timeout: Duration) -> Option<Duration> {
+    use futures::StreamExt;
+    let t = Instant::now();
+    tokio::time::timeout(timeout, events.next())
+        .await
+        .ok()
+        .flatten()
+        .map(|()| t.elapsed())
+}
+
+async fn drain(events: &mut (impl futures::Stream<Item = ()> + Unpin)) {
+    while next_uevent(events, Duration::from_millis(20)).await.is_some() {}
+}
+
 async fn hotplug_checks(api: &FakeApiServer, report: &mut Report) {
+    // kubelet-plugin's uevent module, watched alongside (not yet wired into the publish loop).
+    let mut uevents = match multinic_kubelet_plugin::uevent::republish_events() {
+        Ok(e) => Some(e),
+        Err(e) => {
+            report.check("uevent-socket", Err(e.into()));
+            None
+        }
+    };
+    if let Some(ev) = uevents.as_mut() {
+        drain(ev).await;
+    }
     let before = published(api);
     let max_rail = before
         .iter()
@@ -1467,6 +1493,13 @@ async fn hotplug_checks(api: &FakeApiServer, report: &mut Report) {
 
     // device_add of an igb NIC on the spare root port.
     println!("MULTINIC-QMP add");
+    if let Some(ev) = uevents.as_mut() {
+        let r = next_uevent(ev, Duration::from_secs(60))
+            .await
+            .map(|t| format!("a pci add/bind uevent {t:?} after device_add"))
+            .context("no pci uevent within 60 s of device_add");
+        report.check("uevent-hotplug", r);
+    }
     let added = poll(Duration::from_secs(60), || {
         netdevs_of("igb").into_iter().find(|(n, _)| !igb_before.contains_key(n))
     })
@@ -1600,6 +1633,7 @@ async fn hotplug_checks(api: &FakeApiServer, report: &mut Report) {
     let vf = "enp129s0v0";
     let rdma_of = |api: &FakeApiServer| published(api).into_iter().find(|p| p.if_name == vf).map(|p| p.rdma);
     let gap = "RDMA devices come and go without an rtnetlink event; the plugin saw the change only at its resync";
+    let mut uevent_seen: Vec<String> = Vec::new();
     for (name, cmd, want) in [
         (
             "rdma-link-add",
@@ -1615,7 +1649,20 @@ async fn hotplug_checks(api: &FakeApiServer, report: &mut Report) {
                 "{vf} published with rdma {:?} before",
                 rdma_of(api)
             );
+            if let Some(ev) = uevents.as_mut() {
+                drain(ev).await;
+            }
             cmd_out("rdma", &cmd)?;
+            if let Some(ev) = uevents.as_mut() {
+                let t = next_uevent(ev, Duration::from_secs(5)).await;
+                uevent_seen.push(format!(
+                    "`rdma {}`: {}",
+                    cmd.join(" "),
+                    t.map_or("no infiniband uevent within 5 s".to_string(), |t| format!(
+                        "infiniband uevent after {t:?}"
+                    ))
+                ));
+            }
             let (_, t) = poll(Duration::from_secs(RESYNC_S + 10), || {
                 (rdma_of(api).as_deref() == Some(want)).then_some(())
             })
@@ -1644,6 +1691,14 @@ async fn hotplug_checks(api: &FakeApiServer, report: &mut Report) {
             ),
             Err(e) => report.check(name, Err(e)),
         }
+    }
+    if uevents.is_some() {
+        let r = if uevent_seen.len() == 2 && uevent_seen.iter().all(|l| l.contains("uevent after")) {
+            Ok(uevent_seen.join("; "))
+        } else {
+            Err(anyhow::anyhow!("{}", uevent_seen.join("; ")))
+        };
+        report.check("uevent-rdma", r);
     }
 }
 

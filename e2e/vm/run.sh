@@ -56,7 +56,8 @@ case "$suite" in
   all | attach)
     expected+=(rdma-netns-exclusive plugin-published attach-sriov-vf attach-host-device-cdi
       attach-host-device-rdma-netns attach-ipvlan-l3 attach-ipvlan-l2 attach-clean
-      hotplug-add hotplug-del sriov-numvfs-up rails-stable-on-vf-add sriov-numvfs-down rdma-link-add
+      uevent-hotplug hotplug-add hotplug-del sriov-numvfs-up rails-stable-on-vf-add sriov-numvfs-down
+      rdma-link-add uevent-rdma
       rdma-link-del) ;;
 esac
 

@@ -12,3 +12,4 @@ pub mod publish;
 pub mod routes;
 pub mod setup;
 pub mod slices;
+pub mod uevent;
