@@ -95,14 +95,18 @@ for c in /sys/fs/cgroup/*/kubepods; do
 done
 
 # --- 6. sysctls, mount propagation, host directories --------------------------------------------
-v=$(recorded ip_forward)
-[ -n "$v" ] && sysctl -qw net.ipv4.ip_forward="$v"
+for k in $HOST_SYSCTLS; do
+	v=$(recorded "sysctl.$k")
+	[ -n "$v" ] && [ "$(sysctl -n "$k" 2>/dev/null)" != "$v" ] && sysctl -qw "$k=$v"
+done
 if [ -s "$STATE/mounts.before" ]; then
 	while read -r target prop; do
 		now=$(findmnt -no PROPAGATION --mountpoint "$target" 2>/dev/null | head -n1)
 		[ -n "$now" ] && [ "$now" != "$prop" ] && mount --make-"$prop" "$target"
 	done <"$STATE/mounts.before"
 fi
+# Files up.sh and the init container write into directories that may have existed before.
+rm -f /etc/cni/net.d/10-multinic-e2e.conflist /opt/cni/bin/multinic-cni
 if [ -s "$STATE/created.list" ]; then
 	while read -r d; do
 		[ -n "$d" ] && [ "$d" != / ] && rm -rf --one-file-system "$d"

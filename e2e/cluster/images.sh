@@ -4,8 +4,10 @@
 #   pause    - images/pause.c, gcc -static
 #   busybox  - Debian's busybox-static plus iproute2's `ip` (for `ip -br addr`) and its libraries
 #   multinic - stage 1: cargo build --release of the four binaries from MULTINIC_E2E_SRC (default:
-#              this clone) into MULTINIC_E2E_TARGET_DIR (default /work/target-cluster); stage 2: a rootfs of those binaries, the shared libraries
-#              they load (ldd) and CA certificates.
+#              this clone) into MULTINIC_E2E_TARGET_DIR (default /work/target-cluster); not
+#              --locked, the unit-test step checks the lock; MULTINIC_E2E_NO_CARGO=1 skips it.
+#              Stage 2: a rootfs of those binaries, the shared libraries they load (ldd) and
+#              CA certificates.
 # Each image is a hand-made docker-archive (manifest.json + config.json + one layer tar).
 # usage: images.sh [pause|busybox|multinic]...   (default: all three). Needs containerd up.
 set -euo pipefail
@@ -67,9 +69,13 @@ image_busybox() {
 
 image_multinic() {
 	local root=$work/multinic-rootfs b
-	log "stage 1: cargo build --release (CARGO_TARGET_DIR=$TARGET_DIR)"
-	(cd "$SRC" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --locked -q \
-		-p multinic-kubelet-plugin -p multinic-cni -p multinic-controller -p multinic-cli)
+	if [ "${MULTINIC_E2E_NO_CARGO:-0}" = 1 ]; then
+		log "stage 1 skipped (MULTINIC_E2E_NO_CARGO=1): using the binaries in $TARGET_DIR/release"
+	else
+		log "stage 1: cargo build --release (CARGO_TARGET_DIR=$TARGET_DIR)"
+		(cd "$SRC" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -q \
+			-p multinic-kubelet-plugin -p multinic-cni -p multinic-controller -p multinic-cli)
+	fi
 	log "stage 2: rootfs"
 	rm -rf "$root"
 	mkdir -p "$root/etc/ssl/certs" "$root/tmp"

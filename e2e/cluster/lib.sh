@@ -25,6 +25,7 @@ BUSYBOX_IMAGE=localhost/multinic-e2e/busybox:1
 # The driver image is built from SRC (default: this clone) into TARGET_DIR.
 SRC=${MULTINIC_E2E_SRC:-$REPO}
 TARGET_DIR=${MULTINIC_E2E_TARGET_DIR:-/work/target-cluster}
+HOST_SYSCTLS="net.ipv4.ip_forward vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes"
 # The kubernetes Service's ClusterIP (first address of --service-cluster-ip-range).
 SERVICE_IP=10.0.0.1
 

@@ -25,7 +25,10 @@ chmod 0700 "$STATE"
 [ -s "$STATE/mounts.before" ] || findmnt -rno TARGET,PROPAGATION >"$STATE/mounts.before"
 [ -s "$STATE/iptables.before" ] || iptables-save >"$STATE/iptables.before"
 [ "$(findmnt -no PROPAGATION /)" = shared ] || mount --make-rshared /
-record ip_forward "$(cat /proc/sys/net/ipv4/ip_forward)"
+# Sysctls the bridge plugin (ip_forward) and the kubelet (protectKernelDefaults: false) change.
+for k in $HOST_SYSCTLS; do
+	v=$(sysctl -n "$k" 2>/dev/null) && record "sysctl.$k" "$v"
+done
 for d in /var/lib/kubelet /etc/cni/net.d /opt/cni/bin /var/run/cdi /var/lib/multinic \
 	/run/containerd /var/log/containers /var/lib/cni; do
 	ensure_dir "$d"
@@ -125,7 +128,12 @@ for ((k = 0; k < RAILS; k++)); do
 	nic=$NIC_PREFIX$k
 	# A NIC may be inside a pod right now (a rerun of up.sh): its fabric peer exists then.
 	if ! ip link show "$nic" >/dev/null 2>&1 && ! ip -n "$FABRIC_NS" link show "${nic}f" >/dev/null 2>&1; then
-		ip link add "$nic" type veth peer name "${nic}f" netns "$FABRIC_NS"
+		# Created in the root netns, then moved: the peer keeps its (high) ifindex. Created
+		# directly in the fresh fabric netns it would get ifindex 2..5, and the plugin reads a
+		# veth's IFLA_LINK (the peer's ifindex, in the *peer's* netns) as a parent in the root
+		# netns: a peer index equal to the uplink's excludes the NIC as "uplinkChild".
+		ip link add "$nic" type veth peer name "${nic}f"
+		ip link set "${nic}f" netns "$FABRIC_NS"
 	fi
 	ip link show "$nic" >/dev/null 2>&1 && ip link set "$nic" up
 	ip -n "$FABRIC_NS" link set "${nic}f" up
@@ -171,6 +179,9 @@ state = "$CTRD/state"
   enable_cdi = true
   cdi_spec_dirs = ['/etc/cdi', '/var/run/cdi']
   disable_apparmor = true
+  # Root here lacks CAP_SYS_RESOURCE, so runc cannot lower oom_score_adj (the sandbox's -998
+  # fails with "failed to update /proc/self/oom_score_adj: Permission denied"); clamp it to ours.
+  restrict_oom_score_adj = true
   [plugins.'io.containerd.cri.v1.runtime'.containerd]
     default_runtime_name = 'runc'
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
@@ -194,7 +205,11 @@ have_image "$BUSYBOX_IMAGE" || "$E2E_DIR/images.sh" busybox
 # The driver image is rebuilt every run (cargo is incremental); the DaemonSet and the Deployment
 # are restarted below when its content changed.
 old_image=$(ctr_ images ls | awk -v r="$IMAGE" '$1 == r {print $3}')
-"$E2E_DIR/images.sh" multinic
+if [ "${MULTINIC_E2E_KEEP_IMAGE:-0}" = 1 ] && [ -n "$old_image" ]; then
+	log "MULTINIC_E2E_KEEP_IMAGE=1: keeping the imported $IMAGE"
+else
+	"$E2E_DIR/images.sh" multinic
+fi
 new_image=$(ctr_ images ls | awk -v r="$IMAGE" '$1 == r {print $3}')
 
 # --- kubelet -----------------------------------------------------------------------------------
