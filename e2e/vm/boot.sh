@@ -4,6 +4,7 @@
 # its own pcie-root-port (4 behind each pxb), one virtio-net uplink on pcie.0 (`-netdev user`,
 # restrict=on: no host or outside access), and a 9p share for the results.
 # Usage: boot.sh KERNEL INITRD SHARE_DIR CONSOLE_LOG [TIMEOUT_S] [-- extra kernel args]
+# QEMU's pid goes to CONSOLE_LOG with .log replaced by .pid.
 # The rail NICs' backends: single-port hubs (no traffic leaves), unless RAIL_NETDEV_<k> (k=0..7)
 # is set to a full -netdev value (e.g. "socket,id=r3,listen=127.0.0.1:40103"). GUEST_ID (1..)
 # makes the MACs unique per guest; SYNC_DIR adds a second 9p share (tag "sync") that several
@@ -56,7 +57,7 @@ args+=(
   -device virtio-9p-pci,bus=pcie.0,fsdev=out,mount_tag=out
   -kernel "$kernel" -initrd "$initrd"
   -append "console=ttyS0 panic=-1 loglevel=4 $extra_cmdline"
-  -display none -serial "file:$console" -monitor none -no-reboot
+  -display none -serial "file:$console" -monitor none -no-reboot -pidfile "${console%.log}.pid"
 )
 if [ -n "${SYNC_DIR:-}" ]; then
   args+=(-fsdev "local,id=sync,path=$SYNC_DIR,security_model=none"

@@ -14,7 +14,6 @@ bin_dir="${1:?usage: run-l3.sh BIN_DIR}"
 work="${VM_WORK:-$(mktemp -d /tmp/multinic-vm-l3.XXXXXX)}"
 base="${VM_PORT_BASE:-41000}"
 mkdir -p "$work/sync" "$work/share1" "$work/share2"
-rm -rf "${work:?}/sync/"* "${work:?}/share1/"* "${work:?}/share2/"*
 kdir="$("$VM_DIR/fetch-kernel.sh")"
 ver="$(kernel_version)"
 "$VM_DIR/build-initramfs.sh" "$work/initramfs.cpio" "$bin_dir"
@@ -29,21 +28,38 @@ boot_guest() {
     multinic.suite=l3 "multinic.guest=$g" "multinic.peer=$peer" 2>"$work/qemu$g.stderr"
 }
 
-t0=$SECONDS
-boot_guest 1 2 listen &
-pid1=$!
-# guest 2 connects only once guest 1's QEMU listens on all rail ports.
-for _ in $(seq 1 100); do
-  [ "$(ss -Hltn "sport >= :$base and sport <= :$((base + 7))" | wc -l)" -ge 8 ] && break
-  sleep 0.1
+# As in run.sh: one more try when a QEMU aborted (TCG assertion, exit 134).
+for attempt in 1 2; do
+  rm -rf "${work:?}/sync/"* "${work:?}/share1/"* "${work:?}/share2/"* "$work"/console*.pid
+  t0=$SECONDS
+  boot_guest 1 2 listen &
+  pid1=$!
+  # guest 2 connects only once guest 1's QEMU listens on all rail ports.
+  for _ in $(seq 1 100); do
+    [ "$(ss -Hltn "sport >= :$base and sport <= :$((base + 7))" | wc -l)" -ge 8 ] && break
+    sleep 0.1
+  done
+  boot_guest 2 1 connect &
+  pid2=$!
+  rc1=0
+  rc2=0
+  first_rc=0
+  wait -n -p first "$pid1" "$pid2" || first_rc=$?
+  if [ "$first" = "$pid1" ]; then rc1=$first_rc other=2 other_pid=$pid2; else rc2=$first_rc other=1 other_pid=$pid1; fi
+  # A guest whose peer's QEMU died would only wait for it: stop it too.
+  if [ "$first_rc" -eq 134 ] && [ -s "$work/console$other.pid" ]; then
+    kill "$(cat "$work/console$other.pid")" 2>/dev/null || true
+  fi
+  other_rc=0
+  wait "$other_pid" || other_rc=$?
+  if [ "$other" = 2 ]; then rc2=$other_rc; else rc1=$other_rc; fi
+  log "two guests ran $((SECONDS - t0)) s (qemu exit $rc1, $rc2)"
+  if [ "$attempt" -eq 1 ] && { [ "$rc1" -eq 134 ] || [ "$rc2" -eq 134 ]; }; then
+    log "a QEMU aborted: $(cat "$work/qemu1.stderr" "$work/qemu2.stderr" | grep -m1 -i assert || echo 'no message'); booting both again"
+    continue
+  fi
+  break
 done
-boot_guest 2 1 connect &
-pid2=$!
-rc1=0
-rc2=0
-wait "$pid1" || rc1=$?
-wait "$pid2" || rc2=$?
-log "two guests ran $((SECONDS - t0)) s (qemu exit $rc1, $rc2)"
 cat "$work/qemu1.stderr" "$work/qemu2.stderr" >&2
 
 expected=(boot setup l3-peer-routes l3-pod l3-clean)
