@@ -120,9 +120,11 @@ pub struct Ipam {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface_block: Option<u8>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))] // bounds the CEL cost of `exclude.all(...)` (the API server's budget)
     pub exclude: Vec<Ipv4Net>,
     /// `static`: one CIDR per device, in device order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")] // IpNet's oneOf schema is not structural (the API server refuses the CRD)
     pub addresses: Vec<IpNet>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<Ipv4Addr>,
