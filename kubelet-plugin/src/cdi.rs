@@ -2,9 +2,7 @@
 //! `/dev/infiniband/uverbsN` and `rdma_cm` into the containers that use the claim.
 
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use multinic_api::plan::Plan;
@@ -52,18 +50,8 @@ pub fn write_spec(
     }
     let spec =
         serde_json::json!({"cdiVersion": CDI_VERSION, "kind": format!("{driver}/{CDI_CLASS}"), "devices": devices});
-    fs::create_dir_all(dir)?;
     let path = spec_path(dir, driver, &plan.claim_uid);
-    let tmp = path.with_extension("json.tmp");
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&tmp)?;
-    file.write_all(&serde_json::to_vec_pretty(&spec)?)?;
-    file.sync_all()?;
-    fs::rename(&tmp, &path)?;
+    multinic_api::fsutil::write_atomic(&path, &serde_json::to_vec_pretty(&spec)?, 0o644)?;
     Ok(ids)
 }
 

@@ -26,12 +26,12 @@ pub struct ClusterStores {
 pub type Changes = Pin<Box<dyn Stream<Item = ()> + Send>>;
 
 impl ClusterStores {
-    /// Until both watches have completed their first list.
-    pub async fn wait_ready(&self) {
-        // An error means the watch stream was dropped; nothing will fill the store then, and the
-        // caller's loop ends with that stream.
-        let _ = self.networks.wait_until_ready().await;
-        let _ = self.blocks.wait_until_ready().await;
+    /// Whether both watches have completed their first list. Not a wait: the stores fill only
+    /// while [`Changes`] is polled, so its consumer checks this after each change instead.
+    pub fn is_ready(&self) -> bool {
+        use futures::FutureExt;
+        matches!(self.networks.wait_until_ready().now_or_never(), Some(Ok(())))
+            && matches!(self.blocks.wait_until_ready().now_or_never(), Some(Ok(())))
     }
 }
 

@@ -71,7 +71,10 @@ async fn main() -> anyhow::Result<()> {
         shared_pods: args.inventory.shared_pods,
         ..SliceOptions::new(node.clone())
     };
-    let publisher = Publisher::new(KubeSliceStore::new(client.clone()), opts);
+    let ledger = multinic_kubelet_plugin::ledger::LedgerFile::new(&args.state_dir);
+    let publisher = Publisher::new(KubeSliceStore::new(client.clone()), opts)
+        .with_ledger_file(ledger)
+        .context("loading the node ledger")?;
     let table = publisher.table();
     let handle = netlink::connect().context("rtnetlink")?;
     let source = InventorySource {
@@ -79,7 +82,17 @@ async fn main() -> anyhow::Result<()> {
         sysfs: args.inventory.sysfs(),
         filters,
     };
-    let events = netlink::subscribe().context("rtnetlink link events")?;
+    let links = netlink::subscribe().context("rtnetlink link events")?;
+    // Kernel uevents add what rtnetlink does not carry (RDMA devices, PCI driver binds); without
+    // them (no uevents in this network namespace) the resync still catches those changes.
+    let events: std::pin::Pin<Box<dyn futures::Stream<Item = ()> + Send>> =
+        match multinic_kubelet_plugin::uevent::republish_events() {
+            Ok(uevents) => Box::pin(futures::stream::select(links, uevents)),
+            Err(error) => {
+                tracing::warn!(%error, "no kernel uevents; RDMA and PCI bind changes wait for the resync");
+                Box::pin(links)
+            }
+        };
     let timing = LoopTiming {
         debounce: Duration::from_millis(args.debounce_ms),
         resync: Duration::from_secs(args.resync_seconds.max(1)),

@@ -16,7 +16,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::inventory::{self, Filters, Inventory, SysfsReader};
-use crate::slices::{PublishedDevice, SliceOptions, build_device_table, build_slices, validate_device};
+use crate::ledger::{DeviceLedger, LedgerError, LedgerFile};
+use crate::slices::{PublishedDevice, SliceOptions, build_rail_devices, build_slices, device_name, validate_device};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -30,6 +31,8 @@ pub enum PublishError {
     Delete { name: String, source: kube::Error },
     #[error("reading the inventory: {0}")]
     Inventory(#[from] inventory::netlink::NetlinkError),
+    #[error("{0}")]
+    Ledger(#[from] LedgerError),
 }
 
 /// Where slices go. Implemented for the API server and in memory (tests, dry runs).
@@ -177,14 +180,41 @@ struct Published {
     names: BTreeSet<String>,
 }
 
-/// The devices of the last inventory read, by device name: what `NodePrepareResources` may hand out.
+/// The published devices, by device name: what `NodePrepareResources` may hand out. Also carries
+/// the device names that plans hold (kept by the driver), so a NIC that moved into a pod stays
+/// published.
 #[derive(Clone, Default)]
 pub struct DeviceTable {
     inner: Arc<std::sync::RwLock<Option<BTreeMap<String, PublishedDevice>>>>,
     ready: Arc<tokio::sync::Notify>,
+    /// Device names held by each plan, by claim UID.
+    held: Arc<std::sync::RwLock<BTreeMap<String, Vec<String>>>>,
 }
 
 impl DeviceTable {
+    /// Records the devices a plan holds (idempotent: the same claim replaces its entry).
+    pub fn hold(&self, plan: &multinic_api::plan::Plan) {
+        if let Ok(mut held) = self.held.write() {
+            let names = plan.devices.iter().map(|d| d.device.clone()).collect();
+            held.insert(plan.claim_uid.clone(), names);
+        }
+    }
+
+    /// Forgets the devices of a released claim.
+    pub fn release(&self, claim_uid: &str) {
+        if let Ok(mut held) = self.held.write() {
+            held.remove(claim_uid);
+        }
+    }
+
+    /// Every device name some plan holds.
+    pub fn in_pods(&self) -> BTreeSet<String> {
+        self.held
+            .read()
+            .map(|h| h.values().flatten().cloned().collect())
+            .unwrap_or_default()
+    }
+
     pub fn get(&self, name: &str) -> Option<PublishedDevice> {
         self.inner.read().ok()?.as_ref()?.get(name).cloned()
     }
@@ -222,12 +252,16 @@ impl DeviceTable {
     }
 }
 
-/// Publishes the node's pool, bumping the generation on every change.
+/// Publishes the node's pool, bumping the generation on every change. The rails come from the
+/// node ledger ([`crate::ledger`]); with [`Publisher::with_ledger_file`] it persists across
+/// restarts, otherwise it lives as long as the publisher (tests, `multinic inventory`).
 pub struct Publisher<S> {
     store: S,
     opts: SliceOptions,
     state: tokio::sync::Mutex<Option<Published>>,
     table: DeviceTable,
+    ledger: std::sync::Mutex<DeviceLedger>,
+    ledger_file: Option<LedgerFile>,
 }
 
 impl<S: SliceStore> Publisher<S> {
@@ -237,7 +271,40 @@ impl<S: SliceStore> Publisher<S> {
             opts,
             state: tokio::sync::Mutex::new(None),
             table: DeviceTable::default(),
+            ledger: std::sync::Mutex::new(DeviceLedger::default()),
+            ledger_file: None,
         }
+    }
+
+    /// Keeps the ledger in `file`, starting from what it holds.
+    pub fn with_ledger_file(mut self, file: LedgerFile) -> Result<Self, LedgerError> {
+        self.ledger = std::sync::Mutex::new(file.load()?);
+        self.ledger_file = Some(file);
+        Ok(self)
+    }
+
+    /// The node ledger's devices now.
+    pub fn ledger(&self) -> DeviceLedger {
+        self.ledger
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Records the live NICs in the ledger (persisting any change before it is published) and
+    /// returns the devices to publish: the NICs on the host and the ones plans hold, in rail order.
+    fn rails(&self, inventory: &Inventory) -> Result<Vec<PublishedDevice>, PublishError> {
+        let mut ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = ledger.clone();
+        if next.observe(&inventory.nics)
+            && let Some(file) = &self.ledger_file
+        {
+            // A rail is written down before anyone can see it.
+            file.store(&next)?;
+        }
+        *ledger = next;
+        let rails = ledger.rails(&inventory.nics, &self.table.in_pods(), device_name);
+        Ok(build_rail_devices(&rails, &self.opts))
     }
 
     /// The devices of the last inventory (updated even when publishing fails).
@@ -247,7 +314,8 @@ impl<S: SliceStore> Publisher<S> {
 
     /// Publishes the NICs if they differ from what was last published.
     pub async fn publish(&self, inventory: &Inventory) -> Result<PublishOutcome, PublishError> {
-        let table: Vec<PublishedDevice> = build_device_table(&inventory.nics, &self.opts)
+        let table: Vec<PublishedDevice> = self
+            .rails(inventory)?
             .into_iter()
             .filter(|d| {
                 let errors = validate_device(&d.device);
@@ -397,6 +465,8 @@ async fn republish<S: SliceStore>(publisher: &Publisher<S>, source: &InventorySo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inventory::Nic;
+    use crate::ledger::Presence;
     use crate::slices::tests::nic;
 
     fn inv(n: usize) -> Inventory {
@@ -453,5 +523,118 @@ mod tests {
         let other = Publisher::new(store.clone(), SliceOptions::new("node-b"));
         other.publish(&inv(1)).await.unwrap();
         assert_eq!(store.slices().len(), 2);
+    }
+
+    /// railIndex of each published device, by interface name.
+    fn published_rails(store: &MemorySliceStore) -> Vec<(String, i64)> {
+        let mut out: Vec<(String, i64)> = store
+            .slices()
+            .values()
+            .flat_map(|s| s.spec.devices.clone().unwrap_or_default())
+            .map(|d| {
+                let attrs = d.attributes.unwrap_or_default();
+                let if_name = attrs["multinic.dev/ifName"].string.clone().unwrap_or_default();
+                (if_name, attrs["multinic.dev/railIndex"].int.unwrap_or(-1))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn plan_holding(claim: &str, device: &str) -> multinic_api::plan::Plan {
+        serde_json::from_value(serde_json::json!({
+            "version": 1, "claimUID": claim, "namespace": "ns", "name": claim,
+            "devices": [{"request": "nics", "pool": "node-a", "device": device, "hostIfName": "x",
+                         "podIfName": "net1", "mode": "host-device"}]
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn rails_survive_a_nic_moving_into_a_pod_later_nics_and_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MemorySliceStore::new();
+        let publisher = || {
+            Publisher::new(store.clone(), SliceOptions::new("node-a"))
+                .with_ledger_file(LedgerFile::new(dir.path()))
+                .unwrap()
+        };
+        let nics: Vec<Nic> = (0..5).map(nic).collect();
+        let first = publisher();
+        first
+            .publish(&Inventory {
+                nics: nics[..4].to_vec(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let want: Vec<(String, i64)> = (0..4).map(|k| (nics[k].if_name.clone(), k as i64)).collect();
+        assert_eq!(published_rails(&store), want);
+
+        // Rail 1's NIC moves into a pod: a plan holds it and it leaves the host netns.
+        let name1 = first
+            .table()
+            .all()
+            .into_iter()
+            .find(|d| d.rail_index == 1)
+            .unwrap()
+            .device
+            .name;
+        first.table().hold(&plan_holding("claim-a", &name1));
+        let without1 = vec![nics[0].clone(), nics[2].clone(), nics[3].clone()];
+        first
+            .publish(&Inventory {
+                nics: without1.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(published_rails(&store), want, "still published, nobody renumbered");
+        let held = first.table().get(&name1).unwrap();
+        assert_eq!((held.rail_index, held.presence), (1, Presence::InPod));
+
+        // Restart while it is in the pod (the driver holds the plans it loads again).
+        let second = publisher();
+        second.table().hold(&plan_holding("claim-a", &name1));
+        second
+            .publish(&Inventory {
+                nics: without1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(published_rails(&store), want);
+
+        // A NIC added after start takes the next free rail, whatever its PCI order.
+        let mut with4 = nics.clone();
+        with4.remove(1);
+        second
+            .publish(&Inventory {
+                nics: with4.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(published_rails(&store).contains(&(nics[4].if_name.clone(), 4)));
+
+        // The claim is released and the NIC is back: same rail. A NIC removed and added back too.
+        second.table().release("claim-a");
+        second
+            .publish(&Inventory {
+                nics: nics[1..].to_vec(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        second
+            .publish(&Inventory {
+                nics: nics.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let all: Vec<(String, i64)> = (0..5).map(|k| (nics[k].if_name.clone(), k as i64)).collect();
+        assert_eq!(published_rails(&store), all);
+        assert_eq!(publisher().ledger(), second.ledger(), "what is published is on disk");
     }
 }

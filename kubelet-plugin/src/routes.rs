@@ -16,6 +16,7 @@ use multinic_api::retry::RepeatGate;
 
 use crate::cluster::{Changes, ClusterStores};
 use crate::inventory::RT_TABLE_MAIN;
+use crate::ledger::Presence;
 
 /// `rtm_protocol` of routes installed by multinic (unassigned in `/etc/iproute2/rt_protos`).
 pub const RTPROT_MULTINIC: u8 = 201;
@@ -162,7 +163,10 @@ pub async fn run_peer_routes(
         // Coalesce what is already queued (a list of many objects arrives as many events).
         while let Some(Some(())) = events.next().now_or_never() {}
         table.wait_ready().await;
-        stores.wait_ready().await;
+        if !stores.is_ready() {
+            // The first lists are still arriving; their last event brings us back here.
+            continue;
+        }
         let l3: BTreeSet<String> = stores
             .networks
             .state()
@@ -175,9 +179,11 @@ pub async fn run_peer_routes(
             .iter()
             .map(|nb| nb.as_ref())
             .filter(|nb| l3.contains(&nb.spec.network));
+        // Only rails whose NIC is on the host: one in a pod has no interface here.
         let rails: BTreeMap<u32, u32> = table
             .all()
             .into_iter()
+            .filter(|d| d.presence == Presence::OnHost)
             .map(|d| (d.rail_index, d.nic.if_index))
             .collect();
         match sync_routes(&handle, &desired_routes(&node, blocks, &rails)).await {

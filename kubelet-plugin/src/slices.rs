@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use multinic_api::names::{DRIVER_NAME, PCIE_ROOT_ATTRIBUTE};
 
 use crate::inventory::Nic;
+use crate::ledger::{Presence, Rail};
 
 /// Devices per slice (API limit).
 pub const MAX_DEVICES_PER_SLICE: usize = 128;
@@ -124,11 +125,11 @@ fn boolean(v: bool) -> DeviceAttribute {
 }
 
 /// The attributes of design.md §4, in priority order (kept first when the limit bites).
-pub fn device_attributes(nic: &Nic, rail_index: usize) -> Vec<(String, DeviceAttribute)> {
+pub fn device_attributes(nic: &Nic, rail_index: u32) -> Vec<(String, DeviceAttribute)> {
     let q = |id: &str| format!("{DRIVER_NAME}/{id}");
     let mut attrs = vec![
         (q("ifName"), string(&nic.if_name)),
-        (q("railIndex"), int(i64::try_from(rail_index).unwrap_or(i64::MAX))),
+        (q("railIndex"), int(i64::from(rail_index))),
         (q("linkType"), string(nic.link_type.as_str())),
         (q("rdma"), boolean(nic.rdma.is_some())),
         (q("virtual"), boolean(nic.virtual_device)),
@@ -182,6 +183,8 @@ pub struct PublishedDevice {
     pub device: Device,
     pub nic: Nic,
     pub rail_index: u32,
+    /// On the host now, or in a pod (then `nic` holds the facts it had on the host).
+    pub presence: Presence,
 }
 
 /// Devices for the NICs, `railIndex` by PCI order, names unique within the pool.
@@ -189,15 +192,20 @@ pub fn build_devices(nics: &[Nic], opts: &SliceOptions) -> Vec<Device> {
     build_device_table(nics, opts).into_iter().map(|p| p.device).collect()
 }
 
-/// Like [`build_devices`], keeping the NIC and rail of each device.
+/// Like [`build_devices`], keeping the NIC and rail of each device: the rails a fresh node
+/// ledger gives these NICs (PCI order).
 pub fn build_device_table(nics: &[Nic], opts: &SliceOptions) -> Vec<PublishedDevice> {
-    let mut ordered: Vec<&Nic> = nics.iter().collect();
-    ordered.sort_by_key(|n| n.order_key());
+    let mut ledger = crate::ledger::DeviceLedger::default();
+    ledger.observe(nics);
+    build_rail_devices(&ledger.rails(nics, &Default::default(), device_name), opts)
+}
+
+/// The devices of NICs whose rails the node ledger decided, in the order given.
+pub fn build_rail_devices(rails: &[Rail<'_>], opts: &SliceOptions) -> Vec<PublishedDevice> {
     let mut used = std::collections::HashSet::new();
-    ordered
-        .into_iter()
-        .enumerate()
-        .map(|(rail, nic)| {
+    rails
+        .iter()
+        .map(|&Rail { nic, rail_index: rail, presence }| {
             let mut name = device_name(nic);
             if !used.insert(name.clone()) {
                 // Two netdevs on one PCI function (multi-port cards): tell them apart by interface.
@@ -224,7 +232,7 @@ pub fn build_device_table(nics: &[Nic], opts: &SliceOptions) -> Vec<PublishedDev
                 allow_multiple_allocations: opts.shared_pods.map(|_| true),
                 ..Default::default()
             };
-            PublishedDevice { device, nic: nic.clone(), rail_index: u32::try_from(rail).unwrap_or(u32::MAX) }
+            PublishedDevice { device, nic: nic.clone(), rail_index: rail, presence }
         })
         .collect()
 }

@@ -559,3 +559,53 @@ async fn blocks_of_a_recreated_network_are_read_again() {
         "{ip} not from the new blocks"
     );
 }
+
+/// Issue 13, acceptance 3: the NIC left the host netns (the CNI moved it into the pod) and the
+/// kubelet retries the prepare: the same plan and the same CDI IDs come back, because the device
+/// stays published from the ledger while a plan holds it.
+#[tokio::test]
+async fn a_prepare_retried_after_the_nic_moved_into_the_pod_returns_the_same_plan_and_cdi_ids() {
+    use multinic_kubelet_plugin::inventory::Inventory;
+    use multinic_kubelet_plugin::ledger::Presence;
+    use multinic_kubelet_plugin::publish::{MemorySliceStore, Publisher};
+
+    let h = Harness::new(None).await;
+    let publisher = Publisher::new(MemorySliceStore::new(), SliceOptions::new(NODE));
+    let nics: Vec<Nic> = (0..4).map(nic).collect();
+    publisher
+        .publish(&Inventory {
+            nics: nics.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let table = publisher.table();
+    let driver = new_driver(&h.api, &table, h.state.path(), None);
+    let device = table.all().into_iter().find(|d| d.rail_index == 1).unwrap().device.name;
+    let claim = h.claim("moved", &[&device], rails_params(json!({})));
+    let first = driver.prepare(&claim).await.unwrap();
+    assert_eq!(first[0].cdi_device_ids.len(), 1, "an RDMA NIC gets a CDI device");
+    let plan = h.plans().load(&claim.uid).unwrap().unwrap();
+
+    // The NIC is gone from the host netns.
+    let mut without = nics.clone();
+    without.remove(1);
+    publisher
+        .publish(&Inventory {
+            nics: without,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let held = table.get(&device).expect("still published while the plan holds it");
+    assert_eq!((held.rail_index, held.presence), (1, Presence::InPod));
+
+    let again = driver.prepare(&claim).await.unwrap();
+    assert_eq!(
+        again.iter().map(|d| (&d.device, &d.cdi_device_ids)).collect::<Vec<_>>(),
+        first.iter().map(|d| (&d.device, &d.cdi_device_ids)).collect::<Vec<_>>()
+    );
+    assert_eq!(h.plans().load(&claim.uid).unwrap().unwrap(), plan);
+    driver.unprepare(&claim).await.unwrap();
+    assert!(table.in_pods().is_empty(), "released with the plan");
+}
