@@ -609,3 +609,50 @@ async fn a_prepare_retried_after_the_nic_moved_into_the_pod_returns_the_same_pla
     driver.unprepare(&claim).await.unwrap();
     assert!(table.in_pods().is_empty(), "released with the plan");
 }
+
+/// Issue 13, acceptance 4: the API requests of a pod start (prepare of its claim) do not grow
+/// with the number of nodes and networks in the cluster: 1 vs 200 NicNodeBlocks (and as many
+/// networks) present.
+#[tokio::test]
+async fn api_requests_per_pod_start_do_not_grow_with_nodes_and_networks() {
+    let mut counts = Vec::new();
+    for others in [0usize, 199] {
+        let h = Harness::new(None).await;
+        for i in 0..others {
+            let network = format!("net-{i}");
+            h.api
+                .insert(json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "MultiNicNetwork", "metadata": {"name": network},
+                    "spec": {"ipam": {"type": "rails", "subnet": "10.30.0.0/16", "hostBlock": 8, "interfaceBlock": 2}}}))
+                .unwrap();
+            let blocks: Vec<Value> = (0..4)
+                .map(|k| json!({"railIndex": k, "cidr": layout().block(1 + i as u32 % 200, k).unwrap().to_string()}))
+                .collect();
+            h.api
+                .insert(json!({
+                    "apiVersion": "multinic.dev/v1alpha1", "kind": "NicNodeBlocks",
+                    "metadata": {"name": node_blocks_name(RAILS, &format!("node-{i}"))},
+                    "spec": {"network": RAILS, "nodeName": format!("node-{i}"), "hostIndex": 1 + i, "blocks": blocks},
+                }))
+                .unwrap();
+        }
+        let present = h.api.list("multinic.dev/v1alpha1", "NicNodeBlocks", None).len();
+        let claim = h.claim("pod-start", &[&h.devices[0], &h.devices[1]], rails_params(json!({})));
+        h.api.clear_requests();
+        h.driver.prepare(&claim).await.unwrap();
+        let calls: Vec<String> = h
+            .api
+            .requests()
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        println!("{present} NicNodeBlocks: {} requests: {calls:?}", calls.len());
+        counts.push((present, calls.len()));
+    }
+    assert_eq!(counts[0].0, 1);
+    assert_eq!(counts[1].0, 200);
+    assert_eq!(counts[0].1, counts[1].1, "{counts:?}");
+    assert!(
+        counts[0].1 <= 3,
+        "claim get, this node's blocks, status apply: {counts:?}"
+    );
+}
