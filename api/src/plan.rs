@@ -1,7 +1,9 @@
 //! The plan: what `NodePrepareResources` decided for one claim, and what the CNI plugin applies.
 //!
 //! Stored one file per claim under `<state-dir>/plans/<claim-uid>.json`, written to a temporary file,
-//! fsynced and renamed, so a reader sees either the old or the new plan, never a torn one.
+//! made durable and renamed, so a reader sees either the old or the new plan, never a torn one.
+//! Concurrent writers are committed as one batch ([`PlanStore::write_batch`]): one `syncfs` and one
+//! directory `fsync` cover every plan of the batch.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -27,6 +29,10 @@ const MAX_UID_LEN: usize = 64;
 pub enum PlanError {
     #[error("claim UID {0:?} is not a valid UID (1..=64 of [A-Za-z0-9-]); refusing to use it as a file name")]
     BadUid(String),
+    #[error(
+        "pod UID {0:?} (K8S_POD_UID in CNI_ARGS) is not a valid UID (1..=64 of [A-Za-z0-9-]); the container runtime must pass the pod's metadata.uid"
+    )]
+    BadPodUid(String),
     #[error("plan file {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("plan file {path} is over {MAX_PLAN_BYTES} bytes; it is not a plan written by multinic")]
@@ -118,13 +124,25 @@ impl Plan {
     }
 }
 
+fn is_uid(uid: &str) -> bool {
+    !uid.is_empty() && uid.len() <= MAX_UID_LEN && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 /// Validates a claim UID for use as a file name (no path traversal).
 pub fn validate_uid(uid: &str) -> Result<(), PlanError> {
-    let ok = !uid.is_empty() && uid.len() <= MAX_UID_LEN && uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    if ok {
+    if is_uid(uid) {
         Ok(())
     } else {
         Err(PlanError::BadUid(uid.to_string()))
+    }
+}
+
+/// Validates a pod UID (from the CNI caller's `K8S_POD_UID`) for use as a directory name.
+pub fn validate_pod_uid(uid: &str) -> Result<(), PlanError> {
+    if is_uid(uid) {
+        Ok(())
+    } else {
+        Err(PlanError::BadPodUid(uid.to_string()))
     }
 }
 
@@ -151,14 +169,79 @@ impl PlanStore {
         Ok(self.dir.join(format!("{claim_uid}.json")))
     }
 
-    /// Atomically writes the plan (0600, fsynced file and directory).
+    /// Atomically and durably writes one plan (0600); see [`PlanStore::write_batch`].
     pub fn write(&self, plan: &Plan) -> Result<(), PlanError> {
-        let path = self.path_of(&plan.claim_uid)?;
-        let io = |source| PlanError::Io {
-            path: path.clone(),
-            source,
+        self.write_batch(&[plan]).pop().unwrap_or(Ok(()))
+    }
+
+    /// Writes a batch of plans, each atomically (0600), and returns once all of them are durable:
+    /// one result per plan, in order. A plan whose result is `Ok` survives a crash or power loss
+    /// from then on; an `Err` plan may or may not be on disk (the caller removes it).
+    ///
+    /// Which syncs make a rename durable, and why there are two per batch and none per file:
+    ///
+    /// 1. Every plan is written to `.<uid>.json.tmp` and its pod index markers are created; nothing
+    ///    is synced yet.
+    /// 2. **`syncfs` on the state filesystem** writes back the data and metadata of every file and
+    ///    directory written in step 1 (one writeback + one journal commit for the whole batch,
+    ///    instead of an `fsync` per temp file). It must happen *before* the renames: a rename can
+    ///    reach the disk before the renamed file's data (ext4 delayed allocation, XFS), and after a
+    ///    crash the plan's name would then point at an empty or partial file. It also makes the
+    ///    markers durable before the plan, which is the order readers need (a marker without a plan
+    ///    is ignored, a plan without its marker is invisible to CNI ADD). Since Linux 5.8, `syncfs`
+    ///    reports writeback errors of the filesystem (a failure of another file on it fails the
+    ///    batch: safe, never a false success). Its cost includes other writers' dirty data on the
+    ///    same filesystem, so the state dir should not share a busy filesystem.
+    /// 3. The temp files are renamed over the plan files (atomic for readers).
+    /// 4. **`fsync` of the plans directory** makes the renames durable: a rename is a change to the
+    ///    directory, and only syncing the directory commits it (the file's own `fsync` does not
+    ///    cover its name). One directory sync covers every rename of the batch.
+    pub fn write_batch(&self, plans: &[&Plan]) -> Vec<Result<(), PlanError>> {
+        let mut results: Vec<Result<(), PlanError>> = Vec::with_capacity(plans.len());
+        let mut staged = Vec::with_capacity(plans.len());
+        let dir = match create_private_dir(&self.dir).and_then(|()| File::open(&self.dir)) {
+            Ok(dir) => dir,
+            Err(e) => return plans.iter().map(|_| Err(self.dir_error(&e))).collect(),
         };
-        create_private_dir(&self.dir).map_err(io)?;
+        for (i, plan) in plans.iter().enumerate() {
+            match self.stage(plan) {
+                Ok((tmp, path)) => {
+                    staged.push((i, tmp, path));
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if staged.is_empty() {
+            return results;
+        }
+        if let Err(e) = nix::unistd::syncfs(&dir) {
+            let e = std::io::Error::from(e);
+            for (i, tmp, _) in staged {
+                let _ = fs::remove_file(tmp);
+                results[i] = Err(self.dir_error(&e));
+            }
+            return results;
+        }
+        let mut renamed = Vec::with_capacity(staged.len());
+        for (i, tmp, path) in staged {
+            match fs::rename(&tmp, &path) {
+                Ok(()) => renamed.push(i),
+                Err(source) => results[i] = Err(PlanError::Io { path, source }),
+            }
+        }
+        if let Err(e) = dir.sync_all() {
+            for i in renamed {
+                results[i] = Err(self.dir_error(&e));
+            }
+        }
+        results
+    }
+
+    /// Step 1 of [`PlanStore::write_batch`] for one plan: the pod index markers, then the temp
+    /// file (unsynced). Returns (temp path, plan path).
+    fn stage(&self, plan: &Plan) -> Result<(PathBuf, PathBuf), PlanError> {
+        let path = self.path_of(&plan.claim_uid)?;
         // The pod index first: a marker without a plan is ignored, a plan without its marker
         // would be invisible to the CNI plugin.
         for pod in &plan.pods {
@@ -181,19 +264,26 @@ impl PlanStore {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        let mut file = OpenOptions::new()
+        OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
             .open(&tmp)
-            .map_err(io)?;
-        file.write_all(&body).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        drop(file);
-        fs::rename(&tmp, &path).map_err(io)?;
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)?;
-        Ok(())
+            .and_then(|mut file| file.write_all(&body))
+            .map_err(|source| PlanError::Io {
+                path: tmp.clone(),
+                source,
+            })?;
+        Ok((tmp, path))
+    }
+
+    /// A failure that concerns the whole batch, as the error of one of its plans.
+    fn dir_error(&self, e: &std::io::Error) -> PlanError {
+        PlanError::Io {
+            path: self.dir.clone(),
+            source: std::io::Error::new(e.kind(), e.to_string()),
+        }
     }
 
     /// Loads the plan of a claim; `Ok(None)` when there is none.
@@ -206,26 +296,22 @@ impl PlanStore {
         }
     }
 
-    /// Removes the plan of a claim, then its pod index markers; a missing plan is success.
-    pub fn remove(&self, claim_uid: &str) -> Result<(), PlanError> {
-        let path = self.path_of(claim_uid)?;
-        remove_if_present(&path)?;
-        let pods = self.dir.join(POD_INDEX);
-        let entries = match fs::read_dir(&pods) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => return Err(PlanError::Io { path: pods, source }),
-        };
-        for pod in entries.flatten() {
-            remove_if_present(&pod.path().join(claim_uid))?;
+    /// Removes a plan, then the pod index markers of the pods it lists; a missing plan is success.
+    /// Not synced: a removal lost in a crash brings the plan back, and the plugin releases plans
+    /// whose claim is gone when it starts.
+    pub fn remove(&self, plan: &Plan) -> Result<(), PlanError> {
+        remove_if_present(&self.path_of(&plan.claim_uid)?)?;
+        for pod in &plan.pods {
+            let dir = self.pod_dir(&pod.uid)?;
+            remove_if_present(&dir.join(&plan.claim_uid))?;
             // Drop the pod's directory once it is empty; a concurrent writer recreates it.
-            let _ = fs::remove_dir(pod.path());
+            let _ = fs::remove_dir(&dir);
         }
         Ok(())
     }
 
     fn pod_dir(&self, pod_uid: &str) -> Result<PathBuf, PlanError> {
-        validate_uid(pod_uid)?;
+        validate_pod_uid(pod_uid)?;
         Ok(self.dir.join(POD_INDEX).join(pod_uid))
     }
 
@@ -413,8 +499,8 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(store.claim_uids().unwrap(), vec![plan.claim_uid.clone()]);
-        store.remove(&plan.claim_uid).unwrap();
-        store.remove(&plan.claim_uid).unwrap();
+        store.remove(&plan).unwrap();
+        store.remove(&plan).unwrap();
         assert!(store.claim_uids().unwrap().is_empty());
     }
 
@@ -432,8 +518,11 @@ mod tests {
         let (plans, errors) = store.load_for_pod("pod-uid-1").unwrap();
         assert_eq!((plans, errors.len()), (vec![a.clone()], 0));
         assert!(store.load_for_pod("pod-uid-9").unwrap().0.is_empty());
-        assert!(matches!(store.load_for_pod("../x"), Err(PlanError::BadUid(_))));
-        store.remove(&a.claim_uid).unwrap();
+        // A bad pod UID names the CNI field it came from, not a claim.
+        let bad = store.load_for_pod("../x").unwrap_err();
+        assert!(matches!(bad, PlanError::BadPodUid(_)));
+        assert!(bad.to_string().contains("K8S_POD_UID"), "{bad}");
+        store.remove(&a).unwrap();
         assert!(store.load_for_pod("pod-uid-1").unwrap().0.is_empty());
         assert!(
             !dir.path().join("plans/pods/pod-uid-1").exists(),
@@ -444,6 +533,40 @@ mod tests {
             store.claim_uids().unwrap(),
             vec!["bbbb-2", "cccc-3"],
             "the index is not a plan"
+        );
+    }
+
+    #[test]
+    fn a_batch_writes_every_plan_and_reports_each_failure_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = PlanStore::new(dir.path());
+        let mut plans: Vec<Plan> = (0..5).map(|i| sample(&format!("batch-{i}"))).collect();
+        plans[2].claim_uid = "../escape".into();
+        // Something in the way of plan 3's temp file.
+        fs::create_dir_all(store.dir().join(".batch-3.json.tmp/x")).unwrap();
+        let refs: Vec<&Plan> = plans.iter().collect();
+        let results = store.write_batch(&refs);
+        assert_eq!(results.len(), 5);
+        assert!(matches!(results[2], Err(PlanError::BadUid(_))), "{:?}", results[2]);
+        assert!(matches!(results[3], Err(PlanError::Io { .. })), "{:?}", results[3]);
+        for i in [0, 1, 4] {
+            assert!(results[i].is_ok(), "{i}: {:?}", results[i]);
+            assert_eq!(store.load(&plans[i].claim_uid).unwrap().as_ref(), Some(&plans[i]));
+        }
+        assert_eq!(store.claim_uids().unwrap(), ["batch-0", "batch-1", "batch-4"]);
+        let (for_pod, errors) = store.load_for_pod("pod-uid-1").unwrap();
+        assert!(errors.is_empty());
+        assert_eq!(for_pod.len(), 3, "every written plan is in the pod index");
+        assert!(store.write_batch(&[]).is_empty());
+
+        // No plans directory possible: every plan of the batch fails, none is reported written.
+        let file = dir.path().join("not-a-dir");
+        fs::write(&file, b"").unwrap();
+        let blocked = PlanStore::new(&file);
+        let results = blocked.write_batch(&[&plans[0], &plans[1]]);
+        assert!(
+            results.iter().all(|r| matches!(r, Err(PlanError::Io { .. }))),
+            "{results:?}"
         );
     }
 

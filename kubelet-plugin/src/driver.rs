@@ -1,9 +1,9 @@
 //! NodePrepareResources / NodeUnprepareResources for one claim at a time (design.md §6, §8).
 //!
-//! The plan file is the lease: an address is leased exactly when a plan file holds it. Prepare
-//! allocates under one lock and commits by writing the plan atomically; a crash before the write
-//! leaves nothing, a crash after it leaves a plan that the retry returns unchanged. On start the
-//! plans are reloaded and those whose claim no longer exists are released.
+//! The plan file is the lease (see [`crate::leases`]): prepare reserves addresses under the lease
+//! lock and commits by writing the plan atomically, batched with concurrent prepares; a crash
+//! before the write leaves nothing, a crash after it leaves a plan that the retry returns
+//! unchanged. On start the plans are reloaded and those whose claim no longer exists are released.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -20,6 +20,7 @@ use multinic_api::plan::{Plan, PlanError, PlanStore, PodRef};
 use tokio::sync::Mutex;
 
 use crate::cdi;
+use crate::leases::Leases;
 use crate::plan_builder::{BuildError, DeviceInput, PlanInput, build_plan, check_blocks};
 use crate::publish::DeviceTable;
 
@@ -191,35 +192,13 @@ pub struct DriverOptions {
     pub fault: Option<FaultPoint>,
 }
 
-#[derive(Default)]
-struct Leases {
-    plans: HashMap<String, Plan>,
-    used: HashSet<IpAddr>,
-}
-
-impl Leases {
-    fn insert(&mut self, plan: Plan) {
-        self.used
-            .extend(plan.devices.iter().flat_map(|d| d.ips.iter().map(|n| n.addr())));
-        self.plans.insert(plan.claim_uid.clone(), plan);
-    }
-
-    fn remove(&mut self, uid: &str) {
-        if let Some(plan) = self.plans.remove(uid) {
-            for ip in plan.devices.iter().flat_map(|d| d.ips.iter().map(|n| n.addr())) {
-                self.used.remove(&ip);
-            }
-        }
-    }
-}
-
 /// Prepares and unprepares claims on this node.
 pub struct Driver<A> {
     api: A,
     table: DeviceTable,
     opts: DriverOptions,
     store: PlanStore,
-    leases: Mutex<Leases>,
+    leases: Leases,
     blocks: Mutex<HashMap<String, NicNodeBlocks>>,
 }
 
@@ -231,30 +210,24 @@ impl<A: ClaimApi> Driver<A> {
         for error in errors {
             tracing::error!(%error, "unreadable plan file left in place; its addresses are not leased");
         }
-        let mut leases = Leases::default();
-        for plan in plans {
-            leases.insert(plan);
-        }
         Ok(Self {
             api,
             table,
             opts,
+            leases: Leases::new(store.clone(), plans),
             store,
-            leases: Mutex::new(leases),
             blocks: Mutex::new(HashMap::new()),
         })
     }
 
     /// Claim UIDs with a plan.
     pub async fn prepared_claims(&self) -> Vec<String> {
-        let mut uids: Vec<String> = self.leases.lock().await.plans.keys().cloned().collect();
-        uids.sort();
-        uids
+        self.leases.plans().await.into_iter().map(|p| p.claim_uid).collect()
     }
 
     /// Every leased address.
     pub async fn leased(&self) -> HashSet<IpAddr> {
-        self.leases.lock().await.used.clone()
+        self.leases.used().await
     }
 
     /// Free addresses per (network, rail) over the blocks this node knows.
@@ -273,7 +246,7 @@ impl<A: ClaimApi> Driver<A> {
 
     /// Releases the plans whose claim is gone (or was re-created). API errors keep the plan.
     pub async fn reconcile(&self) -> usize {
-        let plans: Vec<Plan> = self.leases.lock().await.plans.values().cloned().collect();
+        let plans = self.leases.plans().await;
         let mut released = 0;
         for plan in plans {
             let claim = ClaimRef {
@@ -328,28 +301,24 @@ impl<A: ClaimApi> Driver<A> {
                 found,
             });
         }
-        let existing = self.leases.lock().await.plans.get(&claim.uid).cloned();
+        let existing = self.leases.get(&claim.uid).await;
         let plan = match existing {
             Some(plan) => plan,
             None => {
                 let input = self.plan_input(claim, &rc).await?;
-                let mut leases = self.leases.lock().await;
-                match leases.plans.get(&claim.uid) {
-                    Some(plan) => plan.clone(),
-                    None => {
-                        let plan = build_plan(&input, &leases.used).map_err(|source| PrepareError::Build {
-                            claim: Box::new(claim.clone()),
-                            source,
-                        })?;
-                        self.fault(claim, FaultPoint::AfterLease)?;
-                        self.store.write(&plan).map_err(|source| PrepareError::Plan {
-                            claim: Box::new(claim.clone()),
-                            source,
-                        })?;
-                        leases.insert(plan.clone());
-                        plan
-                    }
-                }
+                let build = |used: &HashSet<IpAddr>| {
+                    let plan = build_plan(&input, used).map_err(|source| PrepareError::Build {
+                        claim: Box::new(claim.clone()),
+                        source,
+                    })?;
+                    self.fault(claim, FaultPoint::AfterLease)?;
+                    Ok(plan)
+                };
+                let write_err = |source| PrepareError::Plan {
+                    claim: Box::new(claim.clone()),
+                    source,
+                };
+                self.leases.lease(&claim.uid, build, write_err).await?
             }
         };
         self.fault(claim, FaultPoint::AfterPlanWrite)?;
@@ -389,7 +358,7 @@ impl<A: ClaimApi> Driver<A> {
         if multinic_api::plan::validate_uid(&claim.uid).is_err() {
             return Ok(());
         }
-        let known = self.leases.lock().await.plans.contains_key(&claim.uid);
+        let known = self.leases.get(&claim.uid).await.is_some();
         if !known {
             return Ok(());
         }
@@ -413,13 +382,14 @@ impl<A: ClaimApi> Driver<A> {
             })?;
         }
         self.fault(claim, FaultPoint::AfterCdiRemove)?;
-        let mut leases = self.leases.lock().await;
-        self.store.remove(&claim.uid).map_err(|source| PrepareError::Plan {
-            claim: Box::new(claim.clone()),
-            source,
-        })?;
-        leases.remove(&claim.uid);
-        Ok(())
+        self.leases
+            .release(&claim.uid, |plan| {
+                self.store.remove(plan).map_err(|source| PrepareError::Plan {
+                    claim: Box::new(claim.clone()),
+                    source,
+                })
+            })
+            .await
     }
 
     /// Reads everything the plan depends on from the claim (no lock held).

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod driver;
 pub mod grpc;
 pub mod inventory;
+pub mod leases;
 pub mod metrics;
 pub mod plan_builder;
 pub mod publish;

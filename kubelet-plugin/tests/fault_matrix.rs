@@ -346,6 +346,61 @@ async fn every_prepare_and_unprepare_fault_point_recovers() {
     assert_eq!(survived, 10);
 }
 
+/// Issue 17: a crash while concurrent prepares share plan-store commits. Sixteen claims prepare at
+/// once, the driver crashes at each prepare fault point in all of them, a new driver starts over
+/// the state dir, and the kubelet retries every claim at once: each plan is whole or absent as
+/// the point says, a retry returns the plan that was committed, and the invariants hold (no
+/// address twice, leases = plans on disk, status = plans, no orphan index entry). Then every
+/// claim is unprepared at once and nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_a_batch_of_concurrent_prepares_recovers() {
+    for point in [
+        FaultPoint::AfterLease,
+        FaultPoint::AfterPlanWrite,
+        FaultPoint::AfterStatusApply,
+    ] {
+        let case = format!("batch {point:?}");
+        let node = Node::new().await;
+        let claims: Vec<ClaimRef> = (0..16)
+            .map(|i| node.claim(&format!("b{i}"), &(0..=i % 4).collect::<Vec<_>>()))
+            .collect();
+        let crashing = node.driver(Some(point));
+        let results = futures::future::join_all(claims.iter().map(|c| crashing.prepare(c))).await;
+        for r in &results {
+            assert!(matches!(r, Err(e) if is_fault(e, point)), "{case}: {r:?}");
+        }
+        drop(crashing);
+        let store = node.store();
+        let committed: Vec<Option<Plan>> = claims.iter().map(|c| store.load(&c.uid).unwrap()).collect();
+        assert!(
+            committed
+                .iter()
+                .all(|p| p.is_some() == (point != FaultPoint::AfterLease)),
+            "{case}: the plan is the lease"
+        );
+
+        let restarted = node.driver(None);
+        assert_eq!(restarted.reconcile().await, 0, "{case}");
+        for r in futures::future::join_all(claims.iter().map(|c| restarted.prepare(c))).await {
+            r.unwrap_or_else(|e| panic!("{case}: retry: {e}"));
+        }
+        for (c, before) in claims.iter().zip(&committed) {
+            if let Some(before) = before {
+                assert_eq!(
+                    store.load(&c.uid).unwrap().as_ref(),
+                    Some(before),
+                    "{case}: retry changed the plan"
+                );
+            }
+        }
+        assert_eq!(node.check(&restarted, &case).await.len(), claims.len());
+        for r in futures::future::join_all(claims.iter().map(|c| restarted.unprepare(c))).await {
+            r.unwrap_or_else(|e| panic!("{case}: unprepare: {e}"));
+        }
+        assert!(node.check(&restarted, &case).await.is_empty(), "{case}");
+    }
+}
+
 /// A small deterministic generator, so a failing order can be replayed from the printed seed.
 struct XorShift(u64);
 
