@@ -134,39 +134,8 @@ impl DeviceLedger {
         changed
     }
 
-    /// What to publish, in rail order: every NIC on the host (`live`, as observed), and every
-    /// NIC that is not but whose device name a plan holds (`in_pods`), with its last facts.
-    /// `device_name` maps a NIC to its device name in the slice.
-    pub fn rails<'a>(
-        &'a self,
-        live: &'a [Nic],
-        in_pods: &BTreeSet<String>,
-        device_name: impl Fn(&Nic) -> String,
-    ) -> Vec<Rail<'a>> {
-        let on_host: BTreeSet<Identity> = identities(live).into_iter().collect();
-        let mut out: Vec<Rail<'a>> = self
-            .entries
-            .iter()
-            .filter_map(|(id, entry)| {
-                let presence = if on_host.contains(id) {
-                    Presence::OnHost
-                } else if in_pods.contains(&device_name(&entry.nic)) {
-                    Presence::InPod
-                } else {
-                    return None;
-                };
-                Some(Rail {
-                    nic: &entry.nic,
-                    rail_index: entry.rail_index,
-                    presence,
-                })
-            })
-            .collect();
-        out.sort_by_key(|r| r.rail_index);
-        out
-    }
-
-    /// Where each known NIC is.
+    /// Where each known NIC is: on the host when `live` has it, in a pod when not but a plan
+    /// holds its device name (`in_pods`; `device_name` maps a NIC to that name), else gone.
     pub fn presence(
         &self,
         live: &[Nic],
@@ -187,6 +156,31 @@ impl DeviceLedger {
                 (id.clone(), p)
             })
             .collect()
+    }
+
+    /// What to publish, in rail order: the NICs on the host (as last observed) and the ones in a
+    /// pod, with the facts they had on the host.
+    pub fn rails<'a>(
+        &'a self,
+        live: &[Nic],
+        in_pods: &BTreeSet<String>,
+        device_name: impl Fn(&Nic) -> String,
+    ) -> Vec<Rail<'a>> {
+        let presence = self.presence(live, in_pods, device_name);
+        let mut out: Vec<Rail<'a>> = self
+            .entries
+            .iter()
+            .filter_map(|(id, entry)| match presence.get(id) {
+                Some(&p @ (Presence::OnHost | Presence::InPod)) => Some(Rail {
+                    nic: &entry.nic,
+                    rail_index: entry.rail_index,
+                    presence: p,
+                }),
+                _ => None,
+            })
+            .collect();
+        out.sort_by_key(|r| r.rail_index);
+        out
     }
 }
 

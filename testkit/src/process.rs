@@ -65,6 +65,26 @@ impl Watched {
         Ok(Duration::from_secs_f64(total as f64 / USER_HZ as f64))
     }
 
+    /// Watches the process for `window`: the lines it wrote and the share of one core it used
+    /// meanwhile (CPU time / wall time).
+    pub async fn observe(&mut self, window: Duration) -> Observation {
+        let lines_before = self.lines().len();
+        let cpu0 = self.cpu_time().unwrap_or_default();
+        let start = std::time::Instant::now();
+        // The observation window itself, not a wait for a condition.
+        tokio::time::sleep(window).await;
+        let cpu = self.cpu_time().unwrap_or_default().saturating_sub(cpu0);
+        let wall = start.elapsed();
+        let lines = self.lines();
+        Observation {
+            new_lines: lines.len() - lines_before,
+            lines,
+            cpu,
+            wall,
+            exited: self.exited(),
+        }
+    }
+
     /// Whether the process has exited.
     pub fn exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))
@@ -75,5 +95,48 @@ impl Drop for Watched {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// What [`Watched::observe`] saw.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    /// Every line so far.
+    pub lines: Vec<String>,
+    /// Lines written during the window.
+    pub new_lines: usize,
+    pub cpu: Duration,
+    pub wall: Duration,
+    pub exited: bool,
+}
+
+impl Observation {
+    /// Share of one core used during the window.
+    pub fn cpu_share(&self) -> f64 {
+        self.cpu.as_secs_f64() / self.wall.as_secs_f64().max(f64::EPSILON)
+    }
+
+    /// Panics unless the process ran through the window writing at most `max_lines` lines in all
+    /// and using less than `max_share` of a core.
+    pub fn assert_quiet(&self, what: &str, max_lines: usize, max_share: f64) {
+        println!(
+            "{what}: {:?}: {} log lines, CPU {:?} ({:.2} % of a core)",
+            self.wall,
+            self.lines.len(),
+            self.cpu,
+            self.cpu_share() * 100.0
+        );
+        assert!(!self.exited, "{what}: the process exited: {:#?}", self.lines);
+        assert!(
+            self.lines.len() <= max_lines,
+            "{what}: {} log lines: {:#?}",
+            self.lines.len(),
+            self.lines
+        );
+        assert!(
+            self.cpu_share() < max_share,
+            "{what}: CPU {:.1} % of a core",
+            self.cpu_share() * 100.0
+        );
     }
 }
