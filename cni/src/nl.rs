@@ -15,8 +15,9 @@ use netlink_packet_route::link::{
 };
 use netlink_packet_route::route::{RouteMessage, RouteScope};
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
-use rtnetlink::{Handle, IpVersion, LinkIpVlan, LinkMacVlan, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{Handle, IpVersion, LinkDelRequest, LinkIpVlan, LinkMacVlan, LinkUnspec, RouteMessageBuilder};
 
+use crate::alias::fnv1a64;
 use crate::result::AppliedRoute;
 
 /// Priority of our `from <addr> lookup <table>` rules: before `main` (32766).
@@ -35,6 +36,8 @@ pub struct Link {
     /// IFLA_LINK: the parent's index (in the netns of IFLA_LINK_NETNSID when present).
     pub parent: Option<u32>,
     pub mac: Option<String>,
+    /// IFLA_GROUP (0 is the default group).
+    pub group: u32,
 }
 
 impl Link {
@@ -49,6 +52,7 @@ impl Link {
             kind: None,
             parent: None,
             mac: None,
+            group: 0,
         };
         for attr in &msg.attributes {
             match attr {
@@ -57,6 +61,7 @@ impl Link {
                 LinkAttribute::Mtu(m) => link.mtu = Some(*m),
                 LinkAttribute::MaxMtu(m) => link.max_mtu = Some(*m),
                 LinkAttribute::Link(p) => link.parent = Some(*p),
+                LinkAttribute::Group(g) => link.group = *g,
                 LinkAttribute::Address(a) if a.len() == 6 => link.mac = Some(format_mac(a)),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
@@ -90,7 +95,18 @@ pub fn move_message(index: u32, ns_fd: RawFd, new_name: &str) -> LinkMessage {
         .build()
 }
 
-/// Creates a child of `parent` (an index in the socket's netns) directly in netns `ns_fd`.
+/// The link group of an attachment's children: 31 bits of the attachment key's hash (below 2^31,
+/// so `ip link show group N`, which parses a signed int, can name it), never 0 (the default group
+/// every other link is in, and one the kernel refuses to delete by).
+pub fn link_group(attachment: &str) -> u32 {
+    match fnv1a64(&[attachment]) as u32 & 0x7fff_ffff {
+        0 => 1,
+        g => g,
+    }
+}
+
+/// Creates a child of `parent` (an index in the socket's netns) directly in netns `ns_fd`, in link
+/// group `group` (so DEL removes all children of the attachment with one [`group_del_message`]).
 /// `None` for modes that move the device instead.
 pub fn child_message(
     mode: AttachmentMode,
@@ -98,6 +114,7 @@ pub fn child_message(
     parent: u32,
     ns_fd: RawFd,
     mtu: Option<u32>,
+    group: u32,
 ) -> Option<LinkMessage> {
     let mut msg = match mode {
         AttachmentMode::Macvlan => LinkMacVlan::new(name, parent, MacVlanMode::Bridge)
@@ -110,7 +127,25 @@ pub fn child_message(
     if let Some(mtu) = mtu {
         msg.attributes.push(LinkAttribute::Mtu(mtu));
     }
+    // rtnl_create_link (net/core/rtnetlink.c) applies IFLA_GROUP before the device registers, so a
+    // child is never seen outside its group.
+    msg.attributes.push(LinkAttribute::Group(group));
     Some(msg)
+}
+
+/// RTM_DELLINK for every link of `group` in the socket's netns, as one kernel operation.
+///
+/// From net/core/rtnetlink.c: `rtnl_dellink` with `ifi_index` 0 and no IFLA_IFNAME/IFLA_ALT_IFNAME
+/// but IFLA_GROUP calls `rtnl_group_dellink`, which refuses group 0 (`EPERM`), returns `ENODEV`
+/// when no link is in the group and `EOPNOTSUPP` (deleting nothing) when one of them cannot be
+/// deleted (no `rtnl_link_ops->dellink`, e.g. a physical NIC); otherwise it queues every member with
+/// its `dellink` and unregisters them all in one `unregister_netdevice_many`, i.e. one RCU barrier
+/// for the whole group instead of one per link.
+pub fn group_del_message(group: u32) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = 0;
+    msg.attributes.push(LinkAttribute::Group(group));
+    msg
 }
 
 /// The attributes of a child message that tests and logs look at: (kind, ipvlan mode, macvlan
@@ -337,6 +372,16 @@ impl Nl {
         }
     }
 
+    /// Deletes every link of a group in one request ([`group_del_message`]); an empty group is
+    /// success.
+    pub async fn del_group(&self, group: u32) -> Result<(), rtnetlink::Error> {
+        let req = LinkDelRequest::new_with_message(self.handle.clone(), group_del_message(group));
+        match req.execute().await {
+            Err(e) if matches!(errno(&e), Some(ENODEV)) => Ok(()),
+            other => other,
+        }
+    }
+
     pub async fn set_up(&self, index: u32, up: bool) -> Result<(), rtnetlink::Error> {
         let b = LinkUnspec::new_with_index(index);
         self.set(if up { b.up() } else { b.down() }.build()).await
@@ -373,17 +418,21 @@ impl Nl {
             .execute()
             .try_collect()
             .await?;
-        let mut out = Vec::new();
-        for m in msgs.iter().filter(|m| m.header.index == index) {
-            for a in &m.attributes {
-                if let AddressAttribute::Address(ip) = a
-                    && let Ok(net) = IpNet::new(*ip, m.header.prefix_len)
-                {
-                    out.push(net);
-                }
-            }
-        }
-        Ok(out)
+        Ok(address_nets(&msgs)
+            .into_iter()
+            .filter(|(i, _)| *i == index)
+            .map(|(_, net)| net)
+            .collect())
+    }
+
+    /// The addresses of the links in `indexes`, from one dump of the netns.
+    pub async fn addresses_of(&self, indexes: &[u32]) -> Result<Vec<IpNet>, rtnetlink::Error> {
+        let msgs: Vec<_> = self.handle.address().get().execute().try_collect().await?;
+        Ok(address_nets(&msgs)
+            .into_iter()
+            .filter(|(i, _)| indexes.contains(i))
+            .map(|(_, net)| net)
+            .collect())
     }
 
     /// Adds or replaces a route (idempotent).
@@ -441,6 +490,21 @@ impl Nl {
         }
         Ok(())
     }
+}
+
+/// (link index, address) of each address message.
+fn address_nets(msgs: &[netlink_packet_route::address::AddressMessage]) -> Vec<(u32, IpNet)> {
+    let mut out = Vec::new();
+    for m in msgs {
+        for a in &m.attributes {
+            if let AddressAttribute::Address(ip) = a
+                && let Ok(net) = IpNet::new(*ip, m.header.prefix_len)
+            {
+                out.push((m.header.index, net));
+            }
+        }
+    }
+    out
 }
 
 /// The table of a route message (the attribute wins over the 8-bit header field).
@@ -521,7 +585,7 @@ mod tests {
             (AttachmentMode::IpvlanL2, IpVlanMode::L2),
             (AttachmentMode::IpvlanL3, IpVlanMode::L3),
         ] {
-            let msg = child_message(mode, "net1", 7, 42, Some(1500)).unwrap();
+            let msg = child_message(mode, "net1", 7, 42, Some(1500), 9).unwrap();
             let (kind, ipvlan, macvlan, parent) = describe_child(&msg);
             assert_eq!(kind, Some(InfoKind::IpVlan));
             assert_eq!(ipvlan, Some(want));
@@ -537,7 +601,7 @@ mod tests {
         assert_eq!(u16::from(IpVlanMode::L3), 1);
         let bytes = {
             use netlink_packet_core::Emitable;
-            let msg = child_message(AttachmentMode::IpvlanL3, "net1", 7, 42, None).unwrap();
+            let msg = child_message(AttachmentMode::IpvlanL3, "net1", 7, 42, None, 9).unwrap();
             let mut buf = vec![0u8; msg.buffer_len()];
             msg.emit(&mut buf);
             buf
@@ -557,13 +621,32 @@ mod tests {
 
     #[test]
     fn macvlan_is_bridge_mode_and_moved_modes_have_no_child() {
-        let msg = child_message(AttachmentMode::Macvlan, "net2", 9, 3, None).unwrap();
+        let msg = child_message(AttachmentMode::Macvlan, "net2", 9, 3, None, 77).unwrap();
         let (kind, _, macvlan, parent) = describe_child(&msg);
         assert_eq!(kind, Some(InfoKind::MacVlan));
         assert_eq!(macvlan, Some(MacVlanMode::Bridge));
         assert_eq!(parent, Some(9));
-        assert!(child_message(AttachmentMode::HostDevice, "x", 1, 1, None).is_none());
-        assert!(child_message(AttachmentMode::SriovVf, "x", 1, 1, None).is_none());
+        assert!(msg.attributes.contains(&LinkAttribute::Group(77)));
+        assert!(child_message(AttachmentMode::HostDevice, "x", 1, 1, None, 77).is_none());
+        assert!(child_message(AttachmentMode::SriovVf, "x", 1, 1, None, 77).is_none());
+    }
+
+    #[test]
+    fn group_delete_is_one_request_by_group_only() {
+        use netlink_packet_core::Emitable;
+        let msg = group_del_message(0x1234_5678);
+        assert_eq!(msg.header.index, 0, "no ifindex: the kernel then looks at IFLA_GROUP");
+        assert_eq!(msg.attributes, vec![LinkAttribute::Group(0x1234_5678)]);
+        let mut buf = vec![0u8; msg.buffer_len()];
+        msg.emit(&mut buf);
+        // ifinfomsg (16 bytes), then IFLA_GROUP (27): len 8, type 27, u32.
+        assert_eq!(&buf[16..], [8, 0, 27, 0, 0x78, 0x56, 0x34, 0x12]);
+        // Stable, per attachment, never the default group 0.
+        let a = crate::alias::attachment_key("net", "ctr-1", "eth0");
+        let b = crate::alias::attachment_key("net", "ctr-2", "eth0");
+        assert_eq!(link_group(&a), link_group(&a));
+        assert_ne!(link_group(&a), link_group(&b));
+        assert!((1..=0x7fff_ffff).contains(&link_group(&a)));
     }
 
     #[test]

@@ -391,6 +391,7 @@ async fn attach_child(ctx: &Ctx, pod: &Nl, pod_ns: &Netns, plan: &Plan, dev: &Pl
         parent.index,
         pod_ns.file.as_raw_fd(),
         dev.mtu,
+        nl::link_group(&ctx.attachment),
     )
     .ok_or_else(|| CniError::InvalidConfig(format!("mode {} does not create a child", dev.mode.as_str())))?;
     let step = format!(
@@ -516,22 +517,23 @@ async fn configure(
 /// its original name with its original MTU and up/down state.
 async fn revert_in_pod(ctx: &Ctx, pod: &Nl, link: &Link, mark: &Mark) -> Result<(), CniError> {
     let dev = &mark.host_if_name;
+    // The policy rules name only a source address, not the link: they outlive a deleted child.
+    let addrs: Vec<_> = pod
+        .addresses(link.index)
+        .await
+        .map_err(|e| dev_err(dev, "list addresses", &e))?
+        .iter()
+        .map(|n| n.addr())
+        .collect();
+    pod.del_rules_from(&addrs)
+        .await
+        .map_err(|e| dev_err(dev, "delete policy rules", &e))?;
     match mark.kind {
         LinkKind::Child => pod
             .del(link.index)
             .await
             .map_err(|e| dev_err(dev, format!("delete child {}", link.name), &e)),
         LinkKind::Moved => {
-            let addrs: Vec<_> = pod
-                .addresses(link.index)
-                .await
-                .map_err(|e| dev_err(dev, "list addresses", &e))?
-                .iter()
-                .map(|n| n.addr())
-                .collect();
-            pod.del_rules_from(&addrs)
-                .await
-                .map_err(|e| dev_err(dev, "delete policy rules", &e))?;
             pod.set_up(link.index, false)
                 .await
                 .map_err(|e| dev_err(dev, format!("set {} down", link.name), &e))?;
@@ -599,6 +601,38 @@ async fn restore_on_host(ctx: &Ctx, link: &Link, mark: &Mark) -> Result<(), CniE
     Ok(())
 }
 
+/// The selected children that can go in one group delete, taken out of `selected`: per link
+/// group, when every link of the pod in that group is a selected child whose mark names the
+/// attachment the group belongs to (so the request deletes nothing it should not). Children
+/// without their group (created by an older version, or regrouped by someone) stay in `selected`
+/// and are deleted one by one.
+fn child_groups(pod_links: &[Link], selected: &mut Vec<(Link, Mark)>) -> Vec<(u32, Vec<(Link, Mark)>)> {
+    let in_own_group = |l: &Link, m: &Mark| m.kind == LinkKind::Child && l.group == nl::link_group(&m.attachment);
+    let mut groups: Vec<u32> = selected
+        .iter()
+        .filter(|(l, m)| in_own_group(l, m))
+        .map(|(l, _)| l.group)
+        .collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let mut out = Vec::new();
+    for group in groups {
+        let members = selected
+            .iter()
+            .filter(|(l, m)| l.group == group && in_own_group(l, m))
+            .count();
+        if pod_links.iter().filter(|l| l.group == group).count() != members {
+            continue;
+        }
+        let (take, keep): (Vec<_>, Vec<_>) = std::mem::take(selected)
+            .into_iter()
+            .partition(|(l, m)| l.group == group && in_own_group(l, m));
+        *selected = keep;
+        out.push((group, take));
+    }
+    out
+}
+
 /// Reverts every link marked with this attachment, in the pod (if any) and on the host.
 /// Keeps going after an error and returns the first one.
 /// `fault` is the armed test fault of DEL (`None` elsewhere).
@@ -630,7 +664,42 @@ async fn revert_matching(
             step: "list links".into(),
             cause: describe(&e),
         })?;
-        for (link, mark) in marked(links) {
+        let mut rest = marked(links.clone());
+        for (group, members) in child_groups(&links, &mut rest) {
+            // The policy rules name only a source address, not the link: they outlive it.
+            let indexes: Vec<u32> = members.iter().map(|(l, _)| l.index).collect();
+            let rules = async {
+                let addrs: Vec<_> = pod.addresses_of(&indexes).await?.iter().map(|n| n.addr()).collect();
+                pod.del_rules_from(&addrs).await
+            };
+            if let Err(e) = rules.await {
+                let err = dev_err(
+                    "(pod netns)",
+                    format!("delete the policy rules of link group {group}"),
+                    &e,
+                );
+                warn!(error = %err, "revert failed");
+                first_err.get_or_insert(err);
+            }
+            match pod.del_group(group).await {
+                Ok(()) => {
+                    info!(
+                        group,
+                        children = members.len(),
+                        "deleted the attachment's children in one request"
+                    );
+                    for (_, mark) in &members {
+                        reverted += 1;
+                        Fault::hit(fault, Fault::DelAfterDevice(reverted), &mark.host_if_name)?;
+                    }
+                }
+                Err(e) => {
+                    warn!(group, error = %describe(&e), "deleting a link group failed; deleting its children one by one");
+                    rest.extend(members);
+                }
+            }
+        }
+        for (link, mark) in rest {
             if let Err(e) = revert_in_pod(ctx, pod, &link, &mark).await {
                 warn!(error = %e, "revert failed");
                 first_err.get_or_insert(e);
@@ -957,5 +1026,72 @@ mod tests {
         let gone = serde_json::json!({"cniVersion":"1.1.0","name":"n","stateDir": dir.path().join("x")});
         let err = run(&env, gone.to_string().as_bytes(), None).unwrap_err();
         assert_eq!(err.code(), 50);
+    }
+
+    fn child(index: u32, group: u32, attachment: &str, kind: LinkKind) -> (Link, Mark) {
+        let link = Link {
+            index,
+            name: format!("net{index}"),
+            alias: None,
+            mtu: None,
+            max_mtu: None,
+            up: true,
+            kind: Some("macvlan".into()),
+            parent: None,
+            mac: None,
+            group,
+        };
+        let mark = Mark {
+            claim_uid: "claim-a".into(),
+            host_if_name: format!("ens{index}"),
+            network: network_key("n"),
+            attachment: attachment.into(),
+            kind,
+            host_was_up: true,
+            host_mtu: 1500,
+        };
+        (link, mark)
+    }
+
+    #[test]
+    fn children_go_in_one_group_delete_only_when_the_group_is_all_theirs() {
+        let a = attachment_key("n", "ctr-a", "eth0");
+        let ga = nl::link_group(&a);
+        let lo = child(1, 0, "", LinkKind::Child).0;
+        let kids: Vec<_> = (2..5).map(|i| child(i, ga, &a, LinkKind::Child)).collect();
+        let pod: Vec<Link> = std::iter::once(lo.clone())
+            .chain(kids.iter().map(|k| k.0.clone()))
+            .collect();
+
+        let mut selected = kids.clone();
+        let groups = child_groups(&pod, &mut selected);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].0, ga);
+        assert_eq!(groups[0].1, kids);
+        assert!(selected.is_empty());
+
+        // A link of the pod in that group that is not one of the selected children: no group delete.
+        let mut stranger = child(9, ga, &a, LinkKind::Child).0;
+        stranger.alias = Some("someone else's".into());
+        let crowded: Vec<Link> = pod.iter().cloned().chain([stranger]).collect();
+        let mut selected = kids.clone();
+        assert!(child_groups(&crowded, &mut selected).is_empty());
+        assert_eq!(selected, kids);
+
+        // A moved device is never deleted; a child outside its attachment's group (an older
+        // version's) is deleted on its own.
+        let moved = child(6, ga, &a, LinkKind::Moved);
+        let old = child(7, 0, &a, LinkKind::Child);
+        let mixed: Vec<Link> = pod.iter().cloned().chain([moved.0.clone(), old.0.clone()]).collect();
+        let mut selected: Vec<_> = kids.iter().cloned().chain([moved.clone(), old.clone()]).collect();
+        assert!(
+            child_groups(&mixed, &mut selected).is_empty(),
+            "the moved device shares the group"
+        );
+        let without_moved: Vec<Link> = pod.iter().cloned().chain([old.0.clone()]).collect();
+        let mut selected: Vec<_> = kids.iter().cloned().chain([old.clone()]).collect();
+        let groups = child_groups(&without_moved, &mut selected);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(selected, vec![old]);
     }
 }

@@ -4,6 +4,7 @@ mod common;
 
 use common::*;
 use multinic_api::AttachmentMode;
+use serde_json::Value;
 
 fn pod_plan(p: usize, mtu: u32) -> multinic_api::Plan {
     let devices = (1..=2)
@@ -131,4 +132,181 @@ fn macvlan_unmarked_child_is_adopted_and_foreign_link_refused() {
     assert!(refused.stdout["msg"].as_str().unwrap_or_default().contains("net1"));
     assert!(pod.link("net1").is_some(), "the foreign link is untouched");
     assert!(pod.link("net2").is_none(), "the failed ADD was rolled back");
+}
+
+/// IPv6 link-local addresses and their routes come and go with the kernel's autoconfiguration
+/// (a device returned to the host gets a new one, tentative until DAD ends); none is ours.
+fn without_link_local(v: Value) -> Value {
+    let is_link_local = |x: &Value| {
+        ["dst", "local"]
+            .iter()
+            .any(|k| x[*k].as_str().is_some_and(|a| a.starts_with("fe80") || a == "ff00::/8"))
+    };
+    match v {
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .filter(|x| !is_link_local(x))
+                .map(without_link_local)
+                .collect(),
+        ),
+        Value::Object(mut map) => {
+            if let Some(info) = map.remove("addr_info") {
+                map.insert("addr_info".into(), without_link_local(info));
+            }
+            Value::Object(map)
+        }
+        other => other,
+    }
+}
+
+/// What an attachment can leave in a netns: every link (name, kind, group, alias, MTU, flags),
+/// every address, every route of every table, every policy rule (IPv6 link-local ones aside).
+fn netns_state(ns: &Ns) -> Value {
+    let links: Vec<Value> = ns
+        .links()
+        .iter()
+        .map(|l| {
+            serde_json::json!([
+                l["ifname"],
+                l["linkinfo"]["info_kind"],
+                l["group"],
+                l["ifalias"],
+                l["mtu"],
+                l["flags"]
+            ])
+        })
+        .collect();
+    serde_json::json!({
+        "links": links,
+        "addrs": without_link_local(ns.ip_json(&["addr", "show"]))
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| serde_json::json!([a["ifname"], a["addr_info"]]))
+            .collect::<Vec<_>>(),
+        "routes4": ns.ip_json(&["-4", "route", "show", "table", "all"]),
+        "routes6": without_link_local(ns.ip_json(&["-6", "route", "show", "table", "all"])),
+        "rules4": ns.ip_json(&["-4", "rule", "show"]),
+        "rules6": ns.ip_json(&["-6", "rule", "show"]),
+    })
+}
+
+fn eight_children(claim: &str, pod_uid: &str) -> multinic_api::Plan {
+    let devices = (1..=8)
+        .map(|i| {
+            device(
+                &format!("gd{i}"),
+                &format!("net{i}"),
+                AttachmentMode::Macvlan,
+                &format!("10.{}.3.2/24", 70 + i),
+                &format!("10.{}.0.0/16", 170 + i),
+                Some(400 + i as u32),
+            )
+        })
+        .collect();
+    plan(claim, pod_uid, devices)
+}
+
+/// Issue 17: the 8 children of one attachment share its link group; DEL deletes them (one
+/// RTM_DELLINK by group) and their policy rules, and leaves both netns exactly as before ADD.
+#[test]
+fn macvlan_del_by_group_leaves_nothing_behind() {
+    if !require_root("macvlan_del_by_group_leaves_nothing_behind") {
+        return;
+    }
+    let host = Ns::new("h");
+    add_veths(&host, "gd", 8, |_| true);
+    let pod = Ns::new("p");
+    let state = State::new(&[eight_children("claim-gd", "pod-gd")]);
+    let conf = state.conf(&format!("grp-{}", tag("g")), "1.0.0");
+    let call = |c| Call::new(c, "ctr-gd", pod.path(), "pod-gd");
+    let (host_before, pod_before) = (netns_state(&host), netns_state(&pod));
+
+    cni(&host, &call("ADD"), &conf).expect_ok();
+    let groups: Vec<Value> = (1..=8)
+        .map(|i| pod.link(&format!("net{i}")).unwrap_or_default()["group"].clone())
+        .collect();
+    assert!(groups.iter().all(|g| *g == groups[0]), "one group: {groups:?}");
+    assert_ne!(groups[0], "default", "the children are not in the default group");
+    let rules = pod.ip_json(&["-4", "rule", "show"]);
+    assert_eq!(
+        rules
+            .as_array()
+            .map_or(0, |r| r.iter().filter(|r| r["priority"] == 1000).count()),
+        8,
+        "{rules}"
+    );
+    assert_ne!(netns_state(&pod), pod_before);
+
+    cni(&host, &call("DEL"), &conf).expect_ok();
+    assert_eq!(netns_state(&pod), pod_before, "DEL left something in the pod");
+    assert_eq!(netns_state(&host), host_before, "DEL changed the host");
+    cni(&host, &call("DEL"), &conf).expect_ok();
+    assert_eq!(netns_state(&pod), pod_before);
+}
+
+/// A link of someone else in the attachment's group: DEL must not delete it (no group delete),
+/// and still removes every child of ours, one by one.
+#[test]
+fn macvlan_del_spares_a_foreign_link_in_the_group() {
+    if !require_root("macvlan_del_spares_a_foreign_link_in_the_group") {
+        return;
+    }
+    let host = Ns::new("h");
+    add_veths(&host, "gd", 8, |_| true);
+    let pod = Ns::new("p");
+    let state = State::new(&[eight_children("claim-gf", "pod-gf")]);
+    let conf = state.conf(&format!("grp-{}", tag("f")), "1.0.0");
+    let call = |c| Call::new(c, "ctr-gf", pod.path(), "pod-gf");
+    let host_before = netns_state(&host);
+    pod.ip(&["link", "add", "other", "type", "veth", "peer", "name", "other-p"]);
+    let pod_before = netns_state(&pod);
+
+    cni(&host, &call("ADD"), &conf).expect_ok();
+    let group = pod.link("net1").unwrap_or_default()["group"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    pod.ip(&["link", "set", "other", "group", &group]);
+    cni(&host, &call("DEL"), &conf).expect_ok();
+    let other = pod
+        .link("other")
+        .unwrap_or_else(|| panic!("the foreign link was deleted"));
+    assert_eq!(other["group"], group.as_str());
+    pod.ip(&["link", "set", "other", "group", "default"]);
+    assert_eq!(netns_state(&pod), pod_before, "DEL left something in the pod");
+    assert_eq!(netns_state(&host), host_before, "DEL changed the host");
+}
+
+/// Children and moved devices in one attachment: the children go by group, the moved devices
+/// return to the host; nothing is left on either side.
+#[test]
+fn mixed_host_device_and_macvlan_del_leaves_nothing_behind() {
+    if !require_root("mixed_host_device_and_macvlan_del_leaves_nothing_behind") {
+        return;
+    }
+    let host = Ns::new("h");
+    add_veths(&host, "gd", 5, |k| k != 2);
+    let pod = Ns::new("p");
+    let mut mixed = eight_children("claim-gm", "pod-gm");
+    mixed.devices.truncate(5);
+    for d in &mut mixed.devices[..2] {
+        d.mode = AttachmentMode::HostDevice;
+    }
+    let state = State::new(&[mixed]);
+    let conf = state.conf(&format!("grp-{}", tag("m")), "1.0.0");
+    let call = |c| Call::new(c, "ctr-gm", pod.path(), "pod-gm");
+    let (host_before, pod_before) = (netns_state(&host), netns_state(&pod));
+
+    cni(&host, &call("ADD"), &conf).expect_ok();
+    assert_eq!(pod.link_names().len(), 6, "{:?}", pod.link_names());
+    assert_eq!(
+        pod.link("net1").unwrap_or_default()["group"],
+        "default",
+        "moved devices keep their group"
+    );
+    cni(&host, &call("DEL"), &conf).expect_ok();
+    assert_eq!(netns_state(&pod), pod_before, "DEL left something in the pod");
+    assert_eq!(netns_state(&host), host_before, "DEL did not restore the host");
 }
