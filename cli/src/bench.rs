@@ -34,7 +34,7 @@ pub struct BenchArgs {
     /// Directory of the reference CNI plugins (host-device, macvlan, static, host-local).
     #[arg(long, default_value = "/usr/lib/cni")]
     pub cni_plugins_dir: PathBuf,
-    /// Only these rows (1-7, comma-separated); default: all.
+    /// Only these rows (1-8, comma-separated); default: all.
     #[arg(long, value_delimiter = ',')]
     pub rows: Vec<u8>,
 }
@@ -109,7 +109,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     if want(4) {
         progress("IPAM vs host-local");
-        rows.push(ipam::bench(&bins.plugins_dir, runs).await);
+        rows.extend(ipam::bench(&bins.plugins_dir, runs).await);
     }
     if want(5) {
         progress("NodePrepareResources latency");
@@ -125,6 +125,10 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         let (row, note) = rss::bench(&plugin_bin, runs).await;
         rows.push(row);
         notes.push(note);
+    }
+    if want(8) {
+        progress("pure allocator");
+        rows.push(arith::allocator(runs));
     }
 
     println!("{}", stats::render(&rows));

@@ -1,12 +1,16 @@
-//! Row 6: pure computation, no I/O — ResourceSlice build and the controller's block assignment.
+//! Rows 6 and 8: pure computation, no I/O — ResourceSlice build, the controller's block
+//! assignment, and the node's address allocator.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::hint::black_box;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use multinic_api::config::NetworkConfig;
 use multinic_api::rails::RailsLayout;
 use multinic_controller::blocks;
 use multinic_kubelet_plugin::inventory::{LinkType, Nic, PciFacts, RdmaFacts};
+use multinic_kubelet_plugin::plan_builder::{DeviceInput, PlanInput, build_plan};
 use multinic_kubelet_plugin::slices::{SliceOptions, build_device_table, build_slices};
 
 use super::stats::{Row, Summary, Unit};
@@ -111,4 +115,77 @@ pub fn blocks(runs: usize) -> Vec<Row> {
             row
         })
         .collect()
+}
+
+/// Claims (of 8 NICs, one address each) allocated and then released per sweep of row 8.
+const ALLOC_CLAIMS: usize = 100;
+
+/// Row 8: the pure allocator — `build_plan` (rails IPAM: first free address of the NIC's block
+/// that is not leased) against the node's leased set, then the set's insert of the new addresses,
+/// for 100 claims × 8 NICs; then every address released. No lock, no I/O. Addresses per second.
+pub fn allocator(runs: usize) -> Row {
+    let case =
+        format!("pure allocator: build_plan (rails, 8 NICs) + lease set, {ALLOC_CLAIMS} claims then release, no I/O");
+    let mut row = Row::new("8", case.clone(), Unit::PerSec);
+    row.target = "≥ 1,000,000/s".into();
+    let setup = || -> anyhow::Result<PlanInput> {
+        // /16, hostBlock 6, interfaceBlock 3: /25 blocks, room for 100 claims per rail.
+        let layout = RailsLayout::new("10.20.0.0/16".parse()?, 6, 3)?;
+        let nics: Vec<Nic> = (0..8).map(roce_nic).collect();
+        let config = NetworkConfig::from_values([&super::dra::params(&layout, "host-device")])?;
+        let blocks = (0..8u32)
+            .map(|k| Ok((k, layout.block(super::dra::HOST_INDEX, k)?)))
+            .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+        Ok(PlanInput {
+            claim_uid: "bench-claim".into(),
+            namespace: "bench".into(),
+            name: "bench-claim".into(),
+            pods: Vec::new(),
+            devices: build_device_table(&nics, &SliceOptions::new(super::dra::NODE))
+                .into_iter()
+                .map(|p| DeviceInput {
+                    request: "nics".into(),
+                    pool: super::dra::NODE.into(),
+                    published: p,
+                    config: config.clone(),
+                })
+                .collect(),
+            blocks: BTreeMap::from([(super::dra::NETWORK.to_string(), blocks)]),
+        })
+    };
+    let input = match setup() {
+        Ok(input) => input,
+        Err(e) => return Row::failed("8", case, format!("{e:#}")),
+    };
+    let addresses = (ALLOC_CLAIMS * input.devices.len()) as f64;
+    let mut failure = None;
+    let us = time_runs(runs, || {
+        let mut leased: HashSet<IpAddr> = HashSet::new();
+        let mut plans = Vec::with_capacity(ALLOC_CLAIMS);
+        for _ in 0..ALLOC_CLAIMS {
+            match build_plan(black_box(&input), &leased) {
+                Ok(plan) => {
+                    leased.extend(plan.devices.iter().flat_map(|d| d.ips.iter().map(|n| n.addr())));
+                    plans.push(plan);
+                }
+                Err(e) => failure = Some(e.to_string()),
+            }
+        }
+        if leased.len() != ALLOC_CLAIMS * input.devices.len() {
+            failure.get_or_insert_with(|| format!("{} addresses leased, not unique", leased.len()));
+        }
+        for plan in &plans {
+            for ip in plan.devices.iter().flat_map(|d| d.ips.iter().map(|n| n.addr())) {
+                leased.remove(&ip);
+            }
+        }
+        black_box(leased);
+    });
+    if let Some(e) = failure {
+        return Row::failed("8", case, e);
+    }
+    let rates: Vec<f64> = us.iter().map(|us| addresses / (us / 1e6)).collect();
+    row.ours = Summary::of(&rates);
+    row.met = row.ours.map(|s| s.median >= 1_000_000.0);
+    row
 }

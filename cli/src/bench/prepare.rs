@@ -1,6 +1,6 @@
 //! Row 5: NodePrepareResources latency with no kernel work: the kubelet-like client calls the
 //! in-process plugin over its unix socket; the plugin reads the claim, writes the plan file
-//! (fsynced) and the claim status. Claims have 8 NICs each. Two claim backends: the fake API
+//! (durably, batched with concurrent prepares) and the claim status. Claims have 8 NICs each. Two claim backends: the fake API
 //! server over HTTP (its CPU is in this process, on the same 2 cores), and memory (the plugin's
 //! own cost: gRPC, plan building, plan store).
 
@@ -111,8 +111,15 @@ async fn bench_backend(runs: usize, in_memory: bool) -> Vec<Row> {
             let per_run: Vec<f64> = runs.iter().map(|lat| percentile(lat, p)).collect();
             row.ours = Summary::of(&per_run);
             if p == 99.0 {
-                row.target = "< 2 ms".into();
-                row.met = row.ours.map(|s| s.median < 2.0);
+                // Issue 17: 100 concurrent < 20 ms; 1 claim < 1 ms in memory (< 2 ms over HTTP,
+                // issue 7).
+                let limit = match (case == &cases[1], in_memory) {
+                    (true, _) => 20.0,
+                    (false, true) => 1.0,
+                    (false, false) => 2.0,
+                };
+                row.target = format!("< {limit} ms");
+                row.met = row.ours.map(|s| s.median < limit);
             }
             if let Err(e) = &outcome {
                 row.error = Some(format!("{e:#}"));
