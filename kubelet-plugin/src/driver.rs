@@ -177,6 +177,26 @@ pub struct PreparedDevice {
     pub pool: String,
     pub device: String,
     pub cdi_device_ids: Vec<String>,
+    /// The allocation's `shareID` (a device with `allowMultipleAllocations`), returned to the
+    /// kubelet as `Device.share_id`.
+    pub share_id: Option<String>,
+}
+
+/// `shareID` of each of our allocation results, by (request, device).
+pub type ShareIds = HashMap<(String, String), String>;
+
+/// The `shareID`s of the allocation results of `driver` in `pool`.
+pub fn share_ids(rc: &ResourceClaim, driver: &str, pool: &str) -> ShareIds {
+    rc.status
+        .as_ref()
+        .and_then(|s| s.allocation.as_ref())
+        .and_then(|a| a.devices.as_ref())
+        .and_then(|d| d.results.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|r| r.driver == driver && r.pool == pool)
+        .filter_map(|r| Some(((r.request.clone(), r.device.clone()), r.share_id.clone()?)))
+        .collect()
 }
 
 /// Settings of the driver.
@@ -209,6 +229,9 @@ impl<A: ClaimApi> Driver<A> {
         let (plans, errors) = store.load_all()?;
         for error in errors {
             tracing::error!(%error, "unreadable plan file left in place; its addresses are not leased");
+        }
+        for plan in &plans {
+            table.hold(plan);
         }
         Ok(Self {
             api,
@@ -321,6 +344,7 @@ impl<A: ClaimApi> Driver<A> {
                 self.leases.lease(&claim.uid, build, write_err).await?
             }
         };
+        self.table.hold(&plan);
         self.fault(claim, FaultPoint::AfterPlanWrite)?;
         let cdi_ids = match &self.opts.cdi_dir {
             Some(dir) => cdi::write_spec(dir, &self.opts.driver_name, &plan, &self.table).map_err(|source| {
@@ -331,9 +355,10 @@ impl<A: ClaimApi> Driver<A> {
             })?,
             None => BTreeMap::new(),
         };
+        let shares = share_ids(&rc, &self.opts.driver_name, &self.opts.node_name);
         let applied = self
             .api
-            .apply_status(claim, status_entries(&self.opts.driver_name, &plan))
+            .apply_status(claim, status_entries(&self.opts.driver_name, &plan, &shares))
             .await;
         if !applied.map_err(|e| api_err("writing the claim status", e))? {
             return Err(PrepareError::ClaimNotFound {
@@ -349,6 +374,7 @@ impl<A: ClaimApi> Driver<A> {
                 pool: d.pool.clone(),
                 device: d.device.clone(),
                 cdi_device_ids: cdi_ids.get(&d.device).cloned().into_iter().collect(),
+                share_id: shares.get(&(d.request.clone(), d.device.clone())).cloned(),
             })
             .collect())
     }
@@ -389,7 +415,9 @@ impl<A: ClaimApi> Driver<A> {
                     source,
                 })
             })
-            .await
+            .await?;
+        self.table.release(&claim.uid);
+        Ok(())
     }
 
     /// Reads everything the plan depends on from the claim (no lock held).
@@ -551,8 +579,9 @@ pub fn request_config(
     NetworkConfig::from_values(layers.iter().filter_map(|e| e.opaque.as_ref()).map(|o| &o.parameters.0))
 }
 
-/// Our `status.devices` entries for a plan.
-pub fn status_entries(driver: &str, plan: &Plan) -> Vec<AllocatedDeviceStatus> {
+/// Our `status.devices` entries for a plan; each carries its allocation's `shareID`, since the API
+/// server matches an entry to an allocation result by driver, pool, device and shareID.
+pub fn status_entries(driver: &str, plan: &Plan, shares: &ShareIds) -> Vec<AllocatedDeviceStatus> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     plan.devices
         .iter()
@@ -560,6 +589,7 @@ pub fn status_entries(driver: &str, plan: &Plan) -> Vec<AllocatedDeviceStatus> {
             driver: driver.to_string(),
             pool: d.pool.clone(),
             device: d.device.clone(),
+            share_id: shares.get(&(d.request.clone(), d.device.clone())).cloned(),
             network_data: Some(NetworkDeviceData {
                 interface_name: Some(d.pod_if_name.clone()),
                 ips: Some(d.ips.iter().map(|ip| ip.to_string()).collect()),

@@ -7,6 +7,7 @@ pub mod driver;
 pub mod grpc;
 pub mod inventory;
 pub mod leases;
+pub mod ledger;
 pub mod metrics;
 pub mod plan_builder;
 pub mod publish;
