@@ -7,6 +7,7 @@ mod arith;
 mod attach;
 pub(crate) mod dra;
 pub(crate) mod fixtures;
+mod grpc;
 mod ipam;
 mod prepare;
 pub(crate) mod rss;
@@ -34,7 +35,7 @@ pub struct BenchArgs {
     /// Directory of the reference CNI plugins (host-device, macvlan, static, host-local).
     #[arg(long, default_value = "/usr/lib/cni")]
     pub cni_plugins_dir: PathBuf,
-    /// Only these rows (1-8, comma-separated); default: all.
+    /// Only these rows (1-9, comma-separated); default: all.
     #[arg(long, value_delimiter = ',')]
     pub rows: Vec<u8>,
 }
@@ -129,6 +130,11 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if want(8) {
         progress("pure allocator");
         rows.push(arith::allocator(runs));
+    }
+
+    if want(9) {
+        progress("gRPC :authority fix");
+        rows.extend(grpc::bench(runs).await);
     }
 
     println!("{}", stats::render(&rows));

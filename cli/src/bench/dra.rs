@@ -215,10 +215,11 @@ pub fn delete_claim(api: &FakeApiServer, claim: &BenchClaim) {
     let _ = api.delete("resource.k8s.io/v1", "ResourceClaim", Some("bench"), &claim.name);
 }
 
-/// A kubelet-side client over the DRA unix socket.
-pub async fn connect(path: &Path) -> anyhow::Result<Client> {
+/// A gRPC channel over a unix socket (its `:authority` is one that h2 accepts).
+pub async fn unix_channel(path: &Path) -> anyhow::Result<tonic::transport::Channel> {
     let path = path.to_path_buf();
-    let channel = tonic::transport::Endpoint::try_from("http://[::]:50051")?
+    let shown = path.display().to_string();
+    tonic::transport::Endpoint::try_from("http://localhost")?
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
             let path = path.clone();
             async move {
@@ -228,8 +229,12 @@ pub async fn connect(path: &Path) -> anyhow::Result<Client> {
             }
         }))
         .await
-        .context("connecting to the DRA socket")?;
-    Ok(v1::dra_plugin_client::DraPluginClient::new(channel))
+        .with_context(|| format!("connecting to {shown}"))
+}
+
+/// A kubelet-side client over the DRA unix socket.
+pub async fn connect(path: &Path) -> anyhow::Result<Client> {
+    Ok(v1::dra_plugin_client::DraPluginClient::new(unix_channel(path).await?))
 }
 
 /// NodePrepareResources for `claims`; any per-claim error is an error.
