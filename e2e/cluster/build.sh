@@ -12,6 +12,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${MULTINIC_E2E_CACHE:-/var/cache/multinic-e2e}
 export GOTOOLCHAIN=local GOFLAGS="-buildvcs=false -mod=readonly"
+# The machine image has Go in /usr/local/go; it need not be on PATH.
+command -v go >/dev/null || PATH="$PATH:/usr/local/go/bin"
 
 # version_of COMPONENT MODULE: the version build/COMPONENT/go.mod requires.
 version_of() {

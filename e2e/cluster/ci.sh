@@ -34,5 +34,7 @@ t1=$SECONDS
 "$here/up.sh"
 t_up=$((SECONDS - t1))
 t2=$SECONDS
-"$here/test.sh"
+rc_test=0
+"$here/test.sh" || rc_test=$?
 t_test=$((SECONDS - t2))
+[ "$rc_test" = 0 ]
