@@ -5,7 +5,7 @@
 //! Input format: layers separated by a 0xFF byte (never valid inside JSON text).
 #![no_main]
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use k8s_openapi::api::resource::v1::{DeviceAllocationConfiguration, OpaqueDeviceConfiguration};
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
@@ -102,7 +102,7 @@ fuzz_target!(|data: &[u8]| {
             .collect(),
         blocks,
     };
-    let leased: HashSet<std::net::IpAddr> = ["10.10.1.1", "10.10.0.1"].iter().map(|s| s.parse().unwrap()).collect();
+    let leased: BTreeSet<std::net::IpAddr> = ["10.10.1.1", "10.10.0.1"].iter().map(|s| s.parse().unwrap()).collect();
     if let Ok(plan) = build_plan(&input, &leased) {
         let mut seen = HashSet::new();
         for d in &plan.devices {

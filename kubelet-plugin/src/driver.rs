@@ -5,7 +5,7 @@
 //! before the write leaves nothing, a crash after it leaves a plan that the retry returns
 //! unchanged. On start the plans are reloaded and those whose claim no longer exists are released.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -250,7 +250,7 @@ impl<A: ClaimApi> Driver<A> {
 
     /// Every leased address.
     pub async fn leased(&self) -> HashSet<IpAddr> {
-        self.leases.used().await
+        self.leases.used().await.into_iter().collect()
     }
 
     /// Free addresses per (network, rail) over the blocks this node knows.
@@ -329,7 +329,7 @@ impl<A: ClaimApi> Driver<A> {
             Some(plan) => plan,
             None => {
                 let input = self.plan_input(claim, &rc).await?;
-                let build = |used: &HashSet<IpAddr>| {
+                let build = |used: &BTreeSet<IpAddr>| {
                     let plan = build_plan(&input, used).map_err(|source| PrepareError::Build {
                         claim: Box::new(claim.clone()),
                         source,

@@ -9,7 +9,7 @@
 //! waits for company. The committer, not the caller, settles each reservation, so a caller that is
 //! cancelled mid-commit leaves no reservation behind.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -29,7 +29,8 @@ enum Entry {
 #[derive(Default)]
 struct Book {
     plans: HashMap<String, Entry>,
-    used: HashSet<IpAddr>,
+    /// Ordered, so the allocator walks a block's leased addresses in order.
+    used: BTreeSet<IpAddr>,
 }
 
 fn addrs(plan: &Plan) -> impl Iterator<Item = IpAddr> + '_ {
@@ -107,7 +108,7 @@ impl Leases {
     }
 
     /// Every leased address (reserved ones included).
-    pub async fn used(&self) -> HashSet<IpAddr> {
+    pub async fn used(&self) -> BTreeSet<IpAddr> {
         self.book.lock().await.used.clone()
     }
 
@@ -143,7 +144,7 @@ impl Leases {
     pub async fn lease<E>(
         &self,
         uid: &str,
-        build: impl FnOnce(&HashSet<IpAddr>) -> Result<Plan, E>,
+        build: impl FnOnce(&BTreeSet<IpAddr>) -> Result<Plan, E>,
         write_err: impl FnOnce(PlanError) -> E,
     ) -> Result<Plan, E> {
         let reply = loop {
@@ -312,7 +313,7 @@ mod tests {
     }
 
     /// First free address of 10.0.0.0/24.
-    fn first_free(uid: &str, used: &HashSet<IpAddr>) -> Result<Plan, String> {
+    fn first_free(uid: &str, used: &BTreeSet<IpAddr>) -> Result<Plan, String> {
         (1..=254u8)
             .map(|i| IpAddr::from([10, 0, 0, i]))
             .find(|ip| !used.contains(ip))
@@ -332,7 +333,7 @@ mod tests {
         )
         .await
         .unwrap();
-        let ips: HashSet<IpAddr> = plans.iter().map(|p| p.devices[0].ips[0].addr()).collect();
+        let ips: BTreeSet<IpAddr> = plans.iter().map(|p| p.devices[0].ips[0].addr()).collect();
         assert_eq!(ips.len(), 60, "every claim got its own address");
         assert_eq!(leases.used().await, ips);
         let (on_disk, errors) = store.load_all().unwrap();
@@ -394,7 +395,7 @@ mod tests {
             ["claim-1"],
             "released after its commit, file gone"
         );
-        assert_eq!(leases.used().await, HashSet::from([leased.devices[0].ips[0].addr()]));
+        assert_eq!(leases.used().await, BTreeSet::from([leased.devices[0].ips[0].addr()]));
         leases.release("unknown", |p| store.remove(p)).await.unwrap();
     }
 }

@@ -1,7 +1,7 @@
 //! Pure plan building (design.md §6): allocated devices + configs + the node's blocks → a [`Plan`]
 //! with pod interface names and IPs, given the addresses already leased on this node.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net};
@@ -82,8 +82,9 @@ pub struct PlanInput {
 }
 
 /// Builds the plan; `leased` are the addresses other claims hold on this node.
-pub fn build_plan(input: &PlanInput, leased: &HashSet<IpAddr>) -> Result<Plan, BuildError> {
-    let mut taken: HashSet<IpAddr> = HashSet::new();
+pub fn build_plan(input: &PlanInput, leased: &BTreeSet<IpAddr>) -> Result<Plan, BuildError> {
+    // This claim's own addresses so far (a handful: a list beats a hash set).
+    let mut taken: Vec<IpAddr> = Vec::new();
     let mut devices = Vec::with_capacity(input.devices.len());
     let mut names = HashSet::new();
     for (position, d) in input.devices.iter().enumerate() {
@@ -129,9 +130,17 @@ pub fn build_plan(input: &PlanInput, leased: &HashSet<IpAddr>) -> Result<Plan, B
                     device: name.clone(),
                     rail: d.published.rail_index,
                 })?;
+                // The block's leased addresses in order, walked alongside the candidates: the first
+                // free one costs one comparison per leased address before it, not a set lookup.
+                let mut held = leased
+                    .range(IpAddr::V4(block.network())..=IpAddr::V4(block.broadcast()))
+                    .peekable();
                 let ip = usable(block, &cfg.ipam.exclude)
                     .map(IpAddr::V4)
-                    .find(|ip| is_free(ip))
+                    .find(|ip| {
+                        while held.next_if(|h| *h < ip).is_some() {}
+                        held.peek() != Some(&ip) && !taken.contains(ip)
+                    })
                     .ok_or(BuildError::Exhausted {
                         device: name.clone(),
                         block,
@@ -242,7 +251,7 @@ mod tests {
 
     #[test]
     fn rails_ips_follow_host_and_rail() {
-        let plan = build_plan(&input(4, RAILS, 7), &HashSet::new()).unwrap();
+        let plan = build_plan(&input(4, RAILS, 7), &BTreeSet::new()).unwrap();
         let got: Vec<(String, String, Option<u32>)> = plan
             .devices
             .iter()
@@ -261,10 +270,10 @@ mod tests {
 
     #[test]
     fn leased_addresses_are_skipped_and_exhaustion_is_an_error() {
-        let leased: HashSet<IpAddr> = ["10.10.7.1", "10.10.7.2"].iter().map(|s| s.parse().unwrap()).collect();
+        let leased: BTreeSet<IpAddr> = ["10.10.7.1", "10.10.7.2"].iter().map(|s| s.parse().unwrap()).collect();
         let plan = build_plan(&input(1, RAILS, 7), &leased).unwrap();
         assert_eq!(plan.devices[0].ips[0].to_string(), "10.10.7.3/26");
-        let all: HashSet<IpAddr> = "10.10.7.0/26"
+        let all: BTreeSet<IpAddr> = "10.10.7.0/26"
             .parse::<Ipv4Net>()
             .unwrap()
             .hosts()
@@ -294,32 +303,32 @@ mod tests {
 
     #[test]
     fn other_ipam_types() {
-        let none = build_plan(&input(2, "{}", 0), &HashSet::new()).unwrap();
+        let none = build_plan(&input(2, "{}", 0), &BTreeSet::new()).unwrap();
         assert!(none.devices.iter().all(|d| d.ips.is_empty() && d.table.is_none()));
         let st = r#"{"ipam":{"type":"static","addresses":["192.168.0.5/24","192.168.1.5/24"]}}"#;
-        let plan = build_plan(&input(2, st, 0), &HashSet::new()).unwrap();
+        let plan = build_plan(&input(2, st, 0), &BTreeSet::new()).unwrap();
         assert_eq!(plan.devices[1].ips[0].to_string(), "192.168.1.5/24");
         assert!(matches!(
-            build_plan(&input(3, st, 0), &HashSet::new()),
+            build_plan(&input(3, st, 0), &BTreeSet::new()),
             Err(BuildError::StaticCount { .. })
         ));
         let host = r#"{"ipam":{"type":"host"}}"#;
         assert!(matches!(
-            build_plan(&input(1, host, 0), &HashSet::new()),
+            build_plan(&input(1, host, 0), &BTreeSet::new()),
             Err(BuildError::NoHostAddress { .. })
         ));
         let pool = r#"{"ipam":{"type":"pool"}}"#;
         assert_eq!(
-            build_plan(&input(1, pool, 0), &HashSet::new()).unwrap_err(),
+            build_plan(&input(1, pool, 0), &BTreeSet::new()).unwrap_err(),
             BuildError::PoolUnsupported
         );
         let mtu = r#"{"attachment":{"mode":"macvlan","mtu":65000}}"#;
-        let plan = build_plan(&input(1, mtu, 0), &HashSet::new()).unwrap();
+        let plan = build_plan(&input(1, mtu, 0), &BTreeSet::new()).unwrap();
         assert_eq!(plan.devices[0].mtu, Some(9000), "never above the parent's MTU");
         assert_eq!(plan.devices[0].mac, None, "children get their own MAC");
         let dup = r#"{"interfaceNames":["a","a"]}"#;
         assert!(matches!(
-            build_plan(&input(2, dup, 0), &HashSet::new()),
+            build_plan(&input(2, dup, 0), &BTreeSet::new()),
             Err(BuildError::DuplicateName(_))
         ));
     }

@@ -1,7 +1,7 @@
 //! Rows 6 and 8: pure computation, no I/O — ResourceSlice build, the controller's block
 //! assignment, and the node's address allocator.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -160,7 +160,7 @@ pub fn allocator(runs: usize) -> Row {
     let addresses = (ALLOC_CLAIMS * input.devices.len()) as f64;
     let mut failure = None;
     let us = time_runs(runs, || {
-        let mut leased: HashSet<IpAddr> = HashSet::new();
+        let mut leased: BTreeSet<IpAddr> = BTreeSet::new();
         let mut plans = Vec::with_capacity(ALLOC_CLAIMS);
         for _ in 0..ALLOC_CLAIMS {
             match build_plan(black_box(&input), &leased) {
