@@ -72,7 +72,9 @@ async fn main() -> anyhow::Result<()> {
         ..SliceOptions::new(node.clone())
     };
     let ledger = multinic_kubelet_plugin::ledger::LedgerFile::new(&args.state_dir);
-    let publisher = Publisher::new(KubeSliceStore::new(client.clone()), opts)
+    let slice_store = KubeSliceStore::new(client.clone());
+    let deleted = Box::pin(slice_store.deleted_slices(&opts));
+    let publisher = Publisher::new(slice_store, opts)
         .with_ledger_file(ledger)
         .context("loading the node ledger")?;
     let table = publisher.table();
@@ -133,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     tracing::info!(node = %node, sysfs = %args.inventory.sysfs_root.display(), "starting");
-    let publishing = run_publish_loop(&publisher, &source, events, timing);
+    let publishing = run_publish_loop(&publisher, &source, events, deleted, timing);
     tokio::pin!(publishing);
     // The kubelet may call as soon as we register: have devices and stale plans sorted out first.
     tokio::select! {

@@ -54,6 +54,40 @@ impl KubeSliceStore {
     pub fn new(client: kube::Client) -> Self {
         Self { api: Api::all(client) }
     }
+
+    /// Yields the names of the pool's slices that are deleted. The kubelet deletes a node's
+    /// slices when it starts and when a driver stays unregistered (kubernetes v1.36.3
+    /// `pkg/kubelet/cm/dra/plugin/dra_plugin_manager.go`, `wipeResourceSlices`), also after we
+    /// registered again; [`Publisher::republish_if_ours`] then publishes the pool again. One
+    /// watch, with kube-runtime's backoff and bounded logging.
+    pub fn deleted_slices(&self, opts: &SliceOptions) -> impl Stream<Item = String> + Send + 'static {
+        use kube::runtime::{WatchStreamExt, watcher};
+        let fields = format!("spec.driver={},spec.nodeName={}", opts.driver, opts.node_name);
+        let mut gate = RepeatGate::default();
+        watcher(self.api.clone(), watcher::Config::default().fields(&fields))
+            .default_backoff()
+            .filter_map(move |event| {
+                let deleted = match event {
+                    Ok(watcher::Event::Delete(slice)) => {
+                        gate.success();
+                        slice.metadata.name
+                    }
+                    Ok(_) => {
+                        if let Some(failures) = gate.success() {
+                            tracing::info!(failures, "ResourceSlice watch works again");
+                        }
+                        None
+                    }
+                    Err(error) => {
+                        if let Some(not_logged) = gate.failure(std::time::Instant::now()) {
+                            tracing::warn!(%error, not_logged, "ResourceSlice watch failed; retrying with backoff");
+                        }
+                        None
+                    }
+                };
+                futures::future::ready(deleted)
+            })
+    }
 }
 
 impl SliceStore for KubeSliceStore {
@@ -276,6 +310,22 @@ impl<S: SliceStore> Publisher<S> {
         }
     }
 
+    /// When a slice we published is deleted behind our back, forgets what was published so the
+    /// next publish lists the pool and applies every slice again. Returns whether it was ours
+    /// (the slices of older generations that we delete ourselves are not).
+    pub async fn republish_if_ours(&self, deleted: &str) -> bool {
+        let mut state = self.state.lock().await;
+        let ours = state.as_ref().is_some_and(|p| p.names.contains(deleted));
+        if ours {
+            tracing::warn!(
+                slice = deleted,
+                "a published ResourceSlice was deleted (kubelet restart?); publishing again"
+            );
+            *state = None;
+        }
+        ours
+    }
+
     /// Keeps the ledger in `file`, starting from what it holds.
     pub fn with_ledger_file(mut self, file: LedgerFile) -> Result<Self, LedgerError> {
         self.ledger = std::sync::Mutex::new(file.load()?);
@@ -408,11 +458,13 @@ impl Default for LoopTiming {
     }
 }
 
-/// Publishes now, then again after each burst of `events` and on every resync, until `events` ends.
+/// Publishes now, then again after each burst of `events`, after one of our slices was deleted
+/// by someone else (`deleted`: slice names), and on every resync, until `events` ends.
 pub async fn run_publish_loop<S: SliceStore>(
     publisher: &Publisher<S>,
     source: &InventorySource,
     mut events: impl Stream<Item = ()> + Unpin,
+    mut deleted: impl Stream<Item = String> + Unpin,
     timing: LoopTiming,
 ) {
     let mut due = Some(Instant::now());
@@ -450,6 +502,11 @@ pub async fn run_publish_loop<S: SliceStore>(
                 }
             }
             _ = resync.tick() => due = Some(Instant::now()),
+            Some(name) = deleted.next() => {
+                if publisher.republish_if_ours(&name).await {
+                    due = Some(Instant::now());
+                }
+            }
         }
     }
 }

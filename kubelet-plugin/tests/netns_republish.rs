@@ -67,7 +67,7 @@ fn veth_nics_added_and_deleted_are_republished_within_a_second() {
                 debounce: Duration::from_millis(250),
                 resync: Duration::from_secs(3600),
             };
-            let publish_loop = run_publish_loop(&publisher, &source, events, timing);
+            let publish_loop = run_publish_loop(&publisher, &source, events, futures::stream::pending(), timing);
 
             let body = async {
                 wait_for(&store, Duration::from_secs(5), |s| !s.slices().is_empty()).await;

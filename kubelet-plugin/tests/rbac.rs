@@ -86,7 +86,11 @@ async fn rbac_matches_the_calls_the_plugin_makes() {
     .unwrap();
 
     // Publishing: list the pool, apply (create), delete the stale slice; then a change (apply).
-    let publisher = Publisher::new(KubeSliceStore::new(api.client()), SliceOptions::new(NODE));
+    // The pool's slices are watched, to publish again after the kubelet wipes them.
+    let store = KubeSliceStore::new(api.client());
+    let mut deleted = Box::pin(store.deleted_slices(&SliceOptions::new(NODE)));
+    let watching = tokio::spawn(async move { while futures::StreamExt::next(&mut deleted).await.is_some() {} });
+    let publisher = Publisher::new(store, SliceOptions::new(NODE));
     assert!(matches!(
         publisher.publish(&inventory(2)).await.unwrap(),
         PublishOutcome::Published { .. }
@@ -168,6 +172,13 @@ async fn rbac_matches_the_calls_the_plugin_makes() {
     };
     let want = |resource: &'static str| [(resource, false), (resource, true)];
     tokio::time::timeout(Duration::from_secs(30), async {
+        while !seen("resourceslices", true) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the pool's slices are watched");
+    tokio::time::timeout(Duration::from_secs(30), async {
         while !want("multinicnetworks")
             .into_iter()
             .chain(want("nicnodeblocks"))
@@ -179,6 +190,7 @@ async fn rbac_matches_the_calls_the_plugin_makes() {
     .await
     .expect("the peer-routes loop lists and watches MultiNicNetworks and NicNodeBlocks");
     routes.abort();
+    watching.abort();
 
     let requests = api.requests();
     assert!(!requests.is_empty());
