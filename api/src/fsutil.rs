@@ -1,9 +1,10 @@
-//! Crash-safe file writes and bounded reads, for the small state files of the node (the device
-//! ledger, CDI specs). Plans have their own batched writer in [`crate::plan`].
+//! Crash-safe file writes and bounded reads, for the small files multinic writes (the device
+//! ledger, CDI specs, the CNI binary and conflist that `multinic install-cni` installs). Plans
+//! have their own batched writer in [`crate::plan`].
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Writes `body` to `path` with file mode `mode` so that a reader (or a reboot) sees the old or
@@ -21,6 +22,8 @@ pub fn write_atomic(path: &Path, body: &[u8], mode: u32) -> std::io::Result<()> 
         .mode(mode)
         .open(&tmp)?;
     file.write_all(body)?;
+    // The open's mode is reduced by the umask; the file gets exactly `mode`.
+    file.set_permissions(fs::Permissions::from_mode(mode))?;
     file.sync_all()?;
     fs::rename(&tmp, path)?;
     File::open(dir)?.sync_all()
@@ -48,8 +51,6 @@ pub fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
     use super::*;
 
     #[test]

@@ -2,8 +2,6 @@
 //! host's CNI bin dir and, when asked, chain it into the primary network's conflist.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -70,23 +68,9 @@ fn primary_conflist(dir: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// Writes `body` to `path` through a temporary file in the same directory and a rename.
+/// Writes `body` to `path` crash-safely (`multinic_api::fsutil::write_atomic`).
 fn write_atomically(path: &Path, body: &[u8], mode: u32) -> anyhow::Result<()> {
-    let dir = path.parent().context("no parent directory")?;
-    let tmp = dir.join(format!(
-        ".{}.multinic-tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-    ));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)?;
-    f.write_all(body)?;
-    f.sync_all()?;
-    fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
+    multinic_api::fsutil::write_atomic(path, body, mode).with_context(|| format!("writing {}", path.display()))
 }
 
 pub fn run(args: InstallArgs) -> anyhow::Result<()> {
@@ -115,6 +99,8 @@ pub fn run(args: InstallArgs) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

@@ -63,17 +63,9 @@ async fn the_controller_binary_reconciles_networks_it_watches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_api_server_down_the_controller_is_quiet_and_leads_once_it_is_back() {
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        multinic_testkit::kubeconfig_yaml(&format!("http://{addr}")),
-    )
-    .unwrap();
+    let addr = multinic_testkit::closed_port_kubeconfig(&kubeconfig).unwrap();
     let mut controller = controller(&kubeconfig, &["--lease-seconds", "3"]);
     controller
         .observe(Duration::from_secs(5))

@@ -263,18 +263,9 @@ async fn plain_tonic_refuses_the_kubelet_authorities() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_api_server_down_the_plugin_is_quiet_and_publishes_once_it_is_back() {
-    // A port that nothing listens on.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        multinic_testkit::kubeconfig_yaml(&format!("http://{addr}")),
-    )
-    .unwrap();
+    let addr = multinic_testkit::closed_port_kubeconfig(&kubeconfig).unwrap();
     let mut plugin = plugin(dir.path(), &kubeconfig);
     plugin
         .observe(Duration::from_secs(5))

@@ -289,6 +289,15 @@ pub fn kubeconfig_yaml(url: &str) -> String {
     )
 }
 
+/// A loopback address nothing listens on, and a kubeconfig for it written to `path` (for tests
+/// of a binary started while the API server is down; [`FakeApiServer::try_start_on`] can bring
+/// one up there later).
+pub fn closed_port_kubeconfig(path: &Path) -> Result<SocketAddr, Error> {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    std::fs::write(path, kubeconfig_yaml(&format!("http://{addr}")))?;
+    Ok(addr)
+}
+
 async fn accept_loop(listener: TcpListener, addr: SocketAddr, shared: Arc<server::Shared>) {
     let mut listener = Some(listener);
     let mut shutdown = shared.shutdown.subscribe();
