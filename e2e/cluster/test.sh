@@ -260,6 +260,9 @@ plugin_log | grep 'registered with the kubelet' | tail -n 2 | cut -c1-200
 tail -n +$((klog_lines + 1)) "$LOGS/kubelet.log" | grep 'Connection changed' | grep 'multinic.dev' | head -n 2
 check "ResourceSlices published again after the kubelet restart" wait_for 90 "slices" \
 	sh -c "[ \"\$('$K8S_BIN/kubectl' get resourceslices -o name | wc -l)\" -gt 0 ]"
+# Right after its restart the kubelet has not synced pod-b yet: exec answers "unable to upgrade
+# connection: pod does not exist" for a few seconds.
+check "pod-b can be exec'd into after the kubelet restart" wait_for 60 "exec into pod-b" pexec pod-b true
 after=$(pexec pod-b ip -br addr)
 check "pod-b kept its interfaces across the kubelet restart" [ "$before" = "$after" ]
 pod_yaml pod-d two-nics | kc apply -f - >/dev/null
