@@ -5,12 +5,12 @@
 
 mod arith;
 mod attach;
-pub(crate) mod dra;
-pub(crate) mod fixtures;
+pub mod dra;
+pub mod fixtures;
 mod grpc;
 mod ipam;
 mod prepare;
-pub(crate) mod rss;
+pub mod rss;
 mod stats;
 
 use std::path::{Path, PathBuf};

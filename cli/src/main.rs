@@ -1,14 +1,10 @@
 //! `multinic`: the command line for humans.
 
-mod bench;
-mod demo;
-mod install;
-mod vmcheck;
-
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use multinic_cli::{bench, demo, install, vmcheck};
 use multinic_kubelet_plugin::inventory::{self, HostSnapshot, netlink};
 use multinic_kubelet_plugin::setup::{self, InventoryArgs, LogFormat};
 use multinic_kubelet_plugin::slices::{SliceOptions, build_devices, build_slices};

@@ -217,10 +217,11 @@ struct Published {
 /// The published devices, by device name: what `NodePrepareResources` may hand out. Also carries
 /// the device names that plans hold (kept by the driver), so a NIC that moved into a pod stays
 /// published.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct DeviceTable {
     inner: Arc<std::sync::RwLock<Option<BTreeMap<String, PublishedDevice>>>>,
-    ready: Arc<tokio::sync::Notify>,
+    /// Bumped whenever the contents change (the first inventory included).
+    version: Arc<tokio::sync::watch::Sender<u64>>,
     /// Device names held by each plan, by claim UID.
     held: Arc<std::sync::RwLock<BTreeMap<String, Vec<String>>>>,
 }
@@ -268,20 +269,46 @@ impl DeviceTable {
     }
 
     pub fn set(&self, devices: &[PublishedDevice]) {
-        if let Ok(mut table) = self.inner.write() {
-            *table = Some(devices.iter().map(|d| (d.device.name.clone(), d.clone())).collect());
+        let next: BTreeMap<String, PublishedDevice> =
+            devices.iter().map(|d| (d.device.name.clone(), d.clone())).collect();
+        let changed = match self.inner.write() {
+            Ok(mut table) if table.as_ref() != Some(&next) => {
+                *table = Some(next);
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            self.version.send_modify(|v| *v = v.wrapping_add(1));
         }
-        self.ready.notify_waiters();
     }
 
     /// Waits until the first inventory has been read.
     pub async fn wait_ready(&self) {
-        loop {
-            let notified = self.ready.notified();
-            if self.device_count().is_some() {
+        let mut version = self.version.subscribe();
+        while self.device_count().is_none() {
+            if version.changed().await.is_err() {
                 return;
             }
-            notified.await;
+        }
+    }
+
+    /// One item after each change of the table's contents (a NIC appeared, went, moved into a
+    /// pod or came back); changes in a burst may arrive as one item.
+    pub fn changes(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+        futures::stream::unfold(self.version.subscribe(), |mut rx| async move {
+            rx.changed().await.ok()?;
+            Some(((), rx))
+        })
+    }
+}
+
+impl Default for DeviceTable {
+    fn default() -> Self {
+        Self {
+            inner: Arc::default(),
+            version: Arc::new(tokio::sync::watch::Sender::new(0)),
+            held: Arc::default(),
         }
     }
 }

@@ -31,14 +31,14 @@ fn layout() -> anyhow::Result<RailsLayout> {
 }
 
 /// The fake API server with its listening socket in `ns`, driven by its own thread.
-pub(crate) struct NsApi {
-    pub(crate) api: FakeApiServer,
+pub struct NsApi {
+    pub api: FakeApiServer,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl NsApi {
-    pub(crate) fn start(ns: &Netns) -> anyhow::Result<Self> {
+    pub fn start(ns: &Netns) -> anyhow::Result<Self> {
         let fd = ns.file.try_clone()?;
         let (tx, rx) = mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -81,13 +81,13 @@ impl Drop for NsApi {
 }
 
 /// The running plugin; killed (SIGTERM, then waited for) on drop.
-pub(crate) struct Proc {
+pub struct Proc {
     child: Child,
     lines: mpsc::Receiver<String>,
 }
 
 impl Proc {
-    pub(crate) fn start(bin: &Path, ns: &Netns, dir: &Path, kubeconfig: &Path) -> anyhow::Result<Self> {
+    pub fn start(bin: &Path, ns: &Netns, dir: &Path, kubeconfig: &Path) -> anyhow::Result<Self> {
         let arg = |p: &str| dir.join(p).display().to_string();
         let mut child = Command::new("ip")
             .args(["netns", "exec", &ns.name])
@@ -124,7 +124,7 @@ impl Proc {
     /// Waits for the "serving the kubelet" log line (sockets bound, plans reconciled) and for a
     /// "published ResourceSlices" line with all NICs (the device table is filled before the
     /// slices are written, so the two may come in either order).
-    pub(crate) fn wait_ready(&self, nics: usize) -> anyhow::Result<()> {
+    pub fn wait_ready(&self, nics: usize) -> anyhow::Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut log = Vec::new();
         let (mut serving, mut published) = (false, false);

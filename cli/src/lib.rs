@@ -1,0 +1,8 @@
+//! The `multinic` command line's subcommands as a library: `main.rs` parses arguments and calls
+//! their `run`; the integration tests drive the same sandbox fixtures (network namespaces, the
+//! plugin binary beside a fake API server, CNI calls) that `demo` and `bench` use.
+
+pub mod bench;
+pub mod demo;
+pub mod install;
+pub mod vmcheck;
