@@ -1,5 +1,7 @@
 //! Our custom resources (group `multinic.dev`, version `v1alpha1`, cluster-scoped).
 
+use std::net::Ipv4Addr;
+
 use ipnet::Ipv4Net;
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -74,6 +76,12 @@ pub struct RailBlock {
     pub rail_index: u32,
     #[schemars(with = "String")]
     pub cidr: Ipv4Net,
+    /// The node's own IPv4 address on this rail (the address its rail NIC publishes as `ipv4`),
+    /// when it has one. Peers route this block `via` it: a pod's address on an ipvlan-l3 child
+    /// never answers ARP, so an on-link route to the block reaches nobody (design.md §5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub node_address: Option<Ipv4Addr>,
 }
 
 /// Name of the NicNodeBlocks of a node in a network.

@@ -1056,8 +1056,8 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
 
 const L3_NETWORK: &str = "bench";
 
-fn l3_objects(layout: &RailsLayout, guests: &[u32], rails: u32) -> anyhow::Result<Vec<Value>> {
-    let mut objs = vec![json!({
+fn l3_network(layout: &RailsLayout) -> Value {
+    json!({
         "apiVersion": "multinic.dev/v1alpha1", "kind": "MultiNicNetwork",
         "metadata": {"name": L3_NETWORK},
         "spec": {
@@ -1066,19 +1066,28 @@ fn l3_objects(layout: &RailsLayout, guests: &[u32], rails: u32) -> anyhow::Resul
                      "hostBlock": layout.host_bits, "interfaceBlock": layout.iface_bits},
             "routing": {"mode": "l3", "policyRouting": true},
         },
-    })];
-    for g in guests {
-        let node = format!("vm-{g}");
-        let blocks = (0..rails)
-            .map(|k| Ok(json!({"railIndex": k, "cidr": layout.block(*g, k)?.to_string()})))
-            .collect::<anyhow::Result<Vec<Value>>>()?;
-        objs.push(json!({
-            "apiVersion": "multinic.dev/v1alpha1", "kind": "NicNodeBlocks",
-            "metadata": {"name": multinic_api::crd::node_blocks_name(L3_NETWORK, &node)},
-            "spec": {"network": L3_NETWORK, "nodeName": node, "hostIndex": g, "blocks": blocks},
-        }));
-    }
-    Ok(objs)
+    })
+}
+
+/// This node's NicNodeBlocks as the controller writes them from the node's published slices: a
+/// block per rail, with the rail NIC's own address where it has one (the controller's own
+/// functions, so the peer routes are what a cluster would get).
+fn own_blocks(layout: &RailsLayout, host: u32, node: &str, slices: &[ResourceSlice]) -> anyhow::Result<Value> {
+    let all = multinic_controller::selector::Selector::compile(None)?;
+    let nodes = multinic_controller::selector::matching_nodes(dra::DRIVER, &all, slices)?;
+    let rails = nodes
+        .get(node)
+        .with_context(|| format!("{node} publishes no devices"))?;
+    let blocks = multinic_controller::blocks::node_blocks(layout, host, rails.rails, &rails.addresses)?;
+    Ok(serde_json::to_value(multinic_api::crd::NicNodeBlocks::new(
+        &multinic_api::crd::node_blocks_name(L3_NETWORK, node),
+        multinic_api::crd::NicNodeBlocksSpec {
+            network: L3_NETWORK.into(),
+            node_name: node.into(),
+            host_index: host,
+            blocks,
+        },
+    ))?)
 }
 
 fn tx_packets(ifname: &str) -> u64 {
@@ -1113,9 +1122,7 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
     let cni = sibling("multinic-cni")?;
     let api = Api::start()?;
     let layout = RailsLayout::new("10.10.0.0/16".parse()?, 8, 5)?;
-    for obj in l3_objects(&layout, &[me, peer], 16)? {
-        api.api.insert(obj)?;
-    }
+    api.api.insert(l3_network(&layout))?;
     let dir = tempfile::tempdir()?;
     let kubeconfig = dir.path().join("kubeconfig");
     api.api.write_kubeconfig(&kubeconfig)?;
@@ -1143,6 +1150,27 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
     });
     let plugin = Plugin { child, lines };
     plugin.wait_ready(12)?;
+    let slices: Vec<ResourceSlice> = api
+        .api
+        .list("resource.k8s.io/v1", "ResourceSlice", None)
+        .into_iter()
+        .map(serde_json::from_value)
+        .collect::<Result<_, _>>()?;
+
+    // Rendezvous 1: each guest writes its own NicNodeBlocks (rail addresses from its slice) and
+    // reads the peer's, as the controller would have written both.
+    let mine_blocks = own_blocks(&layout, me, &node, &slices)?;
+    api.api.insert(mine_blocks.clone())?;
+    fs::write(
+        args.sync_dir.join(format!("blocks-{me}")),
+        mine_blocks.to_string() + "\n",
+    )?;
+    let peer_blocks = wait_file(&args.sync_dir.join(format!("blocks-{peer}")), Duration::from_secs(300))?;
+    let peer_blocks: Value = serde_json::from_str(&peer_blocks)?;
+    let peer_addresses = peer_blocks["spec"]["blocks"]
+        .as_array()
+        .map_or(0, |b| b.iter().filter(|b| b["nodeAddress"].is_string()).count());
+    api.api.insert(peer_blocks)?;
 
     // Peer routes: one per peer block whose rail this node has (12 published rails).
     let t = Instant::now();
@@ -1159,6 +1187,11 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
         (|| {
             let n = routes.lines().count();
             ensure!(n == 12, "{n} proto-201 routes after {:?}:\n{routes}", t.elapsed());
+            let via = routes.lines().filter(|l| l.contains(" via ")).count();
+            ensure!(
+                via == peer_addresses && via == 8,
+                "{via} routes via the peer's rail address, want one per peer PF (8; the peer's blocks name {peer_addresses}):\n{routes}"
+            );
             for k in 0..12u32 {
                 let block = layout.block(peer, k)?.to_string();
                 ensure!(
@@ -1167,7 +1200,7 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
                 );
             }
             Ok(format!(
-                "12 routes to vm-{peer}'s blocks after {:?}, e.g. {}",
+                "12 routes to vm-{peer}'s blocks after {:?} ({via} via its PFs' addresses), e.g. {}",
                 t.elapsed(),
                 routes.lines().next().unwrap_or("").trim()
             ))
@@ -1175,12 +1208,6 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
     );
 
     // One pod with the 8 PFs as ipvlan-l3 children net1..net8 (rail order).
-    let slices: Vec<ResourceSlice> = api
-        .api
-        .list("resource.k8s.io/v1", "ResourceSlice", None)
-        .into_iter()
-        .map(serde_json::from_value)
-        .collect::<Result<_, _>>()?;
     let mut pfs: Vec<(i64, String, String)> = slice_devices(&slices)
         .iter()
         .filter(|d| m(d, "driver") == "igb")
@@ -1245,38 +1272,10 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
         .collect();
     ensure!(theirs.len() == 8, "peer published {theirs:?}");
 
-    let product = ping_rails(&pod.name, &pfs, &mine, &theirs, peer, 1);
-    for (rail, r) in product {
-        report.known_gap(
-            &format!("l3-ping-rail{rail}"),
-            "on-link peer routes: the sender ARPs for the peer pod's address, which an ipvlan-l3 child \
-             (IFF_NOARP) never answers",
-            r,
-        );
-    }
-
-    // The same pods with the peer routes via the peer's rail address (what the plugin would need
-    // to know per node and rail): proves the rails, the children and the counters. The replaced
-    // routes keep protocol 201, dst and oif, so the plugin's sync sees its own routes and leaves them.
-    let peer_routes = cmd_out("ip", &["-4", "route", "show", "proto", "201"])?;
-    for line in peer_routes.lines() {
-        let mut w = line.split_whitespace();
-        let (Some(dst), Some(_), Some(dev)) = (w.next(), w.next(), w.next()) else {
-            continue;
-        };
-        let Some(i) = pfs.iter().position(|p| p.2 == dev) else {
-            continue;
-        };
-        let via = format!("192.168.{i}.1{peer}");
-        cmd_out(
-            "ip",
-            &["route", "replace", dst, "via", &via, "dev", dev, "proto", "201"],
-        )?;
-    }
-    fs::write(args.sync_dir.join(format!("via-{me}")), "via\n")?;
-    wait_file(&args.sync_dir.join(format!("via-{peer}")), Duration::from_secs(300))?;
+    // The plugin's peer routes go via the peer's address on each rail (NicNodeBlocks
+    // `nodeAddress`): an ipvlan-l3 child never answers ARP, so on-link routes would reach nobody.
     for (rail, r) in ping_rails(&pod.name, &pfs, &mine, &theirs, peer, 3) {
-        report.check(&format!("l3-via-peer-rail{rail}"), r);
+        report.check(&format!("l3-ping-rail{rail}"), r);
     }
 
     // Keep answering until the peer is done too.
@@ -1472,7 +1471,8 @@ async fn drain(events: &mut (impl futures::Stream<Item = ()> + Unpin)) {
 }
 
 async fn hotplug_checks(api: &FakeApiServer, report: &mut Report) {
-    // kubelet-plugin's uevent module, watched alongside (not yet wired into the publish loop).
+    // kubelet-plugin's uevent module (the plugin's publish loop listens to the same stream),
+    // watched here too so the checks can say when the kernel reported each change.
     let mut uevents = match multinic_kubelet_plugin::uevent::republish_events() {
         Ok(e) => Some(e),
         Err(e) => {
@@ -1597,9 +1597,8 @@ async fn hotplug_checks(api: &FakeApiServer, report: &mut Report) {
             (n.rail != b.rail).then(|| format!("{} {}->{}", b.if_name, b.rail, n.rail))
         })
         .collect();
-    report.known_gap(
+    report.check(
         "rails-stable-on-vf-add",
-        "railIndex is recomputed from PCI order at every publish (no per-NIC ledger yet, design.md §9)",
         if moved.is_empty() {
             Ok(format!("{} devices kept their railIndex", before.len()))
         } else {

@@ -3,6 +3,7 @@
 //! NicNodeBlocks), never shared, and freed only when the node is gone.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use multinic_api::crd::RailBlock;
@@ -50,13 +51,20 @@ pub fn assign(layout: &RailsLayout, existing: &BTreeMap<String, u32>, nodes: &BT
     out
 }
 
-/// The blocks of host `h` for rails `0..rails`.
-pub fn node_blocks(layout: &RailsLayout, host: u32, rails: u32) -> Result<Vec<RailBlock>, RailsError> {
+/// The blocks of host `h` for rails `0..rails`, each with the node's own address on that rail
+/// where `addresses` has one (peers route the block via it).
+pub fn node_blocks(
+    layout: &RailsLayout,
+    host: u32,
+    rails: u32,
+    addresses: &BTreeMap<u32, Ipv4Addr>,
+) -> Result<Vec<RailBlock>, RailsError> {
     (0..rails)
         .map(|k| {
             Ok(RailBlock {
                 rail_index: k,
                 cidr: layout.block(host, k)?,
+                node_address: addresses.get(&k).copied(),
             })
         })
         .collect()
@@ -90,7 +98,7 @@ mod tests {
         let blocks: Vec<Ipv4Net> = a
             .hosts
             .values()
-            .flat_map(|&h| node_blocks(&l, h, 8).unwrap())
+            .flat_map(|&h| node_blocks(&l, h, 8, &BTreeMap::new()).unwrap())
             .map(|b| b.cidr)
             .collect();
         println!(

@@ -237,12 +237,15 @@ pub async fn reconcile_network(client: &kube::Client, net: &MultiNicNetwork) -> 
                 .map(|n| format!("node {n}: no host index left"))
                 .collect::<Vec<_>>();
             for (node, &host) in &assignment.hosts {
-                let rails = nodes.get(node).copied().unwrap_or(0);
+                let (rails, addresses) = nodes
+                    .get(node)
+                    .map(|n| (n.rails, n.addresses.clone()))
+                    .unwrap_or_default();
                 let usable = u32::try_from(layout.rails()).unwrap_or(u32::MAX).min(rails);
                 if rails > usable {
                     problems.push(format!("node {node}: {rails} rails, the network has room for {usable}"));
                 }
-                let rail_blocks = blocks::node_blocks(&layout, host, usable).unwrap_or_default();
+                let rail_blocks = blocks::node_blocks(&layout, host, usable, &addresses).unwrap_or_default();
                 let body = blocks_object(net, node, host, &rail_blocks);
                 node_blocks
                     .patch(&node_blocks_name(&name, node), &apply, &Patch::Apply(body))

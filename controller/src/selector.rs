@@ -2,6 +2,9 @@
 //! sees them (`device.driver`, `device.attributes["<domain>"].<id>`).
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
 
 use k8s_openapi::api::resource::v1::{Device, DeviceAttribute, ResourceSlice};
 use kube::core::cel::{KubeCelExt, cel};
@@ -86,26 +89,47 @@ fn attribute_value(a: &DeviceAttribute) -> Value {
     }
 }
 
-/// Node → number of rails (highest matching `railIndex` + 1) over slices of `driver`.
+/// What a node's matching devices say about its rails.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeRails {
+    /// Highest matching `railIndex` + 1.
+    pub rails: u32,
+    /// Rail index → the rail NIC's own IPv4 address (its `ipv4` attribute, prefix dropped), for
+    /// the rails whose NIC has one.
+    pub addresses: BTreeMap<u32, Ipv4Addr>,
+}
+
+/// Node → its rails, over the slices of `driver` and the devices `selector` matches.
 pub fn matching_nodes(
     driver: &str,
     selector: &Selector,
     slices: &[ResourceSlice],
-) -> Result<BTreeMap<String, u32>, SelectorError> {
-    let mut nodes = BTreeMap::new();
+) -> Result<BTreeMap<String, NodeRails>, SelectorError> {
+    let mut nodes: BTreeMap<String, NodeRails> = BTreeMap::new();
+    let attr = |device: &Device, id: &str| {
+        device
+            .attributes
+            .as_ref()
+            .and_then(|a| a.get(&format!("{driver}/{id}")))
+            .cloned()
+    };
     for slice in slices.iter().filter(|s| s.spec.driver == driver) {
         let Some(node) = &slice.spec.node_name else { continue };
         for device in slice.spec.devices.iter().flatten() {
             if selector.matches(driver, device)? {
-                let rail = device
-                    .attributes
-                    .as_ref()
-                    .and_then(|a| a.get(&format!("{driver}/railIndex")))
+                let rail = attr(device, "railIndex")
                     .and_then(|a| a.int)
                     .and_then(|i| u32::try_from(i).ok())
                     .unwrap_or(0);
-                let entry = nodes.entry(node.clone()).or_insert(0);
-                *entry = (*entry).max(rail + 1);
+                let entry = nodes.entry(node.clone()).or_default();
+                entry.rails = entry.rails.max(rail + 1);
+                // The plugin publishes `ipv4` as the interface's address in CIDR form.
+                if let Some(ip) = attr(device, "ipv4")
+                    .and_then(|a| a.string)
+                    .and_then(|s| s.parse::<Ipv4Net>().ok())
+                {
+                    entry.addresses.entry(rail).or_insert(ip.addr());
+                }
             }
         }
     }
@@ -174,17 +198,30 @@ mod tests {
                 ..Default::default()
             },
         };
+        let s = Selector::compile(Some(r#"device.attributes["multinic.dev"].rdma"#)).unwrap();
+        let mut with_address = device("b", true, 3);
+        if let Some(a) = with_address.attributes.as_mut() {
+            a.insert(
+                "multinic.dev/ipv4".into(),
+                DeviceAttribute {
+                    string: Some("192.168.3.11/24".into()),
+                    ..Default::default()
+                },
+            );
+        }
         let slices = vec![
-            slice(
-                "n1",
-                vec![device("a", true, 0), device("b", true, 3), device("c", false, 5)],
-            ),
+            slice("n1", vec![device("a", true, 0), with_address, device("c", false, 5)]),
             slice("n2", vec![device("a", false, 0)]),
         ];
-        let s = Selector::compile(Some(r#"device.attributes["multinic.dev"].rdma"#)).unwrap();
         assert_eq!(
             matching_nodes("multinic.dev", &s, &slices).unwrap(),
-            BTreeMap::from([("n1".to_string(), 4)])
+            BTreeMap::from([(
+                "n1".to_string(),
+                NodeRails {
+                    rails: 4,
+                    addresses: BTreeMap::from([(3, "192.168.3.11".parse().unwrap())]),
+                }
+            )])
         );
     }
 }

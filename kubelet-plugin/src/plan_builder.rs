@@ -291,6 +291,7 @@ mod tests {
         let block = |cidr: &str| multinic_api::crd::RailBlock {
             rail_index: 0,
             cidr: cidr.parse().unwrap(),
+            node_address: None,
         };
         assert!(check_blocks(&cfg, &[block("10.10.7.0/26")]).is_ok());
         for bad in ["10.11.7.0/26", "10.10.7.0/25"] {

@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use multinic_api::crd::NicNodeBlocks;
 use netlink_packet_route::AddressFamily;
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope};
 use rtnetlink::{Handle, RouteMessageBuilder};
 
 use multinic_api::retry::RepeatGate;
@@ -21,16 +21,20 @@ use crate::ledger::Presence;
 /// `rtm_protocol` of routes installed by multinic (unassigned in `/etc/iproute2/rt_protos`).
 pub const RTPROT_MULTINIC: u8 = 201;
 
-/// One route to a peer's block, out of one local rail interface.
+/// One route to a peer's block, out of one local rail interface: via the peer's own address on
+/// that rail when its NicNodeBlocks names one, else on-link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PeerRoute {
     pub dst: Ipv4Net,
     pub oif: u32,
+    pub via: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
-    #[error("rtnetlink {what} {route:?}: {source}")]
+    #[error(
+        "rtnetlink {what} of peer route {route:?}: {source}; peer routes come from the peers' NicNodeBlocks (their blocks and nodeAddress) and this node's rail NICs, check both"
+    )]
     Netlink {
         what: &'static str,
         route: Option<PeerRoute>,
@@ -49,7 +53,13 @@ pub fn desired_routes<'a>(
         .into_iter()
         .filter(|nb| nb.spec.node_name != node)
         .flat_map(|nb| nb.spec.blocks.iter())
-        .filter_map(|b| rails.get(&b.rail_index).map(|&oif| PeerRoute { dst: b.cidr, oif }))
+        .filter_map(|b| {
+            rails.get(&b.rail_index).map(|&oif| PeerRoute {
+                dst: b.cidr,
+                oif,
+                via: b.node_address,
+            })
+        })
         .collect()
 }
 
@@ -60,11 +70,13 @@ fn ours(msg: &RouteMessage) -> Option<PeerRoute> {
     }
     let mut dst = Ipv4Addr::UNSPECIFIED;
     let mut oif = None;
+    let mut via = None;
     let mut table = u32::from(msg.header.table);
     for attr in &msg.attributes {
         match attr {
             RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
             RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => via = Some(*ip),
             RouteAttribute::Table(t) => table = *t,
             _ => {}
         }
@@ -73,17 +85,25 @@ fn ours(msg: &RouteMessage) -> Option<PeerRoute> {
     Some(PeerRoute {
         dst: Ipv4Net::new(dst, msg.header.destination_prefix_length).ok()?,
         oif: oif?,
+        via,
     })
 }
 
 fn message(route: &PeerRoute) -> RouteMessage {
-    RouteMessageBuilder::<Ipv4Addr>::new()
+    let builder = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(route.dst.network(), route.dst.prefix_len())
         .output_interface(route.oif)
         .protocol(RouteProtocol::Other(RTPROT_MULTINIC))
-        .scope(RouteScope::Link)
-        .table_id(RT_TABLE_MAIN)
-        .build()
+        .table_id(RT_TABLE_MAIN);
+    match route.via {
+        // `onlink`: the peer's rail address need not be in a subnet of this node's rail NIC.
+        Some(via) => {
+            let mut msg = builder.gateway(via).scope(RouteScope::Universe).build();
+            msg.header.flags |= RouteFlags::Onlink;
+            msg
+        }
+        None => builder.scope(RouteScope::Link).build(),
+    }
 }
 
 /// What a sync changed.
@@ -126,25 +146,28 @@ pub async fn sync_routes(handle: &Handle, desired: &BTreeSet<PeerRoute>) -> Resu
             })?;
         report.removed += 1;
     }
+    // One peer's bad route (say, a nodeAddress the kernel refuses) must not keep the others out:
+    // every add is tried, the first failure is reported.
+    let mut failed = None;
     for route in desired.difference(&have) {
-        handle
-            .route()
-            .add(message(route))
-            .execute()
-            .await
-            .map_err(|source| RouteError::Netlink {
-                what: "add",
-                route: Some(*route),
-                source,
-            })?;
-        report.added += 1;
+        match handle.route().add(message(route)).execute().await {
+            Ok(()) => report.added += 1,
+            Err(source) => {
+                failed.get_or_insert(RouteError::Netlink {
+                    what: "add",
+                    route: Some(*route),
+                    source,
+                });
+            }
+        }
     }
-    Ok(report)
+    failed.map_or(Ok(report), Err)
 }
 
 /// Installs this node's peer routes for every `routing.mode: l3` network, again after every change
-/// seen by the cluster watches (a burst is synced once) and at every resync, until the watches end.
-/// Reads the watch-backed stores only: no list per event.
+/// seen by the cluster watches or in the device table (a rail NIC back from a pod needs its routes
+/// again: the kernel dropped them when it left) — a burst is synced once — and at every resync,
+/// until the watches end. Reads the watch-backed stores only: no list per event.
 pub async fn run_peer_routes(
     stores: ClusterStores,
     changes: Changes,
@@ -157,7 +180,8 @@ pub async fn run_peer_routes(
     use multinic_api::config::RoutingMode;
 
     let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(resync)).map(|_| ());
-    let mut events = futures::stream::select(changes, ticks);
+    let devices = Box::pin(table.changes());
+    let mut events = futures::stream::select(futures::stream::select(changes, devices), ticks);
     let mut gate = RepeatGate::default();
     while events.next().await.is_some() {
         // Coalesce what is already queued (a list of many objects arrives as many events).
@@ -221,6 +245,8 @@ mod tests {
                     .map(|k| RailBlock {
                         rail_index: k,
                         cidr: format!("10.10.{host}.{}/26", k * 64).parse().unwrap(),
+                        // Host 2 publishes its rail addresses; host 1 does not.
+                        node_address: (host == 2).then(|| format!("192.168.{k}.2").parse().unwrap()),
                     })
                     .collect(),
             },
@@ -231,17 +257,18 @@ mod tests {
     fn peers_blocks_go_out_of_the_matching_rail_and_own_blocks_are_skipped() {
         let blocks = [nb("me", 0), nb("p1", 1), nb("p2", 2)];
         let rails = BTreeMap::from([(0, 10), (1, 11)]);
-        let got: Vec<(String, u32)> = desired_routes("me", &blocks, &rails)
+        let got: Vec<(String, u32, Option<String>)> = desired_routes("me", &blocks, &rails)
             .iter()
-            .map(|r| (r.dst.to_string(), r.oif))
+            .map(|r| (r.dst.to_string(), r.oif, r.via.map(|v| v.to_string())))
             .collect();
+        let via = |s: &str| Some(s.to_string());
         assert_eq!(
             got,
             [
-                ("10.10.1.0/26".to_string(), 10),
-                ("10.10.1.64/26".to_string(), 11),
-                ("10.10.2.0/26".to_string(), 10),
-                ("10.10.2.64/26".to_string(), 11)
+                ("10.10.1.0/26".to_string(), 10, None),
+                ("10.10.1.64/26".to_string(), 11, None),
+                ("10.10.2.0/26".to_string(), 10, via("192.168.0.2")),
+                ("10.10.2.64/26".to_string(), 11, via("192.168.1.2"))
             ]
         );
         // A rail this node does not have gets no route.

@@ -38,14 +38,16 @@ fn blocks(node: &str, host: u32) -> NicNodeBlocks {
                 .map(|k| RailBlock {
                     rail_index: k,
                     cidr: layout.block(host, k).unwrap(),
+                    // Peer 3 publishes its own address on each rail: its blocks go via it.
+                    node_address: (host == 3).then(|| Ipv4Addr::new(192, 168, k as u8, 3)),
                 })
                 .collect(),
         },
     )
 }
 
-/// Every IPv4 main-table route: (dst, oif, ours).
-async fn routes(handle: &rtnetlink::Handle) -> BTreeSet<(String, u32, bool)> {
+/// Every IPv4 main-table route: (dst, oif, ours, gateway).
+async fn routes(handle: &rtnetlink::Handle) -> BTreeSet<(String, u32, bool, Option<Ipv4Addr>)> {
     let mut q = RouteMessage::default();
     q.header.address_family = AddressFamily::Inet;
     let msgs: Vec<RouteMessage> = handle.route().get(q).execute().try_collect().await.unwrap();
@@ -61,7 +63,16 @@ async fn routes(handle: &rtnetlink::Handle) -> BTreeSet<(String, u32, bool)> {
                 _ => None,
             })?;
             let ours = m.header.protocol == RouteProtocol::Other(RTPROT_MULTINIC);
-            Some((format!("{dst}/{}", m.header.destination_prefix_length), oif, ours))
+            let gateway = m.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Gateway(netlink_packet_route::route::RouteAddress::Inet(ip)) => Some(*ip),
+                _ => None,
+            });
+            Some((
+                format!("{dst}/{}", m.header.destination_prefix_length),
+                oif,
+                ours,
+                gateway,
+            ))
         })
         .collect()
 }
@@ -106,6 +117,18 @@ fn peer_routes_follow_peers_and_leave_foreign_routes_alone() {
                         .unwrap();
                     if name == &a {
                         rails.insert(k, link.header.index);
+                        // A rail NIC with an address of its own, in another subnet than the
+                        // peers' rail addresses: `via` routes to them need `onlink`.
+                        handle
+                            .address()
+                            .add(
+                                link.header.index,
+                                std::net::IpAddr::V4(Ipv4Addr::new(172, 16, k as u8, 1)),
+                                24,
+                            )
+                            .execute()
+                            .await
+                            .unwrap();
                     }
                 }
             }
@@ -125,18 +148,28 @@ fn peer_routes_follow_peers_and_leave_foreign_routes_alone() {
                 sync_routes(&handle, &desired).await.unwrap(),
                 SyncReport { added: 6, removed: 0 }
             );
-            let ours: BTreeSet<(String, u32)> = routes(&handle)
+            let ours: BTreeSet<(String, u32, Option<Ipv4Addr>)> = routes(&handle)
                 .await
                 .into_iter()
                 .filter(|r| r.2)
-                .map(|(d, o, _)| (d, o))
+                .map(|(d, o, _, g)| (d, o, g))
                 .collect();
-            let expected: BTreeSet<(String, u32)> =
-                desired.iter().map(|r: &PeerRoute| (r.dst.to_string(), r.oif)).collect();
+            let expected: BTreeSet<(String, u32, Option<Ipv4Addr>)> = desired
+                .iter()
+                .map(|r: &PeerRoute| (r.dst.to_string(), r.oif, r.via))
+                .collect();
             assert_eq!(ours, expected);
             assert!(
-                ours.contains(&("10.10.2.64/26".to_string(), rails[&1])),
-                "peer 2's rail-1 block goes out of rail 1"
+                ours.contains(&("10.10.2.64/26".to_string(), rails[&1], None)),
+                "peer 2's rail-1 block goes out of rail 1, on-link"
+            );
+            assert!(
+                ours.contains(&(
+                    "10.10.3.64/26".to_string(),
+                    rails[&1],
+                    Some(Ipv4Addr::new(192, 168, 1, 3))
+                )),
+                "peer 3's rail-1 block goes out of rail 1 via peer 3's rail-1 address"
             );
 
             // A re-run changes nothing.
@@ -153,7 +186,7 @@ fn peer_routes_follow_peers_and_leave_foreign_routes_alone() {
             assert_eq!(now.iter().filter(|r| r.2).count(), 4);
             assert!(!now.iter().any(|r| r.0.starts_with("10.10.2.")));
             assert!(
-                now.contains(&("10.99.0.0/24".to_string(), rails[&0], false)),
+                now.contains(&("10.99.0.0/24".to_string(), rails[&0], false, None)),
                 "foreign route kept"
             );
             println!("peer routes: 6 installed, re-run unchanged, 2 removed with their peer, foreign route kept");

@@ -99,7 +99,7 @@ pub fn blocks(runs: usize) -> Vec<Row> {
                 let assignment = blocks::assign(&layout, &BTreeMap::new(), black_box(&names));
                 failed |= assignment.hosts.len() != nodes;
                 for &h in assignment.hosts.values() {
-                    match blocks::node_blocks(&layout, h, 8) {
+                    match blocks::node_blocks(&layout, h, 8, &BTreeMap::new()) {
                         Ok(b) => {
                             black_box(b);
                         }
