@@ -113,4 +113,11 @@ if [ "${1:-}" = --bindir ]; then
 fi
 comps=("$@")
 [ ${#comps[@]} -gt 0 ] || comps=(etcd containerd runc kubernetes)
+# Two builds into one cache (CI and a developer, say) would share bin.tmp: the second one waits.
+mkdir -p "$cache"
+exec 9>"$cache/.build.lock"
+if ! flock -n 9; then
+	echo "build.sh: another build holds $cache/.build.lock, waiting"
+	flock 9
+fi
 for c in "${comps[@]}"; do build_one "$c"; done
