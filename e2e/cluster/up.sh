@@ -128,10 +128,9 @@ for ((k = 0; k < RAILS; k++)); do
 	nic=$NIC_PREFIX$k
 	# A NIC may be inside a pod right now (a rerun of up.sh): its fabric peer exists then.
 	if ! ip link show "$nic" >/dev/null 2>&1 && ! ip -n "$FABRIC_NS" link show "${nic}f" >/dev/null 2>&1; then
-		# Created in the root netns, then moved: the peer keeps its (high) ifindex. Created
-		# directly in the fresh fabric netns it would get ifindex 2..5, and the plugin reads a
-		# veth's IFLA_LINK (the peer's ifindex, in the *peer's* netns) as a parent in the root
-		# netns: a peer index equal to the uplink's excludes the NIC as "uplinkChild".
+		# Created in the root netns, then moved. (The plugin ignores a veth's IFLA_LINK when
+		# IFLA_LINK_NETNSID says the peer is in another netns; it once read it as a local
+		# parent and excluded a NIC whose peer's ifindex equalled the uplink's.)
 		ip link add "$nic" type veth peer name "${nic}f"
 		ip link set "${nic}f" netns "$FABRIC_NS"
 	fi

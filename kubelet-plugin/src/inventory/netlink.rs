@@ -92,13 +92,19 @@ pub fn link_from_message(msg: &LinkMessage) -> Option<LinkInfo> {
         link_type: u16::from(msg.header.link_layer_type),
         loopback: msg.header.flags.contains(LinkFlags::Loopback),
     };
+    // With IFLA_LINK_NETNSID, IFLA_LINK is an ifindex in *another* namespace (a veth whose peer
+    // lives elsewhere): it names no link here, even when a local link has that index.
+    let parent_elsewhere = msg
+        .attributes
+        .iter()
+        .any(|a| matches!(a, LinkAttribute::LinkNetNsId(_)));
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(name) => info.name = name.clone(),
             LinkAttribute::Address(mac) if !mac.is_empty() => info.mac = Some(format_mac(mac)),
             LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
             LinkAttribute::Controller(m) => info.master = Some(*m),
-            LinkAttribute::Link(p) if *p != 0 && *p != msg.header.index => info.parent = Some(*p),
+            LinkAttribute::Link(p) if *p != 0 && *p != msg.header.index && !parent_elsewhere => info.parent = Some(*p),
             LinkAttribute::LinkInfo(infos) => {
                 info.kind = infos.iter().find_map(|i| match i {
                     NlLinkInfo::Kind(kind) => Some(kind.to_string()),
@@ -176,6 +182,26 @@ mod tests {
         assert_eq!(info.link_type, 1);
         msg.attributes.retain(|a| !matches!(a, LinkAttribute::IfName(_)));
         assert!(link_from_message(&msg).is_none(), "a link without a name is skipped");
+    }
+
+    #[test]
+    fn a_parent_in_another_namespace_is_no_local_parent() {
+        // A veth whose peer is ifindex 2 of another netns; ifindex 2 here is the uplink, which
+        // must not make this veth an "uplink child" (seen on the real cluster).
+        let mut msg = LinkMessage::default();
+        msg.header.index = 9;
+        msg.attributes = vec![
+            LinkAttribute::IfName("rail0".into()),
+            LinkAttribute::Link(2),
+            LinkAttribute::LinkNetNsId(0),
+        ];
+        assert_eq!(link_from_message(&msg).unwrap().parent, None);
+        msg.attributes.retain(|a| !matches!(a, LinkAttribute::LinkNetNsId(_)));
+        assert_eq!(
+            link_from_message(&msg).unwrap().parent,
+            Some(2),
+            "a same-namespace parent"
+        );
     }
 
     #[test]
