@@ -754,8 +754,11 @@ impl Ctx {
         };
         let conf = json!({"cniVersion": "1.1.0", "name": "vm", "type": "multinic-cni",
                           "stateDir": self.dir.path().join("state")});
-        exec_cni_async(self.cni.clone(), self.host.try_clone()?, call("ADD"), conf.clone()).await?;
-        let inside_r = inside(&pod, &out);
+        // A refused ADD is a result too: DEL and unprepare still run, so nothing is left behind.
+        let inside_r = match exec_cni_async(self.cni.clone(), self.host.try_clone()?, call("ADD"), conf.clone()).await {
+            Ok(_) => inside(&pod, &out),
+            Err(e) => Err(e.context("CNI ADD")),
+        };
         let del = exec_cni_async(self.cni.clone(), self.host.try_clone()?, call("DEL"), conf).await;
         let unprep = dra::unprepare(&mut self.client, vec![claim.v1()]).await;
         drop(pod);
@@ -1004,9 +1007,40 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
             Ok(cdi)
         },
     );
+    // Exclusive mode with soft-RoCE: the CNI moves the RDMA device before the netdev, rxe cannot
+    // change namespace, so the ADD must be refused with the reason and leave both on the host.
+    let refused = r.as_ref().err().map(|e| format!("{e:#}")).unwrap_or_default();
+    let rxe5 = rxe.clone();
+    report.check(
+        "attach-host-device-rdma-exclusive-refused",
+        (|| {
+            if r.is_ok() {
+                return Ok(format!(
+                    "{rxe5} moved with the netdev (a driver with namespace support)"
+                ));
+            }
+            ensure!(
+                refused.contains(&format!("RDMA device {rxe5}")) && refused.contains("exclusive"),
+                "the ADD failed for another reason: {refused}"
+            );
+            let host = rdma_links(None)?;
+            ensure!(
+                host.lines()
+                    .any(|l| l.contains(&format!("link {rxe5}/")) && l.contains(&format!("netdev {pf}"))),
+                "{rxe5} on {pf} not on the host after the refused ADD: {host:?}"
+            );
+            ensure!(
+                Path::new(&format!("/sys/class/net/{pf}")).exists(),
+                "{pf} not on the host after the refused ADD"
+            );
+            let kernel = refused.split("; ").next().unwrap_or(&refused).to_string();
+            Ok(format!("ADD refused, {pf} and {rxe5} untouched on the host: {kernel}"))
+        })(),
+    );
     report.known_gap(
         "attach-host-device-rdma-netns",
-        "multinic-cni moves only the netdev; nothing moves (or re-creates) the RDMA device",
+        "soft-RoCE (rdma_rxe) cannot change network namespace, so the RDMA device cannot follow the \
+         netdev into the pod here; showing it needs a NIC whose RDMA driver supports namespaces (mlx5)",
         r,
     );
 

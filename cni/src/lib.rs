@@ -21,6 +21,7 @@ pub mod error;
 pub mod netns;
 pub mod nl;
 pub mod plugin;
+pub mod rdma;
 pub mod result;
 
 pub use error::CniError;

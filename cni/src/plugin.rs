@@ -14,6 +14,7 @@ use crate::config::{NetConf, parse_conf, sniff_version, version_result};
 use crate::error::CniError;
 use crate::netns::{self, Netns};
 use crate::nl::{self, Link, Nl, describe, errno};
+use crate::rdma::{RdmaError, RdmaNl};
 use crate::result::{AppliedDevice, merge_result, pass_through};
 
 /// Test-only fault injection (see [`fault_from_env`]). Every fault stops the command with an
@@ -247,6 +248,9 @@ async fn add(env: &CniEnv, conf: &NetConf, fault: Option<Fault>) -> Result<Value
                     if let Err(re) = revert_attachment(&ctx, Some(&pod), None).await {
                         warn!(error = %re, "revert after a failed ADD failed; DEL will retry");
                     }
+                    if let Err(re) = rdma_to_host(&plans, &pod_ns) {
+                        warn!(error = %re, "returning RDMA devices after a failed ADD failed; DEL will retry");
+                    }
                     return Err(e);
                 }
             }
@@ -360,6 +364,9 @@ async fn attach_moved(ctx: &Ctx, pod: &Nl, pod_ns: &Netns, plan: &Plan, dev: &Pl
         }
     };
     check_mtu(dev, h.max_mtu, "the device's maximum MTU")?;
+    if let Some(rdma) = dev.rdma_device.as_deref() {
+        rdma_into_pod(name, rdma, pod_ns)?;
+    }
     ctx.host
         .set(nl::take_message(h.index, &mark.to_string()))
         .await
@@ -379,6 +386,79 @@ async fn attach_moved(ctx: &Ctx, pod: &Nl, pod_ns: &Netns, plan: &Plan, dev: &Pl
         })?;
     info!(device = %name, pod_if = %dev.pod_if_name, "moved into the pod");
     Ok(moved.index)
+}
+
+/// In exclusive RDMA netns mode, moves the NIC's RDMA device into the pod. Done before the netdev
+/// moves, so an RDMA device the kernel cannot move fails the ADD with nothing changed.
+fn rdma_into_pod(device: &str, rdma: &str, pod_ns: &Netns) -> Result<(), CniError> {
+    let step = || format!("move its RDMA device {rdma} into the pod (RDMA netns mode exclusive)");
+    let fail = |e: RdmaError| CniError::Device {
+        device: device.to_string(),
+        step: step(),
+        cause: format!(
+            "{e}; an RDMA driver without namespace support (soft-RoCE rxe, for one) cannot be moved: \
+             run `rdma system set netns shared` on the node, or give pods NICs whose RDMA driver supports it"
+        ),
+    };
+    let host = netns::current()?;
+    let mut nl = RdmaNl::open_in(&host.file).map_err(fail)?;
+    if !nl.exclusive().map_err(fail)? {
+        return Ok(());
+    }
+    match nl.move_to(rdma, &pod_ns.file) {
+        Ok(()) => {
+            info!(device, rdma, "RDMA device moved into the pod");
+            Ok(())
+        }
+        // A retried ADD: it may be in the pod already.
+        Err(RdmaError::NoDevice(_)) if RdmaNl::open_in(&pod_ns.file).and_then(|mut p| p.index_of(rdma)).is_ok() => {
+            Ok(())
+        }
+        Err(e) => Err(fail(e)),
+    }
+}
+
+/// In exclusive RDMA netns mode, returns the RDMA devices of `plans` found in the pod to the host.
+/// Best effort (the kernel returns them itself when the pod netns is destroyed): failures are
+/// logged, and the first is returned after every device was tried.
+fn rdma_to_host(plans: &[Plan], pod_ns: &Netns) -> Result<(), CniError> {
+    let mut wanted = plans
+        .iter()
+        .flat_map(|p| &p.devices)
+        .filter_map(|d| Some((d, d.rdma_device.as_deref()?)))
+        .peekable();
+    if wanted.peek().is_none() {
+        return Ok(());
+    }
+    let fail = |device: &str, rdma: &str, e: RdmaError| CniError::Device {
+        device: device.to_string(),
+        step: format!("return its RDMA device {rdma} to the host"),
+        cause: format!("{e}; it returns to the host when the pod's network namespace is deleted"),
+    };
+    let host = netns::current()?;
+    let mut first = None;
+    for (dev, rdma) in wanted {
+        let r = RdmaNl::open_in(&pod_ns.file).and_then(|mut pod| {
+            if !pod.exclusive()? {
+                return Ok(false);
+            }
+            match pod.move_to(rdma, &host.file) {
+                Ok(()) => Ok(true),
+                Err(RdmaError::NoDevice(_)) => Ok(false),
+                Err(e) => Err(e),
+            }
+        });
+        match r {
+            Ok(true) => info!(device = %dev.host_if_name, rdma, "RDMA device returned to the host"),
+            Ok(false) => {}
+            Err(e) => {
+                let e = fail(&dev.host_if_name, rdma, e);
+                warn!(error = %e, "RDMA device not returned");
+                first.get_or_insert(e);
+            }
+        }
+    }
+    first.map_or(Ok(()), Err)
 }
 
 async fn attach_child(ctx: &Ctx, pod: &Nl, pod_ns: &Netns, plan: &Plan, dev: &PlannedDevice) -> Result<u32, CniError> {
@@ -740,7 +820,17 @@ async fn del(env: &CniEnv, conf: &NetConf, fault: Option<Fault>) -> Result<(), C
         }
     };
     let pod = pod_ns.as_ref().map(pod_nl).transpose()?;
-    revert_attachment(&ctx, pod.as_ref(), fault).await
+    // RDMA devices first: an unreadable plan must not keep the netdevs in the pod.
+    let rdma = match (&pod_ns, pod_plans(conf, env)) {
+        (Some(ns), Ok(plans)) => rdma_to_host(&plans, ns),
+        (Some(_), Err(e)) => {
+            warn!(error = %e, "plans unreadable; RDMA devices return to the host with the pod's netns");
+            Ok(())
+        }
+        (None, _) => Ok(()),
+    };
+    revert_attachment(&ctx, pod.as_ref(), fault).await?;
+    rdma
 }
 
 async fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {

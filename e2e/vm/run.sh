@@ -66,7 +66,7 @@ case "$suite" in
       inventory-sriov inventory-rdma inventory-rails fixture-recorded) ;;&
   all | attach)
     expected+=(rdma-netns-exclusive plugin-published attach-sriov-vf attach-host-device-cdi
-      attach-host-device-rdma-netns attach-ipvlan-l3 attach-ipvlan-l2 attach-clean
+      attach-host-device-rdma-exclusive-refused attach-host-device-rdma-netns attach-ipvlan-l3 attach-ipvlan-l2 attach-clean
       uevent-hotplug hotplug-add hotplug-del sriov-numvfs-up rails-stable-on-vf-add sriov-numvfs-down
       rdma-link-add uevent-rdma
       rdma-link-del) ;;
