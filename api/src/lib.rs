@@ -3,12 +3,13 @@
 //! * [`names`]: the driver name, the attribute domain and the default paths of design.md §2.
 //! * [`config`]: the opaque `NetworkConfig` carried by DeviceClasses and claims.
 //! * [`plan`]: the per-claim plan written by `NodePrepareResources` and read by the CNI plugin.
-//! * [`crd`]: `MultiNicNetwork` and `NicNodeBlocks`.
+//! * [`crd`] (feature `crd`): `MultiNicNetwork` and `NicNodeBlocks`.
 //! * [`fsutil`]: crash-safe writes and bounded reads of small state files.
 //! * [`rails`]: the block arithmetic of `rails` IPAM.
 //! * [`retry`]: retry delays and bounded-rate reporting of repeating failures (API server loops).
 
 pub mod config;
+#[cfg(feature = "crd")]
 pub mod crd;
 pub mod fsutil;
 pub mod names;
