@@ -5,6 +5,7 @@
 //! * [`plan`]: the per-claim plan written by `NodePrepareResources` and read by the CNI plugin.
 //! * [`crd`] (feature `crd`): `MultiNicNetwork` and `NicNodeBlocks`.
 //! * [`fsutil`]: crash-safe writes and bounded reads of small state files.
+//! * [`hash`]: the stable FNV-1a hash inside link aliases and device names.
 //! * [`rails`]: the block arithmetic of `rails` IPAM.
 //! * [`retry`]: retry delays and bounded-rate reporting of repeating failures (API server loops).
 
@@ -12,6 +13,7 @@ pub mod config;
 #[cfg(feature = "crd")]
 pub mod crd;
 pub mod fsutil;
+pub mod hash;
 pub mod names;
 #[cfg(feature = "http")]
 pub mod observe;

@@ -7,6 +7,7 @@ use k8s_openapi::api::resource::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use multinic_api::hash::fnv1a64;
 use multinic_api::names::{DRIVER_NAME, PCIE_ROOT_ATTRIBUTE};
 
 use crate::inventory::Nic;
@@ -88,19 +89,13 @@ pub fn dns_label(raw: &str) -> String {
     if lossless {
         return trimmed.to_string();
     }
-    let hash = format!("{:08x}", fnv1a(raw.as_bytes()) as u32);
+    let hash = format!("{:08x}", fnv1a64(&[raw]) as u32);
     let keep = truncate_utf8(trimmed, MAX_DNS_LABEL - hash.len() - 1).trim_end_matches('-');
     if keep.is_empty() {
         format!("if-{hash}")
     } else {
         format!("{keep}-{hash}")
     }
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 fn string(v: &str) -> DeviceAttribute {

@@ -3,9 +3,10 @@
 use std::collections::HashSet;
 
 use multinic_api::Plan;
+use multinic_api::config::validate_ifname;
 use multinic_api::plan::PlanStore;
 
-use crate::args::{CniEnv, valid_ifname};
+use crate::args::CniEnv;
 use crate::config::NetConf;
 use crate::error::CniError;
 
@@ -38,15 +39,15 @@ pub fn validate_devices(plans: &[Plan], cni_ifname: &str) -> Result<(), CniError
     let mut names = HashSet::new();
     for plan in plans {
         for dev in &plan.devices {
-            if !valid_ifname(&dev.pod_if_name) {
+            if let Err(reason) = validate_ifname(&dev.pod_if_name) {
                 return Err(CniError::InvalidConfig(format!(
-                    "claim {}: device {} has an invalid pod interface name {:?}",
-                    plan.claim_uid, dev.host_if_name, dev.pod_if_name
+                    "claim {}: device {} has an invalid pod interface name: {reason}; fix interfaceNames or interfaceNamePrefix",
+                    plan.claim_uid, dev.host_if_name
                 )));
             }
-            if !valid_ifname(&dev.host_if_name) {
+            if let Err(reason) = validate_ifname(&dev.host_if_name) {
                 return Err(CniError::InvalidConfig(format!(
-                    "claim {}: device {} has an invalid host interface name",
+                    "claim {}: device {} has an invalid host interface name: {reason}; rename the host NIC",
                     plan.claim_uid, dev.device
                 )));
             }
