@@ -7,6 +7,7 @@
 //! * [`fsutil`]: crash-safe writes and bounded reads of small state files.
 //! * [`hash`]: the stable FNV-1a hash inside link aliases and device names.
 //! * [`rails`]: the block arithmetic of `rails` IPAM.
+//! * [`setup`] (feature `setup`): logging, the Kubernetes client, hostname and signals of the binaries.
 //! * [`retry`]: retry delays and bounded-rate reporting of repeating failures (API server loops).
 
 pub mod config;
@@ -20,6 +21,8 @@ pub mod observe;
 pub mod plan;
 pub mod rails;
 pub mod retry;
+#[cfg(feature = "setup")]
+pub mod setup;
 
 pub use config::{AttachmentMode, IpamType, NetworkConfig};
 pub use plan::{Plan, PlanError, PlannedDevice};

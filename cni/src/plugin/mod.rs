@@ -15,7 +15,7 @@ mod testutil;
 use serde_json::Value;
 
 use crate::args::{CniEnv, Command};
-use crate::config::{NetConf, parse_conf, sniff_version, version_result};
+use crate::config::{NetConf, answer_version, parse_conf, version_result};
 use crate::error::CniError;
 
 pub use fault::{FAULT_ENV, Fault, TEST_MODE_ENV, fault_from_env};
@@ -24,8 +24,7 @@ pub use plans::{pod_plans, validate_devices};
 /// Runs one invocation; `Ok(Some(json))` is printed on stdout, `Ok(None)` prints nothing.
 pub fn run(env: &CniEnv, stdin: &[u8], fault: Option<Fault>) -> Result<Option<Value>, CniError> {
     if env.command == Command::Version {
-        let v = sniff_version(stdin).unwrap_or_else(|| "1.1.0".to_string());
-        return Ok(Some(version_result(&v)));
+        return Ok(Some(version_result(&answer_version(stdin))));
     }
     let conf = parse_conf(stdin)?;
     if env.command == Command::Status {
