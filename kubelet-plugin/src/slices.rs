@@ -359,35 +359,12 @@ pub fn validate_qualified_name(name: &str) -> Result<(), String> {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use multinic_testkit::fixtures::roce_nic;
+
     use super::*;
-    use crate::inventory::{LinkType, PciFacts, RdmaFacts};
 
     pub(crate) fn nic(i: usize) -> Nic {
-        Nic {
-            if_name: format!("ens{i}"),
-            if_index: u32::try_from(i).unwrap() + 2,
-            mac: Some(format!("02:00:00:00:{:02x}:{:02x}", i / 256, i % 256)),
-            mtu: 9000,
-            speed_mbps: Some(400_000),
-            link_type: LinkType::Ethernet,
-            pci: Some(PciFacts {
-                address: format!("0000:{:02x}:{:02x}.{}", 0x10 + i / 32, i % 32, i % 8),
-                vendor: 0x15b3,
-                device: 0x1021,
-                driver: Some("mlx5_core".into()),
-                numa_node: Some(u32::try_from(i % 2).unwrap()),
-                pcie_root: Some("pci0000:00".into()),
-                ..Default::default()
-            }),
-            rdma: Some(RdmaFacts {
-                device: format!("mlx5_{i}"),
-                link_layer: Some("Ethernet".into()),
-                uverbs: Some(format!("uverbs{i}")),
-            }),
-            virtual_device: false,
-            ipv4: None,
-            pf_name: None,
-        }
+        roce_nic(i)
     }
 
     #[test]

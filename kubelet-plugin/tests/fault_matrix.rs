@@ -8,8 +8,6 @@
 //! IP, the claim status and the CDI specs match the plans, the pod index has no orphans, and the
 //! state files are private.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -22,14 +20,14 @@ use multinic_kubelet_plugin::driver::{ClaimRef, Driver, DriverOptions, FaultPoin
 use multinic_kubelet_plugin::inventory::Nic;
 use multinic_kubelet_plugin::publish::DeviceTable;
 use multinic_kubelet_plugin::slices::{SliceOptions, build_device_table};
-use multinic_testkit::FakeApiServer;
+use multinic_testkit::{FakeApiServer, fixtures};
 use serde_json::{Value, json};
 
 const NODE: &str = "node-f";
 const DRIVER: &str = "multinic.dev";
 
 fn nic(rail: usize) -> Nic {
-    common::roce_nic(rail)
+    fixtures::roce_nic(rail)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,8 +9,6 @@
 //! server authorizes it, and the set is compared with the ClusterRole in
 //! `deploy/kubelet-plugin-rbac.yaml` in both directions: nothing missing, nothing unused.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
@@ -21,8 +19,8 @@ use multinic_kubelet_plugin::driver::{ClaimRef, Driver, DriverOptions, KubeClaim
 use multinic_kubelet_plugin::inventory::{Inventory, Nic};
 use multinic_kubelet_plugin::publish::{KubeSliceStore, PublishOutcome, Publisher};
 use multinic_kubelet_plugin::slices::{SliceOptions, slice_name};
-use multinic_testkit::FakeApiServer;
 use multinic_testkit::rbac::{Permission, granted_to, permissions_of};
+use multinic_testkit::{FakeApiServer, fixtures};
 use serde_json::{Value, json};
 
 const NODE: &str = "node-r";
@@ -30,7 +28,7 @@ const DRIVER: &str = "multinic.dev";
 const SA: &str = "multinic-kubelet-plugin";
 
 fn nic(rail: usize) -> Nic {
-    common::roce_nic(rail)
+    fixtures::roce_nic(rail)
 }
 
 fn inventory(n: usize) -> Inventory {

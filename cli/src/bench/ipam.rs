@@ -15,6 +15,7 @@ use multinic_api::rails::RailsLayout;
 use multinic_kubelet_plugin::driver::{ClaimRef, Driver, DriverOptions};
 use multinic_kubelet_plugin::publish::DeviceTable;
 use multinic_kubelet_plugin::slices::{SliceOptions, build_device_table};
+use multinic_testkit::fixtures::veth_nic;
 use serde_json::json;
 
 use super::dra::{self, Backend, DRIVER, HOST_INDEX, MemApi, NODE};
@@ -38,7 +39,7 @@ struct Ours {
 
 fn ours() -> anyhow::Result<Ours> {
     let layout = layout()?;
-    let nics: Vec<_> = (0..RAILS).map(|k| dra::veth_nic(&format!("rail{k}"), k + 2)).collect();
+    let nics: Vec<_> = (0..RAILS).map(|k| veth_nic(&format!("rail{k}"), k + 2)).collect();
     let table = DeviceTable::default();
     let published = build_device_table(&nics, &SliceOptions::new(NODE));
     let mut devices: Vec<_> = published
