@@ -94,7 +94,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("{}", ip_out(&["-n", &node.name, "-br", "link", "show"])?.trim_end());
 
     step("the real multinic-kubelet-plugin publishes them to the in-process test API server");
-    let api = NsApi::start(&node)?;
+    let api = NsApi::start(Some(&node))?;
     let layout = RailsLayout::new("10.10.0.0/16".parse()?, 8, 5)?;
     dra::insert_blocks(&api.api, &layout, u32::try_from(total)?)?;
     let dir = tempfile::tempdir()?;

@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 
 use crate::bench::dra;
 use crate::bench::fixtures::{CniCall, Netns, exec_cni_async};
+use crate::bench::rss::NsApi;
 use crate::bench::sibling;
 
 #[derive(Debug, clap::Args)]
@@ -547,54 +548,6 @@ struct PrepareOut {
 
 const READY: Duration = Duration::from_secs(60);
 
-/// The fake API server on its own thread and runtime (the host netns: the guest is the node).
-struct Api {
-    api: FakeApiServer,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Api {
-    fn start() -> anyhow::Result<Self> {
-        let (tx, rx) = mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let started = (|| {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                let api = rt.block_on(FakeApiServer::try_start())?;
-                Ok::<_, anyhow::Error>((rt, api))
-            })();
-            match started {
-                Ok((rt, api)) => {
-                    if tx.send(Ok(api)).is_ok() {
-                        rt.block_on(async { stopped.await.unwrap_or(()) });
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
-        });
-        let api = rx.recv().context("fake API server thread ended")??;
-        Ok(Self {
-            api,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// The plugin binary; SIGTERM and wait on drop.
 struct Plugin {
     child: Child,
@@ -696,7 +649,7 @@ fn rdma_links(netns: Option<&str>) -> anyhow::Result<String> {
 }
 
 struct Ctx {
-    api: Api,
+    api: NsApi,
     dir: tempfile::TempDir,
     client: dra::Client,
     cni: PathBuf,
@@ -789,7 +742,7 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
                 Ok(s.trim().to_string())
             }),
     );
-    let api = Api::start()?;
+    let api = NsApi::start(None)?;
     let layout = RailsLayout::new("10.10.0.0/16".parse()?, 8, 5)?;
     dra::insert_blocks(&api.api, &layout, 16)?;
     let dir = tempfile::tempdir()?;
@@ -1111,7 +1064,7 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
     let node = format!("vm-{me}");
     let plugin_bin = sibling("multinic-kubelet-plugin")?;
     let cni = sibling("multinic-cni")?;
-    let api = Api::start()?;
+    let api = NsApi::start(None)?;
     let layout = RailsLayout::new("10.10.0.0/16".parse()?, 8, 5)?;
     for obj in l3_objects(&layout, &[me, peer], 16)? {
         api.api.insert(obj)?;

@@ -30,7 +30,8 @@ fn layout() -> anyhow::Result<RailsLayout> {
     Ok(RailsLayout::new("10.30.0.0/16".parse()?, 4, 6)?)
 }
 
-/// The fake API server with its listening socket in `ns`, driven by its own thread.
+/// The fake API server driven by its own thread and runtime, with its listening socket in `ns`
+/// (`None`: the caller's netns).
 pub(crate) struct NsApi {
     pub(crate) api: FakeApiServer,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -38,13 +39,15 @@ pub(crate) struct NsApi {
 }
 
 impl NsApi {
-    pub(crate) fn start(ns: &Netns) -> anyhow::Result<Self> {
-        let fd = ns.file.try_clone()?;
+    pub(crate) fn start(ns: Option<&Netns>) -> anyhow::Result<Self> {
+        let fd = ns.map(|ns| ns.file.try_clone()).transpose()?;
         let (tx, rx) = mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let started = (|| {
-                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                if let Some(fd) = &fd {
+                    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                }
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                 let api = rt.block_on(FakeApiServer::try_start())?;
                 Ok::<_, anyhow::Error>((rt, api))
@@ -248,7 +251,7 @@ pub async fn bench(bin: &Path, runs: usize) -> (Row, String) {
             batch.push(format!("link set rv{k:02} up"));
         }
         ip_batch(Some(&ns.name), &batch)?;
-        let api = NsApi::start(&ns)?;
+        let api = NsApi::start(Some(&ns))?;
         dra::insert_blocks(&api.api, &layout()?, u32::try_from(NICS)?)?;
         let conf = tempfile::tempdir()?;
         let kubeconfig = conf.path().join("kubeconfig");
