@@ -17,6 +17,10 @@ pub enum SelectorError {
         device: String,
         message: String,
     },
+    #[error(
+        "device {device} of node {node} has no valid railIndex attribute; the node's multinic kubelet plugin is too old or broken — upgrade or restart it"
+    )]
+    NoRailIndex { node: String, device: String },
 }
 
 /// A compiled selector (`None` selects every device of the driver).
@@ -103,7 +107,10 @@ pub fn matching_nodes(
                     .and_then(|a| a.get(&format!("{driver}/railIndex")))
                     .and_then(|a| a.int)
                     .and_then(|i| u32::try_from(i).ok())
-                    .unwrap_or(0);
+                    .ok_or_else(|| SelectorError::NoRailIndex {
+                        node: node.clone(),
+                        device: device.name.clone(),
+                    })?;
                 let entry = nodes.entry(node.clone()).or_insert(0);
                 *entry = (*entry).max(rail + 1);
             }
@@ -186,5 +193,11 @@ mod tests {
             matching_nodes("multinic.dev", &s, &slices).unwrap(),
             BTreeMap::from([("n1".to_string(), 4)])
         );
+        // A matching device without a usable railIndex is an error, not rail 0.
+        let broken = vec![slice("n3", vec![device("x", true, -1)])];
+        assert!(matches!(
+            matching_nodes("multinic.dev", &s, &broken),
+            Err(SelectorError::NoRailIndex { node, device }) if node == "n3" && device == "x"
+        ));
     }
 }

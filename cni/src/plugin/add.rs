@@ -134,15 +134,7 @@ async fn attach_moved(ctx: &Ctx, pod: &Nl, pod_ns: &Netns, plan: &Plan, dev: &Pl
             if let Some(a) = &h.alias {
                 warn!(device = %name, alias = %a, "replacing a foreign interface alias; it is not restored on DEL");
             }
-            Mark {
-                claim_uid: plan.claim_uid.clone(),
-                host_if_name: name.clone(),
-                network: ctx.network.clone(),
-                attachment: ctx.attachment.clone(),
-                kind: LinkKind::Moved,
-                host_was_up: h.up,
-                host_mtu: h.mtu.unwrap_or(1500),
-            }
+            mark_for(ctx, plan, dev, &h, LinkKind::Moved)?
         }
     };
     check_mtu(dev, h.max_mtu, "the device's maximum MTU")?;
@@ -227,19 +219,31 @@ async fn is_unmarked_child_of(ctx: &Ctx, link: &Link, dev: &PlannedDevice) -> bo
     }
 }
 
+/// Our mark for the host link `host` (the device, or a child's parent) taken for the plan by this
+/// attachment, with the state DEL restores: up or down, and the MTU (which the kernel always
+/// reports; a link without one is refused rather than given a made-up MTU).
+fn mark_for(ctx: &Ctx, plan: &Plan, dev: &PlannedDevice, host: &Link, kind: LinkKind) -> Result<Mark, CniError> {
+    let host_mtu = host.mtu.ok_or_else(|| CniError::Device {
+        device: dev.host_if_name.clone(),
+        step: "read its MTU on the host".into(),
+        cause: "the kernel reported none; check the device's driver".into(),
+    })?;
+    Ok(Mark {
+        claim_uid: plan.claim_uid.clone(),
+        host_if_name: dev.host_if_name.clone(),
+        network: ctx.network.clone(),
+        attachment: ctx.attachment.clone(),
+        kind,
+        host_was_up: host.up,
+        host_mtu,
+    })
+}
+
 /// Marks a child with our alias; the host fields record the parent's state (informational).
 async fn mark_child(ctx: &Ctx, pod: &Nl, plan: &Plan, dev: &PlannedDevice, child: &Link) -> Result<(), CniError> {
     let name = &dev.host_if_name;
     let parent = host_link(ctx, dev).await?;
-    let mark = Mark {
-        claim_uid: plan.claim_uid.clone(),
-        host_if_name: name.clone(),
-        network: ctx.network.clone(),
-        attachment: ctx.attachment.clone(),
-        kind: LinkKind::Child,
-        host_was_up: parent.up,
-        host_mtu: parent.mtu.unwrap_or(1500),
-    };
+    let mark = mark_for(ctx, plan, dev, &parent, LinkKind::Child)?;
     pod.set_alias(child.index, &mark.to_string())
         .await
         .map_err(|e| dev_err(name, format!("mark child {}", dev.pod_if_name), &e))
