@@ -207,53 +207,38 @@ pub fn device_routes(dev: &PlannedDevice) -> Vec<AppliedRoute> {
             routes.push(r);
         }
     };
-    match dev.table {
-        None => {
-            for r in &dev.routes {
-                push(
-                    &mut routes,
-                    AppliedRoute {
-                        dst: r.dst.trunc(),
-                        gw: gw_for(&r.dst, r.gateway),
-                        table: None,
-                    },
-                );
-            }
-        }
-        Some(table) => {
-            for ip in &dev.ips {
-                push(
-                    &mut routes,
-                    AppliedRoute {
-                        dst: ip.trunc(),
-                        gw: None,
-                        table: Some(table),
-                    },
-                );
-            }
-            for r in &dev.routes {
-                push(
-                    &mut routes,
-                    AppliedRoute {
-                        dst: r.dst.trunc(),
-                        gw: gw_for(&r.dst, r.gateway),
-                        table: Some(table),
-                    },
-                );
-            }
-            if let Some(gw) = dev.gateway {
-                let dst = default_route(gw);
-                if !routes.iter().any(|r| r.dst == dst) {
-                    push(
-                        &mut routes,
-                        AppliedRoute {
-                            dst,
-                            gw: Some(gw),
-                            table: Some(table),
-                        },
-                    );
-                }
-            }
+    // With a table: the connected subnet of each address first.
+    for ip in dev.table.iter().flat_map(|_| &dev.ips) {
+        push(
+            &mut routes,
+            AppliedRoute {
+                dst: ip.trunc(),
+                gw: None,
+                table: dev.table,
+            },
+        );
+    }
+    for r in &dev.routes {
+        push(
+            &mut routes,
+            AppliedRoute {
+                dst: r.dst.trunc(),
+                gw: gw_for(&r.dst, r.gateway),
+                table: dev.table,
+            },
+        );
+    }
+    if let (Some(table), Some(gw)) = (dev.table, dev.gateway) {
+        let dst = default_route(gw);
+        if !routes.iter().any(|r| r.dst == dst) {
+            push(
+                &mut routes,
+                AppliedRoute {
+                    dst,
+                    gw: Some(gw),
+                    table: Some(table),
+                },
+            );
         }
     }
     routes
