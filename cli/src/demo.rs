@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::bench::dra::{self, BenchClaim};
 use crate::bench::fixtures::{CniCall, Netns, exec_cni_async, ip_batch};
-use crate::bench::rss::{NsApi, Proc};
+use crate::bench::rss::{NsApi, Proc, READY_TIMEOUT};
 use crate::bench::sibling;
 
 /// The demo network's device selector (veth NICs are published as virtual).
@@ -100,8 +100,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let kubeconfig = dir.path().join("kubeconfig");
     api.api.write_kubeconfig(&kubeconfig)?;
-    let proc = Proc::start(&plugin, &node, dir.path(), &kubeconfig)?;
-    proc.wait_ready(total)?;
+    let proc = Proc::start(
+        &plugin,
+        Some(&node),
+        dra::NODE,
+        dir.path(),
+        &kubeconfig,
+        &["--allow-virtual"],
+    )?;
+    proc.wait_ready(total, READY_TIMEOUT)?;
     let slices: Vec<ResourceSlice> = api
         .api
         .list("resource.k8s.io/v1", "ResourceSlice", None)

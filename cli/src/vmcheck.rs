@@ -10,10 +10,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -26,7 +24,7 @@ use serde_json::{Value, json};
 
 use crate::bench::dra;
 use crate::bench::fixtures::{CniCall, Netns, exec_cni_async};
-use crate::bench::rss::NsApi;
+use crate::bench::rss::{NsApi, Proc};
 use crate::bench::sibling;
 
 #[derive(Debug, clap::Args)]
@@ -548,74 +546,6 @@ struct PrepareOut {
 
 const READY: Duration = Duration::from_secs(60);
 
-/// The plugin binary; SIGTERM and wait on drop.
-struct Plugin {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Plugin {
-    fn start(bin: &Path, dir: &Path, kubeconfig: &Path) -> anyhow::Result<Self> {
-        let arg = |p: &str| dir.join(p).display().to_string();
-        let mut child = Command::new(bin)
-            .args(["--node-name", dra::NODE, "--kubeconfig"])
-            .arg(kubeconfig)
-            .args(["--plugin-dir", &arg("plugins"), "--registry-dir", &arg("registry")])
-            .args(["--state-dir", &arg("state"), "--cdi-dir", &arg("cdi")])
-            .args(["--metrics-address", "127.0.0.1:0", "--log-format", "json"])
-            .args(["--resync-seconds", &RESYNC_S.to_string()])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("spawning {}", bin.display()))?;
-        let stderr = child.stderr.take().context("no stderr pipe")?;
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Self { child, lines })
-    }
-
-    fn wait_ready(&self, nics: u64) -> anyhow::Result<()> {
-        let deadline = Instant::now() + READY;
-        let mut log = Vec::new();
-        let (mut serving, mut published) = (false, false);
-        while !(serving && published) {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => {
-                    let v: Value = serde_json::from_str(&line).unwrap_or_default();
-                    match v["message"].as_str() {
-                        Some("serving the kubelet") => serving = true,
-                        Some("published ResourceSlices") => published = v["devices"].as_u64() == Some(nics),
-                        _ => {}
-                    }
-                    log.push(line);
-                }
-                Err(_) => bail!("plugin not serving {nics} published NICs; log:\n{}", log.join("\n")),
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Plugin {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
-        }
-        let _ = self.child.wait();
-    }
-}
-
 fn cmd_out(program: &str, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(program)
         .args(args)
@@ -749,8 +679,16 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
     let kubeconfig = dir.path().join("kubeconfig");
     api.api.write_kubeconfig(&kubeconfig)?;
     let t = Instant::now();
-    let plugin = Plugin::start(&plugin_bin, dir.path(), &kubeconfig)?;
-    plugin.wait_ready(12)?;
+    let resync = RESYNC_S.to_string();
+    let plugin = Proc::start(
+        &plugin_bin,
+        None,
+        dra::NODE,
+        dir.path(),
+        &kubeconfig,
+        &["--resync-seconds", &resync],
+    )?;
+    plugin.wait_ready(12, READY)?;
     let slices: Vec<ResourceSlice> = api
         .api
         .list("resource.k8s.io/v1", "ResourceSlice", None)
@@ -1072,30 +1010,8 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
     let dir = tempfile::tempdir()?;
     let kubeconfig = dir.path().join("kubeconfig");
     api.api.write_kubeconfig(&kubeconfig)?;
-    let arg = |p: &str| dir.path().join(p).display().to_string();
-    let mut child = Command::new(&plugin_bin)
-        .args(["--node-name", &node, "--kubeconfig"])
-        .arg(&kubeconfig)
-        .args(["--plugin-dir", &arg("plugins"), "--registry-dir", &arg("registry")])
-        .args(["--state-dir", &arg("state"), "--cdi-dir", &arg("cdi")])
-        .args(["--metrics-address", "127.0.0.1:0", "--log-format", "json"])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("spawning {}", plugin_bin.display()))?;
-    let stderr = child.stderr.take().context("no stderr pipe")?;
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let plugin = Plugin { child, lines };
-    plugin.wait_ready(12)?;
+    let plugin = Proc::start(&plugin_bin, None, &node, dir.path(), &kubeconfig, &[])?;
+    plugin.wait_ready(12, READY)?;
 
     // Peer routes: one per peer block whose rail this node has (12 published rails).
     let t = Instant::now();
