@@ -236,13 +236,23 @@ pub async fn reconcile_network(client: &kube::Client, net: &MultiNicNetwork) -> 
                 .iter()
                 .map(|n| format!("node {n}: no host index left"))
                 .collect::<Vec<_>>();
-            for (node, &host) in &assignment.hosts {
-                let rails = nodes.get(node).copied().unwrap_or(0);
+            for (node, &rails) in &nodes {
+                // A node without a host index is in `exhausted`, reported above.
+                let Some(&host) = assignment.hosts.get(node) else {
+                    continue;
+                };
                 let usable = u32::try_from(layout.rails()).unwrap_or(u32::MAX).min(rails);
                 if rails > usable {
                     problems.push(format!("node {node}: {rails} rails, the network has room for {usable}"));
                 }
-                let rail_blocks = blocks::node_blocks(&layout, host, usable).unwrap_or_default();
+                // Not written rather than written without blocks.
+                let rail_blocks = match blocks::node_blocks(&layout, host, usable) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        problems.push(format!("node {node}: {e}"));
+                        continue;
+                    }
+                };
                 let body = blocks_object(net, node, host, &rail_blocks);
                 node_blocks
                     .patch(&node_blocks_name(&name, node), &apply, &Patch::Apply(body))
