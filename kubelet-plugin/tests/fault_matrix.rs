@@ -70,6 +70,19 @@ impl Node {
         }
     }
 
+    /// The plugin started again after a crash (with `ClaimDeleted`, the claim "target" was
+    /// deleted while it was down), and how many plans its start released.
+    async fn restart(&self, while_down: WhileDown) -> (Driver<KubeClaimApi>, usize) {
+        if while_down == WhileDown::ClaimDeleted {
+            self.api
+                .delete("resource.k8s.io/v1", "ResourceClaim", Some("ml"), "target")
+                .unwrap();
+        }
+        let restarted = self.driver(None);
+        let released = restarted.reconcile().await;
+        (restarted, released)
+    }
+
     fn driver(&self, fault: Option<FaultPoint>) -> Driver<KubeClaimApi> {
         let opts = DriverOptions {
             driver_name: DRIVER.into(),
@@ -245,13 +258,7 @@ async fn prepare_case(point: FaultPoint, while_down: WhileDown) {
     );
     drop(crashing);
 
-    if while_down == WhileDown::ClaimDeleted {
-        node.api
-            .delete("resource.k8s.io/v1", "ResourceClaim", Some("ml"), "target")
-            .unwrap();
-    }
-    let restarted = node.driver(None);
-    let released = restarted.reconcile().await;
+    let (restarted, released) = node.restart(while_down).await;
     assert_eq!(
         released,
         usize::from(while_down == WhileDown::ClaimDeleted && before.is_some()),
@@ -302,13 +309,7 @@ async fn unprepare_case(point: FaultPoint, while_down: WhileDown) {
     );
     drop(crashing);
 
-    if while_down == WhileDown::ClaimDeleted {
-        node.api
-            .delete("resource.k8s.io/v1", "ResourceClaim", Some("ml"), "target")
-            .unwrap();
-    }
-    let restarted = node.driver(None);
-    let released = restarted.reconcile().await;
+    let (restarted, released) = node.restart(while_down).await;
     assert_eq!(released, usize::from(while_down == WhileDown::ClaimDeleted), "{case}");
     restarted.unprepare(&target).await.unwrap();
     assert_eq!(
