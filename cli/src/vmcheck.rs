@@ -23,7 +23,7 @@ use multinic_testkit::FakeApiServer;
 use serde_json::{Value, json};
 
 use crate::bench::dra;
-use crate::bench::fixtures::{CniCall, Netns, exec_cni_async};
+use crate::bench::fixtures::{CniCall, Netns, exec_cni_async, run_out};
 use crate::bench::rss::{NsApi, Proc};
 use crate::bench::sibling;
 
@@ -546,22 +546,8 @@ struct PrepareOut {
 
 const READY: Duration = Duration::from_secs(60);
 
-fn cmd_out(program: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    ensure!(
-        out.status.success(),
-        "{program} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
-}
-
 fn host_links() -> anyhow::Result<Vec<String>> {
-    Ok(cmd_out("ip", &["-o", "link", "show"])?
+    Ok(run_out("ip", &["-o", "link", "show"])?
         .lines()
         .filter_map(|l| {
             l.split(':')
@@ -573,8 +559,8 @@ fn host_links() -> anyhow::Result<Vec<String>> {
 
 fn rdma_links(netns: Option<&str>) -> anyhow::Result<String> {
     match netns {
-        Some(ns) => cmd_out("ip", &["netns", "exec", ns, "rdma", "link", "show"]),
-        None => cmd_out("rdma", &["link", "show"]),
+        Some(ns) => run_out("ip", &["netns", "exec", ns, "rdma", "link", "show"]),
+        None => run_out("rdma", &["link", "show"]),
     }
 }
 
@@ -651,11 +637,11 @@ impl Ctx {
 }
 
 fn pod_link(pod: &Netns, ifname: &str) -> anyhow::Result<String> {
-    cmd_out("ip", &["-d", "-n", &pod.name, "link", "show", ifname])
+    run_out("ip", &["-d", "-n", &pod.name, "link", "show", ifname])
 }
 
 fn pod_addr(pod: &Netns, ifname: &str) -> anyhow::Result<String> {
-    let out = cmd_out("ip", &["-br", "-4", "-n", &pod.name, "addr", "show", ifname])?;
+    let out = run_out("ip", &["-br", "-4", "-n", &pod.name, "addr", "show", ifname])?;
     Ok(out.split_whitespace().nth(2).unwrap_or("").to_string())
 }
 
@@ -665,8 +651,8 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
     // Exclusive mode: each RDMA device belongs to one netns. Set before any netns exists.
     report.check(
         "rdma-netns-exclusive",
-        cmd_out("rdma", &["system", "set", "netns", "exclusive"])
-            .and_then(|_| cmd_out("rdma", &["system", "show"]))
+        run_out("rdma", &["system", "set", "netns", "exclusive"])
+            .and_then(|_| run_out("rdma", &["system", "show"]))
             .and_then(|s| {
                 ensure!(s.contains("exclusive"), "rdma system show: {s}");
                 Ok(s.trim().to_string())
@@ -737,7 +723,7 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
                     let link = pod_link(pod, &ifn)?;
                     let addr = pod_addr(pod, &ifn)?;
                     ensure!(!addr.is_empty(), "{ifn} has no address");
-                    let drv = cmd_out(
+                    let drv = run_out(
                         "ip",
                         &[
                             "netns",
@@ -1016,7 +1002,7 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
     // Peer routes: one per peer block whose rail this node has (12 published rails).
     let t = Instant::now();
     let routes = loop {
-        let out = cmd_out("ip", &["-4", "route", "show", "proto", "201"])?;
+        let out = run_out("ip", &["-4", "route", "show", "proto", "201"])?;
         let n = out.lines().count();
         if n >= 12 || t.elapsed() > Duration::from_secs(20) {
             break out;
@@ -1127,7 +1113,7 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
     // The same pods with the peer routes via the peer's rail address (what the plugin would need
     // to know per node and rail): proves the rails, the children and the counters. The replaced
     // routes keep protocol 201, dst and oif, so the plugin's sync sees its own routes and leaves them.
-    let peer_routes = cmd_out("ip", &["-4", "route", "show", "proto", "201"])?;
+    let peer_routes = run_out("ip", &["-4", "route", "show", "proto", "201"])?;
     for line in peer_routes.lines() {
         let mut w = line.split_whitespace();
         let (Some(dst), Some(_), Some(dev)) = (w.next(), w.next(), w.next()) else {
@@ -1137,7 +1123,7 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
             continue;
         };
         let via = format!("192.168.{i}.1{peer}");
-        cmd_out(
+        run_out(
             "ip",
             &["route", "replace", dst, "via", &via, "dev", dev, "proto", "201"],
         )?;
@@ -1155,7 +1141,7 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
     dra::unprepare(&mut client, vec![claim.v1()]).await?;
     drop(pod);
     drop(plugin);
-    let left = cmd_out("ip", &["-4", "route", "show", "proto", "201"])?;
+    let left = run_out("ip", &["-4", "route", "show", "proto", "201"])?;
     report.check(
         "l3-clean",
         Ok(format!(
@@ -1222,7 +1208,7 @@ fn ping_rails(
                 .trim()
                 .to_string();
             if !ok {
-                let neigh = cmd_out("ip", &["neigh", "show", "dev", ifname]).unwrap_or_default();
+                let neigh = run_out("ip", &["neigh", "show", "dev", ifname]).unwrap_or_default();
                 bail!(
                     "pod net{} {src} -> vm-{peer} {dst} failed ({loss}); host neigh on {ifname}: {:?}; \
                      tx packets per rail {delta:?}",
@@ -1521,7 +1507,7 @@ async fn hotplug_checks(api: &FakeApiServer, report: &mut Report) {
             if let Some(ev) = uevents.as_mut() {
                 drain(ev).await;
             }
-            cmd_out("rdma", &cmd)?;
+            run_out("rdma", &cmd)?;
             if let Some(ev) = uevents.as_mut() {
                 let t = next_uevent(ev, Duration::from_secs(5)).await;
                 uevent_seen.push(format!(
