@@ -70,13 +70,7 @@ fn two_hundred_pods_attach_and_detach_through_prepare_and_cni() {
         let published = build_device_table(&nics, &SliceOptions::new("node-c"));
         table.set(&published);
         let devices: Vec<String> = published.iter().map(|p| p.device.name.clone()).collect();
-        let opts = DriverOptions {
-            driver_name: "multinic.dev".into(),
-            node_name: "node-c".into(),
-            state_dir: state.path().to_path_buf(),
-            cdi_dir: None,
-            fault: None,
-        };
+        let opts = DriverOptions::new("node-c", state.path(), None);
         let driver = Arc::new(Driver::new(KubeClaimApi::new(api.client()), table, opts).unwrap());
         let params = json!({"attachment": {"mode": "macvlan"},
             "ipam": {"type": "static", "addresses": []}, "interfaceNamePrefix": "net"});

@@ -139,13 +139,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         resync: Duration::from_secs(args.resync_seconds.max(1)),
     };
 
-    let driver_opts = DriverOptions {
-        driver_name: DRIVER_NAME.into(),
-        node_name: node.clone(),
-        state_dir: args.state_dir.clone(),
-        cdi_dir: Some(args.cdi_dir.clone()),
-        fault: None,
-    };
+    let driver_opts = DriverOptions::new(node.clone(), args.state_dir.clone(), Some(args.cdi_dir.clone()));
     let driver = Arc::new(
         Driver::new(KubeClaimApi::new(client.clone()), table.clone(), driver_opts).map_err(|source| {
             RunError::Plans {

@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use multinic_api::config::NetworkConfig;
 use multinic_api::crd::{NicNodeBlocks, node_blocks_name};
-use multinic_api::names::FIELD_MANAGER;
+use multinic_api::names::{DRIVER_NAME, FIELD_MANAGER};
 use multinic_api::plan::{Plan, PlanError, PlanStore};
 use tokio::sync::Mutex;
 
@@ -197,6 +197,20 @@ pub struct DriverOptions {
     /// Test-only fault injection: stop prepare/unprepare at this step as a crash would. The
     /// binary sets `None`; there is no flag or environment variable that sets it.
     pub fault: Option<FaultPoint>,
+}
+
+impl DriverOptions {
+    /// The options of the driver [`DRIVER_NAME`] on `node_name`: plans in `state_dir`, CDI specs in
+    /// `cdi_dir` (`None`: no CDI), no fault.
+    pub fn new(node_name: impl Into<String>, state_dir: impl Into<PathBuf>, cdi_dir: Option<PathBuf>) -> Self {
+        Self {
+            driver_name: DRIVER_NAME.into(),
+            node_name: node_name.into(),
+            state_dir: state_dir.into(),
+            cdi_dir,
+            fault: None,
+        }
+    }
 }
 
 /// Prepares and unprepares claims on this node.

@@ -169,11 +169,8 @@ fn new_driver(
     fault: Option<FaultPoint>,
 ) -> Driver<KubeClaimApi> {
     let opts = DriverOptions {
-        driver_name: "multinic.dev".into(),
-        node_name: NODE.into(),
-        state_dir: state.to_path_buf(),
-        cdi_dir: Some(state.join("cdi")),
         fault,
+        ..DriverOptions::new(NODE, state, Some(state.join("cdi")))
     };
     Driver::new(KubeClaimApi::new(api.client()), table.clone(), opts).unwrap()
 }

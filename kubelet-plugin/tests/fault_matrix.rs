@@ -85,11 +85,8 @@ impl Node {
 
     fn driver(&self, fault: Option<FaultPoint>) -> Driver<KubeClaimApi> {
         let opts = DriverOptions {
-            driver_name: DRIVER.into(),
-            node_name: NODE.into(),
-            state_dir: self.state.path().to_path_buf(),
-            cdi_dir: Some(self.state.path().join("cdi")),
             fault,
+            ..DriverOptions::new(NODE, self.state.path(), Some(self.state.path().join("cdi")))
         };
         Driver::new(KubeClaimApi::new(self.api.client()), self.table.clone(), opts).unwrap()
     }

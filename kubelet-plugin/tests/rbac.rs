@@ -105,13 +105,7 @@ async fn rbac_matches_the_calls_the_plugin_makes() {
 
     // Prepare, unprepare, and the reconcile at start.
     let state = tempfile::tempdir().unwrap();
-    let opts = DriverOptions {
-        driver_name: DRIVER.into(),
-        node_name: NODE.into(),
-        state_dir: state.path().to_path_buf(),
-        cdi_dir: Some(state.path().join("cdi")),
-        fault: None,
-    };
+    let opts = DriverOptions::new(NODE, state.path(), Some(state.path().join("cdi")));
     let table = publisher.table();
     let device = table
         .get(&multinic_kubelet_plugin::slices::device_name(&nic(0)))

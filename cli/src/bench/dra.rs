@@ -260,13 +260,7 @@ impl Plugin {
         table.set(&published);
         let state = tempfile::tempdir()?;
         let sockets = tempfile::tempdir()?;
-        let opts = DriverOptions {
-            driver_name: DRIVER.into(),
-            node_name: NODE.into(),
-            state_dir: state.path().to_path_buf(),
-            cdi_dir: Some(state.path().join("cdi")),
-            fault: None,
-        };
+        let opts = DriverOptions::new(NODE, state.path(), Some(state.path().join("cdi")));
         let socket = sockets.path().join("plugins/multinic.dev").join(grpc::DRA_SOCKET);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let api = if in_memory {
