@@ -2,8 +2,10 @@
 FROM rust:1.89-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked \
-      -p multinic-kubelet-plugin -p multinic-cni -p multinic-controller -p multinic-cli
+# The CNI plugin is built on its own so that multinic-api is built for it without the `crd` feature
+# (built with the others, cargo would unify the features and link kube into it).
+RUN cargo build --release --locked -p multinic-cni \
+ && cargo build --release --locked -p multinic-kubelet-plugin -p multinic-controller -p multinic-cli
 
 FROM debian:bookworm-slim
 RUN apt-get update \

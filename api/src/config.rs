@@ -258,19 +258,24 @@ impl NetworkConfig {
     }
 }
 
-/// A Linux interface name: 1..=15 bytes, no '/', no whitespace, not "." or "..".
+/// Whether the kernel accepts `name` as an interface name: the rule of `dev_valid_name` in the
+/// Linux source (net/core/dev.c), byte by byte: 1..=15 bytes (`IFNAMSIZ - 1`), not "." or "..",
+/// no '/', ':' or whitespace, where whitespace is the kernel's `isspace()` (lib/ctype.c: \t \n \v
+/// \f \r, space and the byte 0xA0). Other bytes, non-ASCII included, are accepted, as the kernel
+/// does. A NUL byte is refused too: the name reaches the kernel as a C string.
 pub fn validate_ifname(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_IFNAME_LEN {
         return Err(format!("interface name {name:?} must be 1..={MAX_IFNAME_LEN} bytes"));
     }
+    let kernel_space = |b: u8| matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ' | 0xa0);
     if name == "."
         || name == ".."
         || name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b == 0 || kernel_space(b))
     {
         return Err(format!(
-            "interface name {name:?} may not be '.', '..' or contain '/', ':' or whitespace"
+            "interface name {name:?} may not be '.', '..' or contain '/', ':', NUL or whitespace"
         ));
     }
     Ok(())
@@ -368,5 +373,28 @@ mod tests {
         assert!(
             parse(&[r#"{"ipam":{"type":"rails","subnet":"10.10.0.0/16","hostBlock":8,"interfaceBlock":2}}"#]).is_ok()
         );
+    }
+
+    #[test]
+    fn ifnames_follow_the_kernel_rule() {
+        for good in ["net1", "a", &"a".repeat(15), "eth\u{1}", "r\u{e9}seau"] {
+            assert!(validate_ifname(good).is_ok(), "{good:?}");
+        }
+        // "\u{e0}" is the bytes C3 A0: the kernel's isspace() takes 0xA0 for a space.
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a b",
+            "a\tb",
+            "a/b",
+            "a:b",
+            "a\0b",
+            "\u{e0}",
+            &"a".repeat(16),
+            "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}",
+        ] {
+            assert!(validate_ifname(bad).is_err(), "{bad:?}");
+        }
     }
 }

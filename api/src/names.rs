@@ -1,4 +1,4 @@
-//! Names and default paths (design.md §2).
+//! Names and default paths (design.md §2), and how a link-layer address is written.
 
 /// The DRA driver name; also the attribute domain and the CRD group.
 pub const DRIVER_NAME: &str = "multinic.dev";
@@ -18,3 +18,20 @@ pub const DEFAULT_METRICS_ADDRESS: &str = "0.0.0.0:9177";
 pub const FIELD_MANAGER: &str = "multinic.dev";
 /// Standard attribute for PCIe root complex alignment across drivers.
 pub const PCIE_ROOT_ATTRIBUTE: &str = "resource.kubernetes.io/pcieRoot";
+
+/// A link-layer address as it is written everywhere (slices, plans, CNI results): lowercase hex
+/// bytes joined by ':', `aa:bb:cc:dd:ee:ff`; a 20-byte InfiniBand address the same way.
+pub fn format_mac(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_are_lowercase_colon_separated() {
+        assert_eq!(format_mac(&[0x02, 0xAB, 0, 0x10, 0xff, 0x0c]), "02:ab:00:10:ff:0c");
+        assert_eq!(format_mac(&[]), "");
+    }
+}

@@ -56,18 +56,33 @@ async fn respond(path: &str, exposition: &dyn Exposition) -> Response<Full<Bytes
     response
 }
 
+/// Why a metrics address cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("--metrics-address {address} is not host:port or :port: {source}")]
+    Parse {
+        address: String,
+        source: std::net::AddrParseError,
+    },
+    #[error("--metrics-address {address}: {source}; pass a free port")]
+    Bind { address: String, source: std::io::Error },
+}
+
 /// Binds a metrics address (`:9177` means all interfaces).
-pub async fn bind(address: &str) -> std::io::Result<tokio::net::TcpListener> {
-    let address = if address.starts_with(':') {
+pub async fn bind(address: &str) -> Result<tokio::net::TcpListener, BindError> {
+    let full = if address.starts_with(':') {
         format!("0.0.0.0{address}")
     } else {
         address.to_string()
     };
-    let addr: SocketAddr = address.parse().map_err(|e| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("--metrics-address {address}: {e}"),
-        )
+    let addr: SocketAddr = full.parse().map_err(|source| BindError::Parse {
+        address: address.to_string(),
+        source,
     })?;
-    tokio::net::TcpListener::bind(addr).await
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError::Bind {
+            address: address.to_string(),
+            source,
+        })
 }

@@ -24,6 +24,12 @@ pub enum RailsError {
         "rail index {index} is outside 0..{max} (interfaceBlock {bits} bits); this node has more rails than the network allows — grow interfaceBlock"
     )]
     RailIndex { index: u32, max: u64, bits: u8 },
+    #[error(
+        "block (host {host}, rail {rail}) does not fit in subnet {subnet}; the network's layout is corrupt — re-create the network"
+    )]
+    Outside { host: u32, rail: u32, subnet: Ipv4Net },
+    #[error("{ip}/{prefix} is not an IPv4 network; the block's prefix length is corrupt — re-create the network")]
+    Prefix { ip: Ipv4Addr, prefix: u8 },
 }
 
 /// The block layout of a `rails` network.
@@ -85,10 +91,23 @@ impl RailsLayout {
         }
         let shift = 32 - u32::from(self.block_prefix());
         let offset = ((u64::from(host) << self.iface_bits) | u64::from(rail)) << shift;
-        let base = u32::from(self.subnet.network()) as u64 + offset;
-        let addr = Ipv4Addr::from(u32::try_from(base).unwrap_or(u32::MAX));
-        Ok(Ipv4Net::new(addr, self.block_prefix()).unwrap_or(self.subnet))
+        let base = u64::from(u32::from(self.subnet.network())) + offset;
+        let addr = u32::try_from(base).map_err(|_| RailsError::Outside {
+            host,
+            rail,
+            subnet: self.subnet,
+        })?;
+        network(Ipv4Addr::from(addr), self.block_prefix())
     }
+}
+
+fn network(ip: Ipv4Addr, prefix: u8) -> Result<Ipv4Net, RailsError> {
+    Ipv4Net::new(ip, prefix).map_err(|_| RailsError::Prefix { ip, prefix })
+}
+
+/// The address a pod gets from `block`: `ip` with the block's prefix length.
+pub fn address_in(block: Ipv4Net, ip: Ipv4Addr) -> Result<Ipv4Net, RailsError> {
+    network(ip, block.prefix_len())
 }
 
 /// Usable host addresses of a block for pods: all but the network and broadcast addresses, and
@@ -97,28 +116,21 @@ impl RailsLayout {
 /// An excluded range is skipped in one step, so a large exclude costs one comparison, not one per
 /// address (prepare runs this under the node's lease lock).
 pub fn usable(block: Ipv4Net, exclude: &[Ipv4Net]) -> impl Iterator<Item = Ipv4Addr> + '_ {
-    let (mut next, last) = match block.prefix_len() {
-        31 | 32 => (
-            u64::from(u32::from(block.network())),
-            u64::from(u32::from(block.broadcast())),
-        ),
-        _ => (
-            u64::from(u32::from(block.network())) + 1,
-            u64::from(u32::from(block.broadcast())) - 1,
-        ),
+    let (network, broadcast) = (u32::from(block.network()), u32::from(block.broadcast()));
+    // A /31 or /32 has no network and broadcast address to leave out; a wider block has both.
+    let (first, last) = match block.prefix_len() {
+        31 | 32 => (network, broadcast),
+        _ => (network + 1, broadcast - 1),
     };
+    // `None` once past the last address (also past 255.255.255.255).
+    let mut next = Some(first);
     std::iter::from_fn(move || {
-        while next <= last {
-            let ip = Ipv4Addr::from(u32::try_from(next).unwrap_or(u32::MAX));
-            match exclude
-                .iter()
-                .filter(|x| x.contains(&ip))
-                .map(|x| u64::from(u32::from(x.broadcast())))
-                .max()
-            {
-                Some(end) => next = end + 1,
+        while let Some(n) = next.filter(|n| *n <= last) {
+            let ip = Ipv4Addr::from(n);
+            match exclude.iter().filter(|x| x.contains(&ip)).map(Ipv4Net::broadcast).max() {
+                Some(end) => next = u32::from(end).checked_add(1),
                 None => {
-                    next += 1;
+                    next = n.checked_add(1);
                     return Some(ip);
                 }
             }
@@ -158,6 +170,8 @@ mod tests {
         assert_eq!(first, ["10.192.0.0", "10.192.0.1"]);
         let all: Vec<Ipv4Net> = vec!["10.0.0.0/8".parse().unwrap()];
         assert_eq!(usable(block, &all).next(), None);
+        let top: Vec<Ipv4Addr> = usable("255.255.255.254/31".parse().unwrap(), &[]).collect();
+        assert_eq!(top.len(), 2, "the walk ends at the last address");
         let last = usable("10.0.0.0/30".parse().unwrap(), &[]).collect::<Vec<_>>();
         assert_eq!(last.len(), 2, "network and broadcast are not usable");
     }

@@ -13,8 +13,8 @@ use multinic_controller::selector::Selector;
 use serde_json::{Value, json};
 
 use crate::bench::dra::{self, BenchClaim};
-use crate::bench::fixtures::{CniCall, Netns, exec_cni_async, ip_batch};
-use crate::bench::rss::{NsApi, Proc};
+use crate::bench::fixtures::{CniCall, Netns, exec_cni_async, ip_batch, run_out};
+use crate::bench::rss::{NsApi, Proc, READY_TIMEOUT};
 use crate::bench::sibling;
 
 /// The demo network's device selector (veth NICs are published as virtual).
@@ -35,20 +35,6 @@ pub struct DemoArgs {
 
 fn step(text: &str) {
     println!("\n== {text}");
-}
-
-fn ip_out(args: &[&str]) -> anyhow::Result<String> {
-    let out = std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .context("running ip")?;
-    ensure!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -90,18 +76,28 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     ip_batch(Some(&node.name), &batch)?;
     let up: Vec<String> = (0..total).map(|k| format!("link set dpeer{k} up")).collect();
     ip_batch(Some(&peers.name), &up)?;
-    let before = ip_out(&["-n", &node.name, "-o", "link", "show"])?;
-    println!("{}", ip_out(&["-n", &node.name, "-br", "link", "show"])?.trim_end());
+    let before = run_out("ip", &["-n", &node.name, "-o", "link", "show"])?;
+    println!(
+        "{}",
+        run_out("ip", &["-n", &node.name, "-br", "link", "show"])?.trim_end()
+    );
 
     step("the real multinic-kubelet-plugin publishes them to the in-process test API server");
-    let api = NsApi::start(&node)?;
+    let api = NsApi::start(Some(&node))?;
     let layout = RailsLayout::new("10.10.0.0/16".parse()?, 8, 5)?;
     dra::insert_blocks(&api.api, &layout, u32::try_from(total)?)?;
     let dir = tempfile::tempdir()?;
     let kubeconfig = dir.path().join("kubeconfig");
     api.api.write_kubeconfig(&kubeconfig)?;
-    let proc = Proc::start(&plugin, &node, dir.path(), &kubeconfig)?;
-    proc.wait_ready(total)?;
+    let proc = Proc::start(
+        &plugin,
+        Some(&node),
+        dra::NODE,
+        dir.path(),
+        &kubeconfig,
+        &["--allow-virtual"],
+    )?;
+    proc.wait_ready(total, READY_TIMEOUT)?;
     let slices: Vec<ResourceSlice> = api
         .api
         .list("resource.k8s.io/v1", "ResourceSlice", None)
@@ -174,7 +170,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let conf =
         json!({"cniVersion": "1.1.0", "name": "demo", "type": "multinic-cni", "stateDir": dir.path().join("state")});
     let result = exec_cni_async(cni_bin.clone(), node.file.try_clone()?, call("ADD"), conf.clone()).await?;
-    let pod_addrs = ip_out(&["-n", &pod.name, "-br", "addr", "show"])?;
+    let pod_addrs = run_out("ip", &["-n", &pod.name, "-br", "addr", "show"])?;
     println!("{}", pod_addrs.trim_end());
     for k in 1..=m {
         let want = layout.block(dra::HOST_INDEX, u32::try_from(k - 1)?)?;
@@ -226,7 +222,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     step("teardown: CNI DEL, NodeUnprepareResources, plugin stopped, namespaces removed");
     exec_cni_async(cni_bin.clone(), node.file.try_clone()?, call("DEL"), conf).await?;
     dra::unprepare(&mut client, vec![claim.v1()]).await?;
-    let after = ip_out(&["-n", &node.name, "-o", "link", "show"])?;
+    let after = run_out("ip", &["-n", &node.name, "-o", "link", "show"])?;
     let names = |text: &str| -> Vec<String> {
         let mut v: Vec<String> = text
             .lines()

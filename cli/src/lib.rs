@@ -1,8 +1,9 @@
-//! The `multinic` command line's subcommands as a library: `main.rs` parses arguments and calls
-//! their `run`; the integration tests drive the same sandbox fixtures (network namespaces, the
-//! plugin binary beside a fake API server, CNI calls) that `demo` and `bench` use.
+//! The `multinic` command line as a library: `main.rs` parses arguments and calls each command's
+//! `run`; the integration tests drive the same sandbox fixtures (network namespaces, the plugin
+//! binary beside a fake API server, CNI calls) that `demo` and `bench` use.
 
 pub mod bench;
 pub mod demo;
 pub mod install;
+pub mod inventory;
 pub mod vmcheck;

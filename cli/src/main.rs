@@ -1,13 +1,12 @@
-//! `multinic`: the command line for humans.
+//! `multinic`: the command line for humans (wiring; `multinic inventory` is in the library).
 
 use std::path::PathBuf;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use multinic_api::setup::{LogFormat, init_tracing};
+use multinic_cli::inventory::{self, Output};
 use multinic_cli::{bench, demo, install, vmcheck};
-use multinic_kubelet_plugin::inventory::{self, HostSnapshot, netlink};
-use multinic_kubelet_plugin::setup::{self, InventoryArgs, LogFormat};
-use multinic_kubelet_plugin::slices::{SliceOptions, build_devices, build_slices};
+use multinic_kubelet_plugin::setup::InventoryArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -57,23 +56,23 @@ enum Command {
     VmCheck(vmcheck::VmCheckArgs),
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Output {
-    Yaml,
-    Json,
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    setup::init_tracing(cli.log_format);
+    init_tracing(cli.log_format);
     match cli.command {
         Command::Inventory {
             node_name,
             inventory,
             netlink_snapshot,
             output,
-        } => print_inventory(node_name, &inventory, netlink_snapshot, output).await,
+        } => {
+            print!(
+                "{}",
+                inventory::render(node_name, &inventory, netlink_snapshot.as_deref(), output).await?
+            );
+            Ok(())
+        }
         Command::Bench(args) => bench::run(args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::InstallCni(args) => install::run(args),
@@ -83,47 +82,4 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-async fn print_inventory(
-    node_name: Option<String>,
-    args: &InventoryArgs,
-    snapshot_file: Option<PathBuf>,
-    output: Output,
-) -> anyhow::Result<()> {
-    let snapshot: HostSnapshot = match &snapshot_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("parsing {} as a netlink snapshot", path.display()))?
-        }
-        None => {
-            let handle = netlink::connect().context("opening rtnetlink")?;
-            netlink::read_snapshot(&handle).await?
-        }
-    };
-    let node = match node_name.filter(|n| !n.is_empty()) {
-        Some(n) => n,
-        None => hostname()?,
-    };
-    let inv = inventory::collect(&snapshot, &args.sysfs(), &args.filters()?);
-    for (name, reason) in &inv.excluded {
-        eprintln!("excluded {name}: {}", serde_json::to_string(reason)?);
-    }
-    let opts = SliceOptions {
-        shared_pods: args.shared_pods,
-        ..SliceOptions::new(node)
-    };
-    let slices = build_slices(&build_devices(&inv.nics, &opts), &opts, 1);
-    let text = match output {
-        Output::Yaml => serde_yaml::to_string(&slices)?,
-        Output::Json => serde_json::to_string_pretty(&slices)? + "\n",
-    };
-    print!("{text}");
-    Ok(())
-}
-
-fn hostname() -> anyhow::Result<String> {
-    let name =
-        std::fs::read_to_string("/proc/sys/kernel/hostname").context("reading the hostname; pass --node-name")?;
-    Ok(name.trim().to_string())
 }

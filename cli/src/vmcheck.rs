@@ -10,10 +10,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -25,7 +23,8 @@ use multinic_testkit::FakeApiServer;
 use serde_json::{Value, json};
 
 use crate::bench::dra;
-use crate::bench::fixtures::{CniCall, Netns, exec_cni_async};
+use crate::bench::fixtures::{CniCall, Netns, exec_cni_async, run_out};
+use crate::bench::rss::{NsApi, Proc};
 use crate::bench::sibling;
 
 #[derive(Debug, clap::Args)]
@@ -547,138 +546,8 @@ struct PrepareOut {
 
 const READY: Duration = Duration::from_secs(60);
 
-/// The fake API server on its own thread and runtime (the host netns: the guest is the node).
-struct Api {
-    api: FakeApiServer,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Api {
-    fn start() -> anyhow::Result<Self> {
-        let (tx, rx) = mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let started = (|| {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                let api = rt.block_on(FakeApiServer::try_start())?;
-                Ok::<_, anyhow::Error>((rt, api))
-            })();
-            match started {
-                Ok((rt, api)) => {
-                    if tx.send(Ok(api)).is_ok() {
-                        rt.block_on(async { stopped.await.unwrap_or(()) });
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                }
-            }
-        });
-        let api = rx.recv().context("fake API server thread ended")??;
-        Ok(Self {
-            api,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// The plugin binary; SIGTERM and wait on drop.
-struct Plugin {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Plugin {
-    fn start(bin: &Path, dir: &Path, kubeconfig: &Path) -> anyhow::Result<Self> {
-        let arg = |p: &str| dir.join(p).display().to_string();
-        let mut child = Command::new(bin)
-            .args(["--node-name", dra::NODE, "--kubeconfig"])
-            .arg(kubeconfig)
-            .args(["--plugin-dir", &arg("plugins"), "--registry-dir", &arg("registry")])
-            .args(["--state-dir", &arg("state"), "--cdi-dir", &arg("cdi")])
-            .args(["--metrics-address", "127.0.0.1:0", "--log-format", "json"])
-            .args(["--resync-seconds", &RESYNC_S.to_string()])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("spawning {}", bin.display()))?;
-        let stderr = child.stderr.take().context("no stderr pipe")?;
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Self { child, lines })
-    }
-
-    fn wait_ready(&self, nics: u64) -> anyhow::Result<()> {
-        let deadline = Instant::now() + READY;
-        let mut log = Vec::new();
-        let (mut serving, mut published) = (false, false);
-        while !(serving && published) {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => {
-                    let v: Value = serde_json::from_str(&line).unwrap_or_default();
-                    match v["message"].as_str() {
-                        Some("serving the kubelet") => serving = true,
-                        Some("published ResourceSlices") => published = v["devices"].as_u64() == Some(nics),
-                        _ => {}
-                    }
-                    log.push(line);
-                }
-                Err(_) => bail!("plugin not serving {nics} published NICs; log:\n{}", log.join("\n")),
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Plugin {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
-        }
-        let _ = self.child.wait();
-    }
-}
-
-fn cmd_out(program: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {program}"))?;
-    ensure!(
-        out.status.success(),
-        "{program} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
-}
-
 fn host_links() -> anyhow::Result<Vec<String>> {
-    Ok(cmd_out("ip", &["-o", "link", "show"])?
+    Ok(run_out("ip", &["-o", "link", "show"])?
         .lines()
         .filter_map(|l| {
             l.split(':')
@@ -690,13 +559,13 @@ fn host_links() -> anyhow::Result<Vec<String>> {
 
 fn rdma_links(netns: Option<&str>) -> anyhow::Result<String> {
     match netns {
-        Some(ns) => cmd_out("ip", &["netns", "exec", ns, "rdma", "link", "show"]),
-        None => cmd_out("rdma", &["link", "show"]),
+        Some(ns) => run_out("ip", &["netns", "exec", ns, "rdma", "link", "show"]),
+        None => run_out("rdma", &["link", "show"]),
     }
 }
 
 struct Ctx {
-    api: Api,
+    api: NsApi,
     dir: tempfile::TempDir,
     client: dra::Client,
     cni: PathBuf,
@@ -771,11 +640,11 @@ impl Ctx {
 }
 
 fn pod_link(pod: &Netns, ifname: &str) -> anyhow::Result<String> {
-    cmd_out("ip", &["-d", "-n", &pod.name, "link", "show", ifname])
+    run_out("ip", &["-d", "-n", &pod.name, "link", "show", ifname])
 }
 
 fn pod_addr(pod: &Netns, ifname: &str) -> anyhow::Result<String> {
-    let out = cmd_out("ip", &["-br", "-4", "-n", &pod.name, "addr", "show", ifname])?;
+    let out = run_out("ip", &["-br", "-4", "-n", &pod.name, "addr", "show", ifname])?;
     Ok(out.split_whitespace().nth(2).unwrap_or("").to_string())
 }
 
@@ -785,22 +654,30 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
     // Exclusive mode: each RDMA device belongs to one netns. Set before any netns exists.
     report.check(
         "rdma-netns-exclusive",
-        cmd_out("rdma", &["system", "set", "netns", "exclusive"])
-            .and_then(|_| cmd_out("rdma", &["system", "show"]))
+        run_out("rdma", &["system", "set", "netns", "exclusive"])
+            .and_then(|_| run_out("rdma", &["system", "show"]))
             .and_then(|s| {
                 ensure!(s.contains("exclusive"), "rdma system show: {s}");
                 Ok(s.trim().to_string())
             }),
     );
-    let api = Api::start()?;
+    let api = NsApi::start(None)?;
     let layout = RailsLayout::new("10.10.0.0/16".parse()?, 8, 5)?;
     dra::insert_blocks(&api.api, &layout, 16)?;
     let dir = tempfile::tempdir()?;
     let kubeconfig = dir.path().join("kubeconfig");
     api.api.write_kubeconfig(&kubeconfig)?;
     let t = Instant::now();
-    let plugin = Plugin::start(&plugin_bin, dir.path(), &kubeconfig)?;
-    plugin.wait_ready(12)?;
+    let resync = RESYNC_S.to_string();
+    let plugin = Proc::start(
+        &plugin_bin,
+        None,
+        dra::NODE,
+        dir.path(),
+        &kubeconfig,
+        &["--resync-seconds", &resync],
+    )?;
+    plugin.wait_ready(12, READY)?;
     let slices: Vec<ResourceSlice> = api
         .api
         .list("resource.k8s.io/v1", "ResourceSlice", None)
@@ -849,7 +726,7 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
                     let link = pod_link(pod, &ifn)?;
                     let addr = pod_addr(pod, &ifn)?;
                     ensure!(!addr.is_empty(), "{ifn} has no address");
-                    let drv = cmd_out(
+                    let drv = run_out(
                         "ip",
                         &[
                             "netns",
@@ -1154,36 +1031,14 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
     let node = format!("vm-{me}");
     let plugin_bin = sibling("multinic-kubelet-plugin")?;
     let cni = sibling("multinic-cni")?;
-    let api = Api::start()?;
+    let api = NsApi::start(None)?;
     let layout = RailsLayout::new("10.10.0.0/16".parse()?, 8, 5)?;
     api.api.insert(l3_network(&layout))?;
     let dir = tempfile::tempdir()?;
     let kubeconfig = dir.path().join("kubeconfig");
     api.api.write_kubeconfig(&kubeconfig)?;
-    let arg = |p: &str| dir.path().join(p).display().to_string();
-    let mut child = Command::new(&plugin_bin)
-        .args(["--node-name", &node, "--kubeconfig"])
-        .arg(&kubeconfig)
-        .args(["--plugin-dir", &arg("plugins"), "--registry-dir", &arg("registry")])
-        .args(["--state-dir", &arg("state"), "--cdi-dir", &arg("cdi")])
-        .args(["--metrics-address", "127.0.0.1:0", "--log-format", "json"])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("spawning {}", plugin_bin.display()))?;
-    let stderr = child.stderr.take().context("no stderr pipe")?;
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let plugin = Plugin { child, lines };
-    plugin.wait_ready(12)?;
+    let plugin = Proc::start(&plugin_bin, None, &node, dir.path(), &kubeconfig, &[])?;
+    plugin.wait_ready(12, READY)?;
     let slices: Vec<ResourceSlice> = api
         .api
         .list("resource.k8s.io/v1", "ResourceSlice", None)
@@ -1209,7 +1064,7 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
     // Peer routes: one per peer block whose rail this node has (12 published rails).
     let t = Instant::now();
     let routes = loop {
-        let out = cmd_out("ip", &["-4", "route", "show", "proto", "201"])?;
+        let out = run_out("ip", &["-4", "route", "show", "proto", "201"])?;
         let n = out.lines().count();
         if n >= 12 || t.elapsed() > Duration::from_secs(20) {
             break out;
@@ -1319,7 +1174,7 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
     dra::unprepare(&mut client, vec![claim.v1()]).await?;
     drop(pod);
     drop(plugin);
-    let left = cmd_out("ip", &["-4", "route", "show", "proto", "201"])?;
+    let left = run_out("ip", &["-4", "route", "show", "proto", "201"])?;
     report.check(
         "l3-clean",
         Ok(format!(
@@ -1386,7 +1241,7 @@ fn ping_rails(
                 .trim()
                 .to_string();
             if !ok {
-                let neigh = cmd_out("ip", &["neigh", "show", "dev", ifname]).unwrap_or_default();
+                let neigh = run_out("ip", &["neigh", "show", "dev", ifname]).unwrap_or_default();
                 bail!(
                     "pod net{} {src} -> vm-{peer} {dst} failed ({loss}); host neigh on {ifname}: {:?}; \
                      tx packets per rail {delta:?}",
@@ -1685,7 +1540,7 @@ async fn hotplug_checks(api: &FakeApiServer, report: &mut Report) {
             if let Some(ev) = uevents.as_mut() {
                 drain(ev).await;
             }
-            cmd_out("rdma", &cmd)?;
+            run_out("rdma", &cmd)?;
             if let Some(ev) = uevents.as_mut() {
                 let t = next_uevent(ev, Duration::from_secs(5)).await;
                 uevent_seen.push(format!(

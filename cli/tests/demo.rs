@@ -1,25 +1,14 @@
 //! `multinic demo` as a user would run it: as root it exits 0 with net1..netm rail-ordered and a
 //! clean teardown; not as root it exits non-zero with a clear message.
 
+use multinic_testkit::fixtures;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
-fn can_run() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true: this test must run as root"
-    );
-    eprintln!("skipped: needs root");
-    false
-}
-
 #[test]
 fn demo_runs_end_to_end_as_root() {
-    if !can_run() {
+    if !fixtures::can_run_as_root("demo_runs_end_to_end_as_root") {
         return;
     }
     let exe = Path::new(env!("CARGO_BIN_EXE_multinic"));
@@ -48,7 +37,7 @@ fn demo_runs_end_to_end_as_root() {
 
 #[test]
 fn demo_refuses_to_run_without_root() {
-    if !can_run() {
+    if !fixtures::can_run_as_root("demo_refuses_to_run_without_root") {
         return;
     }
     // Drop to an unprivileged user for the child only.

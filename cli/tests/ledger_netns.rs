@@ -23,18 +23,6 @@ const NICS: usize = 4;
 const PEER: &str = "peer-node";
 const PEER_HOST: u32 = 3;
 
-fn can_run() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true: this test must run as root"
-    );
-    eprintln!("skipped: needs root");
-    false
-}
-
 fn bins() -> (PathBuf, PathBuf) {
     let dir = Path::new(env!("CARGO_BIN_EXE_multinic"))
         .parent()
@@ -133,9 +121,17 @@ struct Sandbox {
 impl Sandbox {
     /// (Re)starts the plugin on the same state dir and waits until it serves all NICs.
     async fn plugin(&self) -> (Proc, Client) {
-        let proc = Proc::start(&self.plugin, &self.node, self.dir.path(), &self.kubeconfig)
-            .unwrap_or_else(|e| panic!("starting the plugin: {e:#}"));
-        proc.wait_ready(NICS).unwrap_or_else(|e| panic!("{e:#}"));
+        let proc = Proc::start(
+            &self.plugin,
+            Some(&self.node),
+            dra::NODE,
+            self.dir.path(),
+            &self.kubeconfig,
+            &["--allow-virtual"],
+        )
+        .unwrap_or_else(|e| panic!("starting the plugin: {e:#}"));
+        proc.wait_ready(NICS, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let client = dra::connect(&self.dir.path().join("plugins").join("dra.sock"))
             .await
             .unwrap_or_else(|e| panic!("dialling the plugin: {e:#}"));
@@ -179,7 +175,7 @@ impl Sandbox {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rails_hold_while_pods_take_nics_and_the_plugin_restarts() {
-    if !can_run() {
+    if !multinic_testkit::fixtures::can_run_as_root("rails_hold_while_pods_take_nics_and_the_plugin_restarts") {
         return;
     }
     let (plugin, cni) = bins();
@@ -197,7 +193,7 @@ async fn rails_hold_while_pods_take_nics_and_the_plugin_restarts() {
     let up: Vec<String> = (0..NICS).map(|k| format!("link set lpeer{k} up")).collect();
     ip_batch(Some(&peers.name), &up).unwrap_or_else(|e| panic!("{e:#}"));
 
-    let api = NsApi::start(&node).unwrap_or_else(|e| panic!("{e:#}"));
+    let api = NsApi::start(Some(&node)).unwrap_or_else(|e| panic!("{e:#}"));
     let layout = RailsLayout::new("10.10.0.0/16".parse().unwrap(), 8, 5).unwrap();
     dra::insert_blocks(&api.api, &layout, NICS as u32).unwrap_or_else(|e| panic!("{e:#}"));
     api.api

@@ -16,24 +16,11 @@
 
 use std::fmt;
 
+use multinic_api::config::validate_ifname;
+use multinic_api::hash::fnv1a64;
+
 /// Prefix of every alias we write.
 pub const ALIAS_PREFIX: &str = "multinic:";
-
-/// FNV-1a, 64 bit. Stable across versions and platforms (it is part of the on-link format).
-pub fn fnv1a64(parts: &[&str]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for (i, part) in parts.iter().enumerate() {
-        if i > 0 {
-            // A NUL separator byte: `hash ^= 0` is the identity, only the multiplication remains.
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        for b in part.bytes() {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    hash
-}
 
 /// Short hash of the network name (GC scope).
 pub fn network_key(network: &str) -> String {
@@ -93,7 +80,7 @@ impl Mark {
         let network = it.next()?;
         let attachment = it.next()?;
         let flags = it.next()?;
-        if it.next().is_some() || claim_uid.is_empty() || host_if_name.is_empty() || host_if_name.len() > 15 {
+        if it.next().is_some() || claim_uid.is_empty() || validate_ifname(host_if_name).is_err() {
             return None;
         }
         let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
@@ -187,8 +174,6 @@ mod tests {
 
     #[test]
     fn keys_are_stable_and_distinguish_fields() {
-        assert_eq!(fnv1a64(&[""]), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a64(&["a"]), 0xaf63_dc4c_8601_ec8c);
         assert_ne!(attachment_key("n", "ab", "c"), attachment_key("n", "a", "bc"));
         assert_ne!(attachment_key("n1", "c", "eth0"), attachment_key("n2", "c", "eth0"));
         assert_eq!(network_key("x").len(), 8);

@@ -13,6 +13,8 @@ use crate::error::CniError;
 pub const MAX_STDIN_BYTES: u64 = 1024 * 1024;
 /// CNI versions this plugin implements.
 pub const SUPPORTED_VERSIONS: &[&str] = &["1.0.0", "1.1.0"];
+/// The version we answer in when the caller names none (VERSION, or a config that does not parse).
+pub const LATEST_VERSION: &str = "1.1.0";
 
 /// One entry of `cni.dev/valid-attachments` (GC).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -68,6 +70,11 @@ pub fn sniff_version(stdin: &[u8]) -> Option<String> {
     serde_json::from_slice::<V>(stdin).ok().and_then(|v| v.v)
 }
 
+/// The version to answer a config in: its `cniVersion`, else [`LATEST_VERSION`].
+pub fn answer_version(stdin: &[u8]) -> String {
+    sniff_version(stdin).unwrap_or_else(|| LATEST_VERSION.to_string())
+}
+
 /// Parses and checks the config; `need_name` is false for VERSION.
 pub fn parse_conf(stdin: &[u8]) -> Result<NetConf, CniError> {
     if stdin.len() as u64 > MAX_STDIN_BYTES {
@@ -118,7 +125,7 @@ pub fn check_version(version: &str) -> Result<(), CniError> {
 
 /// Whether the version has the 1.1 result fields (interface `mtu`, route `table`).
 pub fn is_1_1(version: &str) -> bool {
-    version == "1.1.0"
+    version == LATEST_VERSION
 }
 
 /// The VERSION answer.

@@ -8,7 +8,7 @@
 //! the CNI attachment, so DEL and GC find and restore it without the plan.
 //!
 //! Modules: [`args`], [`config`], [`result`], [`alias`] are pure; [`netns`] and [`nl`] talk to the
-//! kernel; [`plugin`] runs the commands.
+//! kernel; [`plugin`] runs the commands; [`entry`] is one invocation as a process.
 //!
 //! Fault injection (tests only): `MULTINIC_CNI_FAULT=after-device-N` (also `after-addresses-N`,
 //! `after-routes-N`, `del-after-device-N`) makes ADD (DEL) stop with an error, without rollback. It is honoured only when the binary is built with the
@@ -17,6 +17,7 @@
 pub mod alias;
 pub mod args;
 pub mod config;
+pub mod entry;
 pub mod error;
 pub mod netns;
 pub mod nl;

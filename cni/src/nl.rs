@@ -6,6 +6,8 @@ use std::os::fd::RawFd;
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
+use multinic_api::hash::fnv1a64;
+use multinic_api::names::format_mac;
 use multinic_api::{AttachmentMode, PlannedDevice};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::AddressAttribute;
@@ -17,7 +19,6 @@ use netlink_packet_route::route::{RouteMessage, RouteScope};
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::{Handle, IpVersion, LinkDelRequest, LinkIpVlan, LinkMacVlan, LinkUnspec, RouteMessageBuilder};
 
-use crate::alias::fnv1a64;
 use crate::result::AppliedRoute;
 
 /// Priority of our `from <addr> lookup <table>` rules: before `main` (32766).
@@ -75,10 +76,6 @@ impl Link {
         }
         link
     }
-}
-
-pub fn format_mac(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// Host side, before a move: down, and marked with our alias.
@@ -210,53 +207,38 @@ pub fn device_routes(dev: &PlannedDevice) -> Vec<AppliedRoute> {
             routes.push(r);
         }
     };
-    match dev.table {
-        None => {
-            for r in &dev.routes {
-                push(
-                    &mut routes,
-                    AppliedRoute {
-                        dst: r.dst.trunc(),
-                        gw: gw_for(&r.dst, r.gateway),
-                        table: None,
-                    },
-                );
-            }
-        }
-        Some(table) => {
-            for ip in &dev.ips {
-                push(
-                    &mut routes,
-                    AppliedRoute {
-                        dst: ip.trunc(),
-                        gw: None,
-                        table: Some(table),
-                    },
-                );
-            }
-            for r in &dev.routes {
-                push(
-                    &mut routes,
-                    AppliedRoute {
-                        dst: r.dst.trunc(),
-                        gw: gw_for(&r.dst, r.gateway),
-                        table: Some(table),
-                    },
-                );
-            }
-            if let Some(gw) = dev.gateway {
-                let dst = default_route(gw);
-                if !routes.iter().any(|r| r.dst == dst) {
-                    push(
-                        &mut routes,
-                        AppliedRoute {
-                            dst,
-                            gw: Some(gw),
-                            table: Some(table),
-                        },
-                    );
-                }
-            }
+    // With a table: the connected subnet of each address first.
+    for ip in dev.table.iter().flat_map(|_| &dev.ips) {
+        push(
+            &mut routes,
+            AppliedRoute {
+                dst: ip.trunc(),
+                gw: None,
+                table: dev.table,
+            },
+        );
+    }
+    for r in &dev.routes {
+        push(
+            &mut routes,
+            AppliedRoute {
+                dst: r.dst.trunc(),
+                gw: gw_for(&r.dst, r.gateway),
+                table: dev.table,
+            },
+        );
+    }
+    if let (Some(table), Some(gw)) = (dev.table, dev.gateway) {
+        let dst = default_route(gw);
+        if !routes.iter().any(|r| r.dst == dst) {
+            push(
+                &mut routes,
+                AppliedRoute {
+                    dst,
+                    gw: Some(gw),
+                    table: Some(table),
+                },
+            );
         }
     }
     routes

@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use common::*;
 use multinic_kubelet_plugin::driver::{ClaimRef, Driver, DriverOptions, KubeClaimApi};
-use multinic_kubelet_plugin::inventory::{LinkType, Nic};
+use multinic_kubelet_plugin::inventory::Nic;
 use multinic_kubelet_plugin::publish::DeviceTable;
 use multinic_kubelet_plugin::slices::{SliceOptions, build_device_table};
-use multinic_testkit::FakeApiServer;
+use multinic_testkit::{FakeApiServer, fixtures};
 use serde_json::json;
 
 const PODS: usize = 200;
@@ -33,7 +33,7 @@ impl XorShift {
 
 #[test]
 fn two_hundred_pods_attach_and_detach_through_prepare_and_cni() {
-    if !require_root("two_hundred_pods_attach_and_detach_through_prepare_and_cni") {
+    if !can_run_as_root("two_hundred_pods_attach_and_detach_through_prepare_and_cni") {
         return;
     }
     let seed: u64 = std::env::var("MULTINIC_TEST_SEED")
@@ -65,30 +65,12 @@ fn two_hundred_pods_attach_and_detach_through_prepare_and_cni() {
         let nics: Vec<Nic> = parents
             .iter()
             .enumerate()
-            .map(|(i, name)| Nic {
-                if_name: name.clone(),
-                if_index: i as u32,
-                mac: None,
-                mtu: 1500,
-                speed_mbps: None,
-                link_type: LinkType::Ethernet,
-                pci: None,
-                rdma: None,
-                virtual_device: true,
-                ipv4: None,
-                pf_name: None,
-            })
+            .map(|(i, name)| fixtures::veth_nic(name, u32::try_from(i).unwrap()))
             .collect();
         let published = build_device_table(&nics, &SliceOptions::new("node-c"));
         table.set(&published);
         let devices: Vec<String> = published.iter().map(|p| p.device.name.clone()).collect();
-        let opts = DriverOptions {
-            driver_name: "multinic.dev".into(),
-            node_name: "node-c".into(),
-            state_dir: state.path().to_path_buf(),
-            cdi_dir: None,
-            fault: None,
-        };
+        let opts = DriverOptions::new("node-c", state.path(), None);
         let driver = Arc::new(Driver::new(KubeClaimApi::new(api.client()), table, opts).unwrap());
         let params = json!({"attachment": {"mode": "macvlan"},
             "ipam": {"type": "static", "addresses": []}, "interfaceNamePrefix": "net"});

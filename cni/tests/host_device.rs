@@ -27,7 +27,7 @@ fn eight_device_plan(claim: &str, pod_uid: &str) -> multinic_api::Plan {
 
 #[test]
 fn host_device_eight_nics_add_check_del() {
-    if !require_root("host_device_eight_nics_add_check_del") {
+    if !can_run_as_root("host_device_eight_nics_add_check_del") {
         return;
     }
     let host = Ns::new("h");

@@ -9,7 +9,7 @@ use multinic_api::AttachmentMode;
 
 #[test]
 fn ipvlan_l2_and_l3_where_supported() {
-    if !require_root("ipvlan_l2_and_l3_where_supported") {
+    if !can_run_as_root("ipvlan_l2_and_l3_where_supported") {
         return;
     }
     let host = Ns::new("h");
@@ -54,7 +54,7 @@ fn ipvlan_l2_and_l3_where_supported() {
 /// Where ipvlan is missing, ADD fails with an error that names the device and the cause.
 #[test]
 fn ipvlan_missing_link_type_is_a_clear_error() {
-    if !require_root("ipvlan_missing_link_type_is_a_clear_error") {
+    if !can_run_as_root("ipvlan_missing_link_type_is_a_clear_error") {
         return;
     }
     let host = Ns::new("h");

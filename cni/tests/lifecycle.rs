@@ -50,7 +50,7 @@ fn pod_nets(pod: &Ns) -> Vec<String> {
 
 #[test]
 fn add_twice_del_twice() {
-    if !require_root("add_twice_del_twice") {
+    if !can_run_as_root("add_twice_del_twice") {
         return;
     }
     let host = Ns::new("h");
@@ -72,7 +72,7 @@ fn add_twice_del_twice() {
 
 #[test]
 fn del_without_add_and_without_netns() {
-    if !require_root("del_without_add_and_without_netns") {
+    if !can_run_as_root("del_without_add_and_without_netns") {
         return;
     }
     let host = Ns::new("h");
@@ -91,7 +91,7 @@ fn del_without_add_and_without_netns() {
 
 #[test]
 fn del_after_the_netns_is_gone() {
-    if !require_root("del_after_the_netns_is_gone") {
+    if !can_run_as_root("del_after_the_netns_is_gone") {
         return;
     }
     let host = Ns::new("h");
@@ -113,7 +113,7 @@ fn del_after_the_netns_is_gone() {
 /// must rename it back, restore its MTU and state and drop the mark.
 #[test]
 fn del_restores_a_nic_returned_under_its_pod_name() {
-    if !require_root("del_restores_a_nic_returned_under_its_pod_name") {
+    if !can_run_as_root("del_restores_a_nic_returned_under_its_pod_name") {
         return;
     }
     let host = Ns::new("h");
@@ -149,7 +149,7 @@ fn del_restores_a_nic_returned_under_its_pod_name() {
 
 #[test]
 fn crash_after_third_device_then_del_then_add() {
-    if !require_root("crash_after_third_device_then_del_then_add") {
+    if !can_run_as_root("crash_after_third_device_then_del_then_add") {
         return;
     }
     let host = Ns::new("h");
@@ -196,7 +196,7 @@ fn crash_after_third_device_then_del_then_add() {
 
 #[test]
 fn gc_reverts_only_invalid_attachments() {
-    if !require_root("gc_reverts_only_invalid_attachments") {
+    if !can_run_as_root("gc_reverts_only_invalid_attachments") {
         return;
     }
     let host = Ns::new("h");
@@ -233,7 +233,7 @@ fn gc_reverts_only_invalid_attachments() {
 
 #[test]
 fn refuses_a_netns_that_is_not_a_netns() {
-    if !require_root("refuses_a_netns_that_is_not_a_netns") {
+    if !can_run_as_root("refuses_a_netns_that_is_not_a_netns") {
         return;
     }
     let host = Ns::new("h");
@@ -260,7 +260,7 @@ fn refuses_a_netns_that_is_not_a_netns() {
 
 #[test]
 fn no_plan_passes_prev_result_through_the_binary() {
-    if !require_root("no_plan_passes_prev_result_through_the_binary") {
+    if !can_run_as_root("no_plan_passes_prev_result_through_the_binary") {
         return;
     }
     let host = Ns::new("h");

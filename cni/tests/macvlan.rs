@@ -26,7 +26,7 @@ fn pod_plan(p: usize, mtu: u32) -> multinic_api::Plan {
 
 #[test]
 fn macvlan_two_parents_four_pods() {
-    if !require_root("macvlan_two_parents_four_pods") {
+    if !can_run_as_root("macvlan_two_parents_four_pods") {
         return;
     }
     let host = Ns::new("h");
@@ -100,7 +100,7 @@ fn macvlan_two_parents_four_pods() {
 /// name; the retried ADD adopts it and DEL removes it. A foreign link under that name is refused.
 #[test]
 fn macvlan_unmarked_child_is_adopted_and_foreign_link_refused() {
-    if !require_root("macvlan_unmarked_child_is_adopted_and_foreign_link_refused") {
+    if !can_run_as_root("macvlan_unmarked_child_is_adopted_and_foreign_link_refused") {
         return;
     }
     let host = Ns::new("h");
@@ -212,7 +212,7 @@ fn eight_children(claim: &str, pod_uid: &str) -> multinic_api::Plan {
 /// RTM_DELLINK by group) and their policy rules, and leaves both netns exactly as before ADD.
 #[test]
 fn macvlan_del_by_group_leaves_nothing_behind() {
-    if !require_root("macvlan_del_by_group_leaves_nothing_behind") {
+    if !can_run_as_root("macvlan_del_by_group_leaves_nothing_behind") {
         return;
     }
     let host = Ns::new("h");
@@ -250,7 +250,7 @@ fn macvlan_del_by_group_leaves_nothing_behind() {
 /// and still removes every child of ours, one by one.
 #[test]
 fn macvlan_del_spares_a_foreign_link_in_the_group() {
-    if !require_root("macvlan_del_spares_a_foreign_link_in_the_group") {
+    if !can_run_as_root("macvlan_del_spares_a_foreign_link_in_the_group") {
         return;
     }
     let host = Ns::new("h");
@@ -283,7 +283,7 @@ fn macvlan_del_spares_a_foreign_link_in_the_group() {
 /// return to the host; nothing is left on either side.
 #[test]
 fn mixed_host_device_and_macvlan_del_leaves_nothing_behind() {
-    if !require_root("mixed_host_device_and_macvlan_del_leaves_nothing_behind") {
+    if !can_run_as_root("mixed_host_device_and_macvlan_del_leaves_nothing_behind") {
         return;
     }
     let host = Ns::new("h");

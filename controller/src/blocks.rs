@@ -34,18 +34,17 @@ pub fn assign(layout: &RailsLayout, existing: &BTreeMap<String, u32>, nodes: &BT
             out.released.push(node.clone());
         }
     }
-    let mut next = 0u64;
+    // The free indexes in order; newcomers take them one by one.
+    let mut free = (0..=u32::MAX)
+        .take_while(|h| u64::from(*h) < layout.hosts())
+        .filter(|h| !used.contains(h));
     let newcomers: Vec<&String> = nodes.iter().filter(|n| !out.hosts.contains_key(*n)).collect();
     for node in newcomers {
-        while next < layout.hosts() && used.contains(&u32::try_from(next).unwrap_or(u32::MAX)) {
-            next += 1;
-        }
-        match u32::try_from(next) {
-            Ok(h) if next < layout.hosts() => {
-                used.insert(h);
+        match free.next() {
+            Some(h) => {
                 out.hosts.insert(node.clone(), h);
             }
-            _ => out.exhausted.push(node.clone()),
+            None => out.exhausted.push(node.clone()),
         }
     }
     out

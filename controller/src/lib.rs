@@ -2,6 +2,7 @@
 //! `NicNodeBlocks` (design.md §5).
 
 pub mod blocks;
+pub mod daemon;
 pub mod lease;
 pub mod metrics;
 pub mod reconcile;

@@ -236,16 +236,24 @@ pub async fn reconcile_network(client: &kube::Client, net: &MultiNicNetwork) -> 
                 .iter()
                 .map(|n| format!("node {n}: no host index left"))
                 .collect::<Vec<_>>();
-            for (node, &host) in &assignment.hosts {
-                let (rails, addresses) = nodes
-                    .get(node)
-                    .map(|n| (n.rails, n.addresses.clone()))
-                    .unwrap_or_default();
+            for (node, rails) in &nodes {
+                // A node without a host index is in `exhausted`, reported above.
+                let Some(&host) = assignment.hosts.get(node) else {
+                    continue;
+                };
+                let (rails, addresses) = (rails.rails, &rails.addresses);
                 let usable = u32::try_from(layout.rails()).unwrap_or(u32::MAX).min(rails);
                 if rails > usable {
                     problems.push(format!("node {node}: {rails} rails, the network has room for {usable}"));
                 }
-                let rail_blocks = blocks::node_blocks(&layout, host, usable, &addresses).unwrap_or_default();
+                // Not written rather than written without blocks.
+                let rail_blocks = match blocks::node_blocks(&layout, host, usable, addresses) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        problems.push(format!("node {node}: {e}"));
+                        continue;
+                    }
+                };
                 let body = blocks_object(net, node, host, &rail_blocks);
                 node_blocks
                     .patch(&node_blocks_name(&name, node), &apply, &Patch::Apply(body))

@@ -20,6 +20,10 @@ pub enum SelectorError {
         device: String,
         message: String,
     },
+    #[error(
+        "device {device} of node {node} has no valid railIndex attribute; the node's multinic kubelet plugin is too old or broken — upgrade or restart it"
+    )]
+    NoRailIndex { node: String, device: String },
 }
 
 /// A compiled selector (`None` selects every device of the driver).
@@ -120,7 +124,10 @@ pub fn matching_nodes(
                 let rail = attr(device, "railIndex")
                     .and_then(|a| a.int)
                     .and_then(|i| u32::try_from(i).ok())
-                    .unwrap_or(0);
+                    .ok_or_else(|| SelectorError::NoRailIndex {
+                        node: node.clone(),
+                        device: device.name.clone(),
+                    })?;
                 let entry = nodes.entry(node.clone()).or_default();
                 entry.rails = entry.rails.max(rail + 1);
                 // The plugin publishes `ipv4` as the interface's address in CIDR form.
@@ -223,5 +230,11 @@ mod tests {
                 }
             )])
         );
+        // A matching device without a usable railIndex is an error, not rail 0.
+        let broken = vec![slice("n3", vec![device("x", true, -1)])];
+        assert!(matches!(
+            matching_nodes("multinic.dev", &s, &broken),
+            Err(SelectorError::NoRailIndex { node, device }) if node == "n3" && device == "x"
+        ));
     }
 }

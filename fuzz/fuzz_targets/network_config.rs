@@ -11,9 +11,8 @@ use k8s_openapi::api::resource::v1::{DeviceAllocationConfiguration, OpaqueDevice
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use libfuzzer_sys::fuzz_target;
 use multinic_api::config::{IpamType, MAX_PARAMETERS_BYTES, NetworkConfig, validate_ifname};
-use multinic_kubelet_plugin::driver::request_config;
 use multinic_kubelet_plugin::inventory::{LinkType, Nic};
-use multinic_kubelet_plugin::plan_builder::{DeviceInput, PlanInput, build_plan};
+use multinic_kubelet_plugin::plan_builder::{DeviceInput, PlanInput, build_plan, request_config};
 use multinic_kubelet_plugin::slices::{SliceOptions, build_device_table};
 
 fn nic(rail: usize) -> Nic {

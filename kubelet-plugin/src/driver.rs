@@ -10,18 +10,21 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use ipnet::Ipv4Net;
 use k8s_openapi::api::resource::v1::{AllocatedDeviceStatus, NetworkDeviceData, ResourceClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
-use multinic_api::config::{ConfigError, IpamType, NetworkConfig};
+use multinic_api::config::NetworkConfig;
 use multinic_api::crd::{NicNodeBlocks, node_blocks_name};
-use multinic_api::names::FIELD_MANAGER;
-use multinic_api::plan::{Plan, PlanError, PlanStore, PodRef};
+use multinic_api::names::{DRIVER_NAME, FIELD_MANAGER};
+use multinic_api::plan::{Plan, PlanError, PlanStore};
 use tokio::sync::Mutex;
 
 use crate::cdi;
 use crate::leases::Leases;
-use crate::plan_builder::{BuildError, DeviceInput, PlanInput, build_plan, check_blocks};
+use crate::plan_builder::{
+    BuildError, ClaimError, PlanInput, allocated_devices, build_plan, check_blocks, claim_pods, rails_networks,
+};
 use crate::publish::DeviceTable;
 
 /// A claim as the kubelet names it.
@@ -52,24 +55,8 @@ pub enum PrepareError {
         "{claim}: the API server has uid {found}; the claim was deleted and re-created, the kubelet will retry with the new one"
     )]
     UidMismatch { claim: Box<ClaimRef>, found: String },
-    #[error("{claim}: not allocated; the scheduler has not allocated it yet")]
-    NotAllocated { claim: Box<ClaimRef> },
-    #[error("{claim}: no device of driver {driver} in pool {pool} is allocated to it")]
-    NoDevices {
-        claim: Box<ClaimRef>,
-        driver: String,
-        pool: String,
-    },
-    #[error(
-        "{claim}: device {device} is not in this node's inventory (it vanished or is excluded); check `multinic inventory` on the node"
-    )]
-    DeviceNotInInventory { claim: Box<ClaimRef>, device: String },
-    #[error("{claim}: request {request}: {source}")]
-    Config {
-        claim: Box<ClaimRef>,
-        request: String,
-        source: ConfigError,
-    },
+    #[error("{claim}: {source}")]
+    Claim { claim: Box<ClaimRef>, source: ClaimError },
     #[error("{claim}: {source}")]
     Build { claim: Box<ClaimRef>, source: BuildError },
     #[error("{claim}: {what}: {source}")]
@@ -210,6 +197,20 @@ pub struct DriverOptions {
     /// Test-only fault injection: stop prepare/unprepare at this step as a crash would. The
     /// binary sets `None`; there is no flag or environment variable that sets it.
     pub fault: Option<FaultPoint>,
+}
+
+impl DriverOptions {
+    /// The options of the driver [`DRIVER_NAME`] on `node_name`: plans in `state_dir`, CDI specs in
+    /// `cdi_dir` (`None`: no CDI), no fault.
+    pub fn new(node_name: impl Into<String>, state_dir: impl Into<PathBuf>, cdi_dir: Option<PathBuf>) -> Self {
+        Self {
+            driver_name: DRIVER_NAME.into(),
+            node_name: node_name.into(),
+            state_dir: state_dir.into(),
+            cdi_dir,
+            fault: None,
+        }
+    }
 }
 
 /// Prepares and unprepares claims on this node.
@@ -420,122 +421,57 @@ impl<A: ClaimApi> Driver<A> {
         Ok(())
     }
 
-    /// Reads everything the plan depends on from the claim (no lock held).
+    /// Reads everything the plan depends on from the claim (no lock held): the claim's devices
+    /// and pods, and the node's blocks of its `rails` networks.
     async fn plan_input(&self, claim: &ClaimRef, rc: &ResourceClaim) -> Result<PlanInput, PrepareError> {
-        let status = rc.status.as_ref();
-        let alloc = status
-            .and_then(|s| s.allocation.as_ref())
-            .and_then(|a| a.devices.as_ref())
-            .ok_or_else(|| PrepareError::NotAllocated {
+        let devices = allocated_devices(rc, &self.opts.driver_name, &self.opts.node_name, |d| self.table.get(d))
+            .map_err(|source| PrepareError::Claim {
                 claim: Box::new(claim.clone()),
+                source,
             })?;
-        let driver = &self.opts.driver_name;
-        let pool = &self.opts.node_name;
-        let request_order: Vec<String> = rc
-            .spec
-            .devices
-            .as_ref()
-            .and_then(|d| d.requests.as_ref())
-            .map(|r| r.iter().map(|r| r.name.clone()).collect())
-            .unwrap_or_default();
-        let results: Vec<_> = alloc
-            .results
-            .iter()
-            .flatten()
-            .filter(|r| &r.driver == driver && &r.pool == pool)
-            .collect();
-        if results.is_empty() {
-            return Err(PrepareError::NoDevices {
-                claim: Box::new(claim.clone()),
-                driver: driver.clone(),
-                pool: pool.clone(),
-            });
-        }
-        let mut configs: HashMap<String, NetworkConfig> = HashMap::new();
-        let mut devices = Vec::with_capacity(results.len());
-        for r in &results {
-            let published = self
-                .table
-                .get(&r.device)
-                .ok_or_else(|| PrepareError::DeviceNotInInventory {
-                    claim: Box::new(claim.clone()),
-                    device: r.device.clone(),
-                })?;
-            if !configs.contains_key(&r.request) {
-                let config = request_config(alloc.config.as_deref().unwrap_or_default(), driver, &r.request).map_err(
-                    |source| PrepareError::Config {
-                        claim: Box::new(claim.clone()),
-                        request: r.request.clone(),
-                        source,
-                    },
-                )?;
-                configs.insert(r.request.clone(), config);
-            }
-            devices.push((r, published));
-        }
-        let position = |request: &str| {
-            let parent = request.split('/').next().unwrap_or(request);
-            request_order.iter().position(|n| n == parent).unwrap_or(usize::MAX)
-        };
-        devices.sort_by_key(|(r, p)| (position(&r.request), p.rail_index));
-
         let mut blocks = BTreeMap::new();
-        for config in configs.values().filter(|c| c.ipam.kind == IpamType::Rails) {
-            let network = config.network.clone().unwrap_or_default();
-            if blocks.contains_key(&network) {
-                continue;
-            }
-            if let Some(nb) = self.node_blocks(claim, &network).await? {
-                let checked = match check_blocks(config, &nb.spec.blocks) {
-                    Ok(checked) => checked,
-                    // The cached blocks may predate a re-created network: read them again once.
-                    Err(_) => {
-                        self.blocks
-                            .lock()
-                            .await
-                            .remove(&node_blocks_name(&network, &self.opts.node_name));
-                        let fresh = self
-                            .node_blocks(claim, &network)
-                            .await?
-                            .map(|nb| nb.spec.blocks)
-                            .unwrap_or_default();
-                        check_blocks(config, &fresh).map_err(|source| PrepareError::Build {
-                            claim: Box::new(claim.clone()),
-                            source,
-                        })?
-                    }
-                };
-                blocks.insert(network, checked);
+        for (network, config) in rails_networks(&devices) {
+            if let Some(checked) = self.checked_blocks(claim, network, config).await? {
+                blocks.insert(network.to_string(), checked);
             }
         }
-        let pods = status
-            .and_then(|s| s.reserved_for.as_ref())
-            .map(|r| {
-                r.iter()
-                    .filter(|c| c.resource == "pods")
-                    .map(|c| PodRef {
-                        uid: c.uid.clone(),
-                        name: c.name.clone(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
         Ok(PlanInput {
             claim_uid: claim.uid.clone(),
             namespace: claim.namespace.clone(),
             name: claim.name.clone(),
-            pods,
-            devices: devices
-                .into_iter()
-                .map(|(r, published)| DeviceInput {
-                    request: r.request.clone(),
-                    pool: r.pool.clone(),
-                    config: configs.get(&r.request).cloned().unwrap_or_default(),
-                    published,
-                })
-                .collect(),
+            pods: claim_pods(rc),
+            devices,
             blocks,
         })
+    }
+
+    /// The node's blocks of a `rails` network checked against the config; `None` when the node has
+    /// none. Cached blocks that fail the check may predate a re-created network: read them again once.
+    async fn checked_blocks(
+        &self,
+        claim: &ClaimRef,
+        network: &str,
+        config: &NetworkConfig,
+    ) -> Result<Option<BTreeMap<u32, Ipv4Net>>, PrepareError> {
+        let Some(cached) = self.node_blocks(claim, network).await? else {
+            return Ok(None);
+        };
+        if let Ok(checked) = check_blocks(config, &cached.spec.blocks) {
+            return Ok(Some(checked));
+        }
+        self.blocks
+            .lock()
+            .await
+            .remove(&node_blocks_name(network, &self.opts.node_name));
+        let Some(fresh) = self.node_blocks(claim, network).await? else {
+            return Ok(None);
+        };
+        check_blocks(config, &fresh.spec.blocks)
+            .map(Some)
+            .map_err(|source| PrepareError::Build {
+                claim: Box::new(claim.clone()),
+                source,
+            })
     }
 
     /// The node's blocks of a network, cached (they never change while the node exists).
@@ -558,25 +494,6 @@ impl<A: ClaimApi> Driver<A> {
         }
         Ok(nb)
     }
-}
-
-/// The merged config of a request: our opaque entries that apply to it, class-level first, then
-/// claim-level, each in listed order. A `req/sub` result also takes the entries of `req`.
-pub fn request_config(
-    entries: &[k8s_openapi::api::resource::v1::DeviceAllocationConfiguration],
-    driver: &str,
-    request: &str,
-) -> Result<NetworkConfig, ConfigError> {
-    let parent = request.split('/').next().unwrap_or(request);
-    let applies = |e: &&k8s_openapi::api::resource::v1::DeviceAllocationConfiguration| {
-        e.opaque.as_ref().is_some_and(|o| o.driver == driver)
-            && e.requests
-                .as_ref()
-                .is_none_or(|r| r.is_empty() || r.iter().any(|n| n == request || n == parent))
-    };
-    let mut layers: Vec<_> = entries.iter().filter(applies).collect();
-    layers.sort_by_key(|e| e.source != "FromClass");
-    NetworkConfig::from_values(layers.iter().filter_map(|e| e.opaque.as_ref()).map(|o| &o.parameters.0))
 }
 
 /// Our `status.devices` entries for a plan; each carries its allocation's `shareID`, since the API

@@ -273,6 +273,26 @@ impl registration_server::Registration for RegistrationService {
     }
 }
 
+/// A client channel to the gRPC server on the unix socket `path`: the kubelet's side of our
+/// sockets, for the tests and `multinic bench`. `uri` sets the `:authority` the client sends
+/// (`http://localhost`, or what the kubelet sends, to exercise [`AuthorityFix`]).
+pub async fn unix_channel(
+    uri: &'static str,
+    path: &Path,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let path = path.to_path_buf();
+    tonic::transport::Endpoint::from_static(uri)
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+}
+
 /// Binds a unix socket with mode 0600 in a 0750 directory, removing a stale socket first.
 pub fn bind_socket(path: &Path) -> Result<UnixListener, ServeError> {
     let err = |source| ServeError::Socket {

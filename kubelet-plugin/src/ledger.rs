@@ -195,7 +195,7 @@ pub enum LedgerError {
     #[error(
         "ledger {path} has version {found}, this binary reads version {LEDGER_VERSION}; upgrade all multinic components together"
     )]
-    Version { path: PathBuf, found: u32 },
+    Version { path: PathBuf, found: u64 },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -262,11 +262,14 @@ pub fn parse(path: &Path, body: &[u8]) -> Result<DeviceLedger, LedgerError> {
         reason,
     };
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| corrupt(e.to_string()))?;
-    let found = value.get("version").and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let found = value
+        .get("version")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| corrupt("it has no numeric version".into()))?;
     if found != u64::from(LEDGER_VERSION) {
         return Err(LedgerError::Version {
             path: path.to_path_buf(),
-            found: u32::try_from(found).unwrap_or(u32::MAX),
+            found,
         });
     }
     let disk: OnDisk = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
@@ -420,6 +423,11 @@ mod tests {
         assert!(matches!(file.load(), Err(LedgerError::Corrupt { .. })));
         std::fs::write(&p, br#"{"version": 9, "entries": {}}"#).unwrap();
         assert!(matches!(file.load(), Err(LedgerError::Version { found: 9, .. })));
+        std::fs::write(&p, br#"{"entries": {}}"#).unwrap();
+        assert!(
+            matches!(file.load(), Err(LedgerError::Corrupt { .. })),
+            "no version is not version 0"
+        );
         let twice = serde_json::json!({"version": 1, "entries": {
             "name:a": {"railIndex": 0, "nic": serde_json::to_value(veth("a", "")).unwrap()},
             "name:b": {"railIndex": 0, "nic": serde_json::to_value(veth("b", "")).unwrap()}}});

@@ -3,6 +3,7 @@
 pub mod authority;
 pub mod cdi;
 pub mod cluster;
+pub mod daemon;
 pub mod driver;
 pub mod grpc;
 pub mod inventory;

@@ -1,13 +1,18 @@
 //! Pure plan building (design.md §6): allocated devices + configs + the node's blocks → a [`Plan`]
 //! with pod interface names and IPs, given the addresses already leased on this node.
+//!
+//! The decisions prepare takes from the claim itself are here too, over the claim as read:
+//! [`allocated_devices`] (which devices, with which config, in which order), [`claim_pods`] and
+//! [`rails_networks`] (whose blocks prepare must read).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net};
-use multinic_api::config::{IpamType, NetworkConfig, RoutingMode};
+use k8s_openapi::api::resource::v1::{DeviceAllocationConfiguration, ResourceClaim};
+use multinic_api::config::{ConfigError, IpamType, NetworkConfig, RoutingMode};
 use multinic_api::plan::{PLAN_VERSION, Plan, PlannedDevice, PlannedRoute, PodRef};
-use multinic_api::rails::usable;
+use multinic_api::rails::{address_in, usable};
 
 use crate::slices::PublishedDevice;
 
@@ -57,6 +62,10 @@ pub enum BuildError {
     Rails(#[from] multinic_api::rails::RailsError),
     #[error("two devices would both be named {0} in the pod; set distinct interfaceNames")]
     DuplicateName(String),
+    #[error(
+        "the claim has {0} devices, more than policy routing has table numbers for; allocate fewer devices per claim or turn routing.policyRouting off"
+    )]
+    TooManyDevices(usize),
 }
 
 /// One allocated device with its config, in plan order.
@@ -79,6 +88,144 @@ pub struct PlanInput {
     pub devices: Vec<DeviceInput>,
     /// The node's blocks per network: rail index → block.
     pub blocks: BTreeMap<String, BTreeMap<u32, Ipv4Net>>,
+}
+
+/// Why the allocation of a claim cannot be planned on this node (the caller names the claim).
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error("not allocated; the scheduler has not allocated it yet")]
+    NotAllocated,
+    #[error("no device of driver {driver} in pool {pool} is allocated to it")]
+    NoDevices { driver: String, pool: String },
+    #[error(
+        "device {device} is not in this node's inventory (it vanished or is excluded); check `multinic inventory` on the node"
+    )]
+    DeviceNotInInventory { device: String },
+    #[error("request {request}: {source}")]
+    Config { request: String, source: ConfigError },
+}
+
+/// The request a result belongs to: `req` for a `req/sub` result of a prioritized list.
+fn parent_request(request: &str) -> &str {
+    request.split_once('/').map_or(request, |(parent, _)| parent)
+}
+
+/// The merged config of a request: our opaque entries that apply to it, class-level first, then
+/// claim-level, each in listed order. A `req/sub` result also takes the entries of `req`.
+pub fn request_config(
+    entries: &[DeviceAllocationConfiguration],
+    driver: &str,
+    request: &str,
+) -> Result<NetworkConfig, ConfigError> {
+    let parent = parent_request(request);
+    let applies = |e: &&DeviceAllocationConfiguration| {
+        e.opaque.as_ref().is_some_and(|o| o.driver == driver)
+            && e.requests
+                .as_ref()
+                .is_none_or(|r| r.is_empty() || r.iter().any(|n| n == request || n == parent))
+    };
+    let mut layers: Vec<_> = entries.iter().filter(applies).collect();
+    layers.sort_by_key(|e| e.source != "FromClass");
+    NetworkConfig::from_values(layers.iter().filter_map(|e| e.opaque.as_ref()).map(|o| &o.parameters.0))
+}
+
+/// The devices of `driver` in `pool` allocated to the claim, each with the merged config of its
+/// request, in plan order: the order of the requests in the claim's spec, then rail index.
+/// `published` looks a device up in this node's device table.
+pub fn allocated_devices(
+    rc: &ResourceClaim,
+    driver: &str,
+    pool: &str,
+    published: impl Fn(&str) -> Option<PublishedDevice>,
+) -> Result<Vec<DeviceInput>, ClaimError> {
+    let alloc = rc
+        .status
+        .as_ref()
+        .and_then(|s| s.allocation.as_ref())
+        .and_then(|a| a.devices.as_ref())
+        .ok_or(ClaimError::NotAllocated)?;
+    let entries = alloc.config.as_deref().unwrap_or_default();
+    let mut configs: HashMap<&str, NetworkConfig> = HashMap::new();
+    let mut devices = Vec::new();
+    for r in alloc
+        .results
+        .iter()
+        .flatten()
+        .filter(|r| r.driver == driver && r.pool == pool)
+    {
+        let published = published(&r.device).ok_or_else(|| ClaimError::DeviceNotInInventory {
+            device: r.device.clone(),
+        })?;
+        let config = match configs.get(r.request.as_str()) {
+            Some(config) => config.clone(),
+            None => {
+                let config = request_config(entries, driver, &r.request).map_err(|source| ClaimError::Config {
+                    request: r.request.clone(),
+                    source,
+                })?;
+                configs.insert(&r.request, config.clone());
+                config
+            }
+        };
+        devices.push(DeviceInput {
+            request: r.request.clone(),
+            pool: r.pool.clone(),
+            published,
+            config,
+        });
+    }
+    if devices.is_empty() {
+        return Err(ClaimError::NoDevices {
+            driver: driver.to_string(),
+            pool: pool.to_string(),
+        });
+    }
+    let order: Vec<&str> = rc
+        .spec
+        .devices
+        .as_ref()
+        .and_then(|d| d.requests.as_ref())
+        .map(|r| r.iter().map(|r| r.name.as_str()).collect())
+        .unwrap_or_default();
+    // A result whose request the spec does not list (the API server does not allow one) goes last.
+    let position = |request: &str| {
+        order
+            .iter()
+            .position(|n| *n == parent_request(request))
+            .unwrap_or(usize::MAX)
+    };
+    devices.sort_by_key(|d| (position(&d.request), d.published.rail_index));
+    Ok(devices)
+}
+
+/// The pods the claim is reserved for.
+pub fn claim_pods(rc: &ResourceClaim) -> Vec<PodRef> {
+    rc.status
+        .as_ref()
+        .and_then(|s| s.reserved_for.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|c| c.resource == "pods")
+        .map(|c| PodRef {
+            uid: c.uid.clone(),
+            name: c.name.clone(),
+        })
+        .collect()
+}
+
+/// The network whose NicNodeBlocks a `rails` config takes addresses from.
+fn rails_network(config: &NetworkConfig) -> &str {
+    config.network.as_deref().unwrap_or_default()
+}
+
+/// The `rails` networks of the devices, each with the config of its first device: the networks
+/// whose blocks [`PlanInput::blocks`] needs.
+pub fn rails_networks(devices: &[DeviceInput]) -> BTreeMap<&str, &NetworkConfig> {
+    let mut out = BTreeMap::new();
+    for d in devices.iter().filter(|d| d.config.ipam.kind == IpamType::Rails) {
+        out.entry(rails_network(&d.config)).or_insert(&d.config);
+    }
+    out
 }
 
 /// Builds the plan; `leased` are the addresses other claims hold on this node.
@@ -121,10 +268,10 @@ pub fn build_plan(input: &PlanInput, leased: &BTreeSet<IpAddr>) -> Result<Plan, 
                 vec![cidr]
             }
             IpamType::Rails => {
-                let network = cfg.network.clone().unwrap_or_default();
-                let blocks = input.blocks.get(&network).ok_or_else(|| BuildError::NoBlocks {
+                let network = rails_network(cfg);
+                let blocks = input.blocks.get(network).ok_or_else(|| BuildError::NoBlocks {
                     device: name.clone(),
-                    network: network.clone(),
+                    network: network.to_string(),
                 })?;
                 let block = *blocks.get(&d.published.rail_index).ok_or(BuildError::NoRailBlock {
                     device: name.clone(),
@@ -136,16 +283,16 @@ pub fn build_plan(input: &PlanInput, leased: &BTreeSet<IpAddr>) -> Result<Plan, 
                     .range(IpAddr::V4(block.network())..=IpAddr::V4(block.broadcast()))
                     .peekable();
                 let ip = usable(block, &cfg.ipam.exclude)
-                    .map(IpAddr::V4)
                     .find(|ip| {
-                        while held.next_if(|h| *h < ip).is_some() {}
-                        held.peek() != Some(&ip) && !taken.contains(ip)
+                        let ip = IpAddr::V4(*ip);
+                        while held.next_if(|h| **h < ip).is_some() {}
+                        held.peek() != Some(&&ip) && !taken.contains(&ip)
                     })
                     .ok_or(BuildError::Exhausted {
                         device: name.clone(),
                         block,
                     })?;
-                vec![IpNet::new(ip, block.prefix_len()).unwrap_or(IpNet::V4(block))]
+                vec![IpNet::V4(address_in(block, ip)?)]
             }
         };
         taken.extend(ips.iter().map(IpNet::addr));
@@ -177,10 +324,10 @@ pub fn build_plan(input: &PlanInput, leased: &BTreeSet<IpAddr>) -> Result<Plan, 
             ips,
             gateway: cfg.ipam.gateway.map(IpAddr::V4),
             routes,
-            table: cfg
-                .routing
-                .policy_routing
-                .then(|| TABLE_BASE + u32::try_from(position).unwrap_or(0) + 1),
+            table: match cfg.routing.policy_routing {
+                true => Some(policy_table(position, input.devices.len())?),
+                false => None,
+            },
             rdma_device: nic.rdma.as_ref().map(|r| r.device.clone()),
         });
     }
@@ -193,6 +340,14 @@ pub fn build_plan(input: &PlanInput, leased: &BTreeSet<IpAddr>) -> Result<Plan, 
         network: input.devices.iter().find_map(|d| d.config.network.clone()),
         devices,
     })
+}
+
+/// The policy-routing table of the device at `position`: `TABLE_BASE` + position + 1.
+fn policy_table(position: usize, count: usize) -> Result<u32, BuildError> {
+    u32::try_from(position)
+        .ok()
+        .and_then(|p| TABLE_BASE.checked_add(p)?.checked_add(1))
+        .ok_or(BuildError::TooManyDevices(count))
 }
 
 /// The blocks of a `rails` config, checked against its layout: rail index → block.
@@ -223,6 +378,127 @@ mod tests {
 
     use super::*;
     use crate::slices::{SliceOptions, build_device_table, tests::nic};
+
+    const DRIVER: &str = "multinic.dev";
+
+    /// A claim allocated `results` (request, driver, device) in pool node-a, with `config`
+    /// entries and `spec` requests.
+    fn claim(requests: &[&str], results: &[(&str, &str, &str)], config: serde_json::Value) -> ResourceClaim {
+        let results: Vec<_> = results
+            .iter()
+            .map(|(request, driver, device)| {
+                serde_json::json!({"request": request, "driver": driver, "pool": "node-a", "device": device})
+            })
+            .collect();
+        let requests: Vec<_> = requests.iter().map(|n| serde_json::json!({"name": n})).collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "c", "namespace": "ml"},
+            "spec": {"devices": {"requests": requests}},
+            "status": {
+                "allocation": {"devices": {"results": results, "config": config}},
+                "reservedFor": [
+                    {"resource": "pods", "name": "train-0", "uid": "pod-1"},
+                    {"resource": "jobs", "apiGroup": "batch", "name": "train", "uid": "job-1"},
+                ],
+            },
+        }))
+        .unwrap()
+    }
+
+    fn opaque(source: &str, requests: Option<&[&str]>, parameters: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "source": source,
+            "requests": requests,
+            "opaque": {"driver": DRIVER, "parameters": parameters},
+        })
+    }
+
+    #[test]
+    fn allocated_devices_come_in_request_order_then_rail_with_their_merged_config() {
+        let table = build_device_table(&(0..3).map(nic).collect::<Vec<_>>(), &SliceOptions::new("node-a"));
+        let names: Vec<String> = table.iter().map(|p| p.device.name.clone()).collect();
+        let lookup = |d: &str| table.iter().find(|p| p.device.name == d).cloned();
+        let config = serde_json::json!([
+            opaque(
+                "FromClaim",
+                Some(&["a"]),
+                serde_json::json!({"interfaceNamePrefix": "claim"})
+            ),
+            opaque(
+                "FromClass",
+                None,
+                serde_json::json!({"interfaceNamePrefix": "class", "network": "n"})
+            ),
+        ]);
+        let rc = claim(
+            &["b", "a"],
+            &[
+                ("a", DRIVER, &names[0]),
+                ("b/x", DRIVER, &names[2]),
+                ("b/x", DRIVER, &names[1]),
+                ("a", "other.dev", "not-ours"),
+            ],
+            config,
+        );
+        let got = allocated_devices(&rc, DRIVER, "node-a", lookup).unwrap();
+        let order: Vec<(&str, u32, &str)> = got
+            .iter()
+            .map(|d| (d.request.as_str(), d.published.rail_index, d.config.prefix()))
+            .collect();
+        assert_eq!(order, [("b/x", 1, "class"), ("b/x", 2, "class"), ("a", 0, "claim")]);
+        assert!(got.iter().all(|d| d.config.network.as_deref() == Some("n")));
+
+        let not_allocated: ResourceClaim =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "c"}})).unwrap();
+        assert!(matches!(
+            allocated_devices(&not_allocated, DRIVER, "node-a", lookup),
+            Err(ClaimError::NotAllocated)
+        ));
+        let others = claim(&["a"], &[("a", "other.dev", &names[0])], serde_json::json!([]));
+        assert!(matches!(
+            allocated_devices(&others, DRIVER, "node-a", lookup),
+            Err(ClaimError::NoDevices { .. })
+        ));
+        let vanished = claim(&["a"], &[("a", DRIVER, "gone")], serde_json::json!([]));
+        assert!(matches!(
+            allocated_devices(&vanished, DRIVER, "node-a", lookup),
+            Err(ClaimError::DeviceNotInInventory { device }) if device == "gone"
+        ));
+        let bad = serde_json::json!([opaque("FromClaim", None, serde_json::json!({"attachment": {"mtu": 1}}))]);
+        let invalid = claim(&["a"], &[("a", DRIVER, &names[0])], bad);
+        assert!(matches!(
+            allocated_devices(&invalid, DRIVER, "node-a", lookup),
+            Err(ClaimError::Config { request, .. }) if request == "a"
+        ));
+    }
+
+    #[test]
+    fn the_claim_is_reserved_for_its_pods_only() {
+        let pods = claim_pods(&claim(&[], &[], serde_json::json!([])));
+        assert_eq!(
+            pods,
+            [PodRef {
+                uid: "pod-1".into(),
+                name: "train-0".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn blocks_are_needed_for_the_rails_networks_only() {
+        let mut devices = input(3, RAILS, 7).devices;
+        devices[1].config = NetworkConfig::from_layers([br#"{"network":"other"}"#.as_slice()]).unwrap();
+        let networks: Vec<&str> = rails_networks(&devices).into_keys().collect();
+        assert_eq!(networks, ["rails"]);
+    }
+
+    #[test]
+    fn policy_tables_follow_the_position_and_never_wrap() {
+        assert_eq!(policy_table(0, 1), Ok(TABLE_BASE + 1));
+        assert_eq!(policy_table(3, 4), Ok(TABLE_BASE + 4));
+        let past = usize::try_from(u32::MAX - TABLE_BASE).unwrap();
+        assert_eq!(policy_table(past, past + 1), Err(BuildError::TooManyDevices(past + 1)));
+    }
 
     fn input(n: usize, config: &str, host: u32) -> PlanInput {
         let cfg = NetworkConfig::from_layers([config.as_bytes()]).unwrap();

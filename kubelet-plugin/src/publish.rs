@@ -609,7 +609,7 @@ mod tests {
         assert_eq!(store.slices().len(), 2);
     }
 
-    /// railIndex of each published device, by interface name.
+    /// railIndex of each published device, with its interface name, in rail order.
     fn published_rails(store: &MemorySliceStore) -> Vec<(String, i64)> {
         let mut out: Vec<(String, i64)> = store
             .slices()
@@ -621,7 +621,7 @@ mod tests {
                 (if_name, attrs["multinic.dev/railIndex"].int.unwrap_or(-1))
             })
             .collect();
-        out.sort();
+        out.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
         out
     }
 

@@ -7,6 +7,7 @@ use k8s_openapi::api::resource::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use multinic_api::hash::fnv1a64;
 use multinic_api::names::{DRIVER_NAME, PCIE_ROOT_ATTRIBUTE};
 
 use crate::inventory::Nic;
@@ -88,19 +89,13 @@ pub fn dns_label(raw: &str) -> String {
     if lossless {
         return trimmed.to_string();
     }
-    let hash = format!("{:08x}", fnv1a(raw.as_bytes()) as u32);
+    let hash = format!("{:08x}", fnv1a64(&[raw]) as u32);
     let keep = truncate_utf8(trimmed, MAX_DNS_LABEL - hash.len() - 1).trim_end_matches('-');
     if keep.is_empty() {
         format!("if-{hash}")
     } else {
         format!("{keep}-{hash}")
     }
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 fn string(v: &str) -> DeviceAttribute {
@@ -364,35 +359,12 @@ pub fn validate_qualified_name(name: &str) -> Result<(), String> {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use multinic_testkit::fixtures::roce_nic;
+
     use super::*;
-    use crate::inventory::{LinkType, PciFacts, RdmaFacts};
 
     pub(crate) fn nic(i: usize) -> Nic {
-        Nic {
-            if_name: format!("ens{i}"),
-            if_index: u32::try_from(i).unwrap() + 2,
-            mac: Some(format!("02:00:00:00:{:02x}:{:02x}", i / 256, i % 256)),
-            mtu: 9000,
-            speed_mbps: Some(400_000),
-            link_type: LinkType::Ethernet,
-            pci: Some(PciFacts {
-                address: format!("0000:{:02x}:{:02x}.{}", 0x10 + i / 32, i % 32, i % 8),
-                vendor: 0x15b3,
-                device: 0x1021,
-                driver: Some("mlx5_core".into()),
-                numa_node: Some(u32::try_from(i % 2).unwrap()),
-                pcie_root: Some("pci0000:00".into()),
-                ..Default::default()
-            }),
-            rdma: Some(RdmaFacts {
-                device: format!("mlx5_{i}"),
-                link_layer: Some("Ethernet".into()),
-                uverbs: Some(format!("uverbs{i}")),
-            }),
-            virtual_device: false,
-            ipv4: None,
-            pf_name: None,
-        }
+        roce_nic(i)
     }
 
     #[test]

@@ -1,8 +1,6 @@
 //! Acceptance of the kubelet side: a kubelet-emulating gRPC client over real unix sockets, the
 //! plugin's kube client talking HTTP to the in-process test API server.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -20,7 +18,7 @@ use multinic_kubelet_plugin::publish::DeviceTable;
 use multinic_kubelet_plugin::slices::{SliceOptions, build_device_table};
 use multinic_proto::dra::{v1, v1beta1};
 use multinic_proto::registration::{InfoRequest, RegistrationStatus, registration_client::RegistrationClient};
-use multinic_testkit::FakeApiServer;
+use multinic_testkit::{FakeApiServer, fixtures};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
@@ -29,7 +27,7 @@ const HOST_INDEX: u32 = 7;
 const RAILS: &str = "rails";
 
 fn nic(rail: usize) -> Nic {
-    common::roce_nic(rail)
+    fixtures::roce_nic(rail)
 }
 
 fn layout() -> RailsLayout {
@@ -171,29 +169,15 @@ fn new_driver(
     fault: Option<FaultPoint>,
 ) -> Driver<KubeClaimApi> {
     let opts = DriverOptions {
-        driver_name: "multinic.dev".into(),
-        node_name: NODE.into(),
-        state_dir: state.to_path_buf(),
-        cdi_dir: Some(state.join("cdi")),
         fault,
+        ..DriverOptions::new(NODE, state, Some(state.join("cdi")))
     };
     Driver::new(KubeClaimApi::new(api.client()), table.clone(), opts).unwrap()
 }
 
 async fn connect(path: &Path) -> Channel {
-    let path = path.to_path_buf();
-    tonic::transport::Endpoint::try_from("http://[::]:50051")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap()
+    // The `:authority` grpc-go (the kubelet) sends over a unix socket.
+    grpc::unix_channel("http://[::]:50051", path).await.unwrap()
 }
 
 fn v1_claim(c: &ClaimRef) -> v1::Claim {

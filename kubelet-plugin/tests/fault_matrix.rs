@@ -8,8 +8,6 @@
 //! IP, the claim status and the CDI specs match the plans, the pod index has no orphans, and the
 //! state files are private.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -22,14 +20,14 @@ use multinic_kubelet_plugin::driver::{ClaimRef, Driver, DriverOptions, FaultPoin
 use multinic_kubelet_plugin::inventory::Nic;
 use multinic_kubelet_plugin::publish::DeviceTable;
 use multinic_kubelet_plugin::slices::{SliceOptions, build_device_table};
-use multinic_testkit::FakeApiServer;
+use multinic_testkit::{FakeApiServer, fixtures};
 use serde_json::{Value, json};
 
 const NODE: &str = "node-f";
 const DRIVER: &str = "multinic.dev";
 
 fn nic(rail: usize) -> Nic {
-    common::roce_nic(rail)
+    fixtures::roce_nic(rail)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,13 +70,23 @@ impl Node {
         }
     }
 
+    /// The plugin started again after a crash (with `ClaimDeleted`, the claim "target" was
+    /// deleted while it was down), and how many plans its start released.
+    async fn restart(&self, while_down: WhileDown) -> (Driver<KubeClaimApi>, usize) {
+        if while_down == WhileDown::ClaimDeleted {
+            self.api
+                .delete("resource.k8s.io/v1", "ResourceClaim", Some("ml"), "target")
+                .unwrap();
+        }
+        let restarted = self.driver(None);
+        let released = restarted.reconcile().await;
+        (restarted, released)
+    }
+
     fn driver(&self, fault: Option<FaultPoint>) -> Driver<KubeClaimApi> {
         let opts = DriverOptions {
-            driver_name: DRIVER.into(),
-            node_name: NODE.into(),
-            state_dir: self.state.path().to_path_buf(),
-            cdi_dir: Some(self.state.path().join("cdi")),
             fault,
+            ..DriverOptions::new(NODE, self.state.path(), Some(self.state.path().join("cdi")))
         };
         Driver::new(KubeClaimApi::new(self.api.client()), self.table.clone(), opts).unwrap()
     }
@@ -247,13 +255,7 @@ async fn prepare_case(point: FaultPoint, while_down: WhileDown) {
     );
     drop(crashing);
 
-    if while_down == WhileDown::ClaimDeleted {
-        node.api
-            .delete("resource.k8s.io/v1", "ResourceClaim", Some("ml"), "target")
-            .unwrap();
-    }
-    let restarted = node.driver(None);
-    let released = restarted.reconcile().await;
+    let (restarted, released) = node.restart(while_down).await;
     assert_eq!(
         released,
         usize::from(while_down == WhileDown::ClaimDeleted && before.is_some()),
@@ -304,13 +306,7 @@ async fn unprepare_case(point: FaultPoint, while_down: WhileDown) {
     );
     drop(crashing);
 
-    if while_down == WhileDown::ClaimDeleted {
-        node.api
-            .delete("resource.k8s.io/v1", "ResourceClaim", Some("ml"), "target")
-            .unwrap();
-    }
-    let restarted = node.driver(None);
-    let released = restarted.reconcile().await;
+    let (restarted, released) = node.restart(while_down).await;
     assert_eq!(released, usize::from(while_down == WhileDown::ClaimDeleted), "{case}");
     restarted.unprepare(&target).await.unwrap();
     assert_eq!(

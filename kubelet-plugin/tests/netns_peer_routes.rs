@@ -10,21 +10,10 @@ use multinic_api::crd::{NicNodeBlocks, NicNodeBlocksSpec, RailBlock};
 use multinic_api::rails::RailsLayout;
 use multinic_kubelet_plugin::inventory::netlink;
 use multinic_kubelet_plugin::routes::{PeerRoute, RTPROT_MULTINIC, SyncReport, desired_routes, sync_routes};
+use multinic_testkit::fixtures;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::route::{RouteAttribute, RouteMessage, RouteProtocol, RouteScope};
 use rtnetlink::{LinkUnspec, LinkVeth, RouteMessageBuilder};
-
-fn can_run() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true: this test must run as root"
-    );
-    eprintln!("skipped: needs root to create a network namespace");
-    false
-}
 
 fn blocks(node: &str, host: u32) -> NicNodeBlocks {
     let layout = RailsLayout::new("10.10.0.0/16".parse().unwrap(), 8, 2).unwrap();
@@ -79,7 +68,7 @@ async fn routes(handle: &rtnetlink::Handle) -> BTreeSet<(String, u32, bool, Opti
 
 #[test]
 fn peer_routes_follow_peers_and_leave_foreign_routes_alone() {
-    if !can_run() {
+    if !fixtures::can_run_as_root("peer_routes_follow_peers_and_leave_foreign_routes_alone") {
         return;
     }
     std::thread::spawn(|| {
@@ -200,14 +189,14 @@ fn peer_routes_follow_peers_and_leave_foreign_routes_alone() {
 /// deleted peer's routes go without a restart.
 #[test]
 fn the_route_loop_follows_the_api_server() {
-    if !can_run() {
+    if !fixtures::can_run_as_root("the_route_loop_follows_the_api_server") {
         return;
     }
     std::thread::spawn(|| {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            use multinic_kubelet_plugin::inventory::{LinkType, Nic};
+            use multinic_kubelet_plugin::inventory::Nic;
             use multinic_kubelet_plugin::publish::DeviceTable;
             use multinic_kubelet_plugin::slices::{SliceOptions, build_device_table};
             use multinic_testkit::FakeApiServer;
@@ -225,19 +214,7 @@ fn the_route_loop_follows_the_api_server() {
                     let link = handle.link().get().match_name(name.clone()).execute().try_next().await.unwrap().unwrap();
                     handle.link().set(LinkUnspec::new_with_index(link.header.index).up().build()).execute().await.unwrap();
                     if name == &a {
-                        nics.push(Nic {
-                            if_name: a.clone(),
-                            if_index: link.header.index,
-                            mac: None,
-                            mtu: 1500,
-                            speed_mbps: None,
-                            link_type: LinkType::Ethernet,
-                            pci: None,
-                            rdma: None,
-                            virtual_device: true,
-                            ipv4: None,
-                            pf_name: None,
-                        });
+                        nics.push(fixtures::veth_nic::<Nic>(&a, link.header.index));
                     }
                 }
             }

@@ -10,19 +10,8 @@ use futures::TryStreamExt;
 use multinic_kubelet_plugin::inventory::{Filters, SysfsReader, netlink};
 use multinic_kubelet_plugin::publish::{InventorySource, LoopTiming, MemorySliceStore, Publisher, run_publish_loop};
 use multinic_kubelet_plugin::slices::SliceOptions;
+use multinic_testkit::fixtures;
 use rtnetlink::LinkVeth;
-
-fn can_run() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true: this test must run as root"
-    );
-    eprintln!("skipped: needs root to create a network namespace (run as root, or with CI=true to enforce)");
-    false
-}
 
 /// Waits until `cond` holds, polling the store's change counter; returns the time it took.
 async fn wait_for(store: &MemorySliceStore, deadline: Duration, cond: impl Fn(&MemorySliceStore) -> bool) -> Duration {
@@ -42,7 +31,7 @@ async fn wait_for(store: &MemorySliceStore, deadline: Duration, cond: impl Fn(&M
 
 #[test]
 fn veth_nics_added_and_deleted_are_republished_within_a_second() {
-    if !can_run() {
+    if !fixtures::can_run_as_root("veth_nics_added_and_deleted_are_republished_within_a_second") {
         return;
     }
     // The namespace belongs to this thread only; every netlink socket below is opened from it.

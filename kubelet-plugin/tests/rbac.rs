@@ -9,8 +9,6 @@
 //! server authorizes it, and the set is compared with the ClusterRole in
 //! `deploy/kubelet-plugin-rbac.yaml` in both directions: nothing missing, nothing unused.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
@@ -21,8 +19,8 @@ use multinic_kubelet_plugin::driver::{ClaimRef, Driver, DriverOptions, KubeClaim
 use multinic_kubelet_plugin::inventory::{Inventory, Nic};
 use multinic_kubelet_plugin::publish::{KubeSliceStore, PublishOutcome, Publisher};
 use multinic_kubelet_plugin::slices::{SliceOptions, slice_name};
-use multinic_testkit::FakeApiServer;
 use multinic_testkit::rbac::{Permission, granted_to, permissions_of};
+use multinic_testkit::{FakeApiServer, fixtures};
 use serde_json::{Value, json};
 
 const NODE: &str = "node-r";
@@ -30,7 +28,7 @@ const DRIVER: &str = "multinic.dev";
 const SA: &str = "multinic-kubelet-plugin";
 
 fn nic(rail: usize) -> Nic {
-    common::roce_nic(rail)
+    fixtures::roce_nic(rail)
 }
 
 fn inventory(n: usize) -> Inventory {
@@ -107,13 +105,7 @@ async fn rbac_matches_the_calls_the_plugin_makes() {
 
     // Prepare, unprepare, and the reconcile at start.
     let state = tempfile::tempdir().unwrap();
-    let opts = DriverOptions {
-        driver_name: DRIVER.into(),
-        node_name: NODE.into(),
-        state_dir: state.path().to_path_buf(),
-        cdi_dir: Some(state.path().join("cdi")),
-        fault: None,
-    };
+    let opts = DriverOptions::new(NODE, state.path(), Some(state.path().join("cdi")));
     let table = publisher.table();
     let device = table
         .get(&multinic_kubelet_plugin::slices::device_name(&nic(0)))

@@ -8,9 +8,7 @@ use futures::StreamExt;
 use multinic_kubelet_plugin::inventory::Inventory;
 use multinic_kubelet_plugin::publish::{KubeSliceStore, PublishOutcome, Publisher};
 use multinic_kubelet_plugin::slices::SliceOptions;
-use multinic_testkit::FakeApiServer;
-
-mod common;
+use multinic_testkit::{FakeApiServer, fixtures};
 
 const NODE: &str = "node-w";
 
@@ -37,7 +35,7 @@ async fn slices_wiped_by_the_kubelet_are_published_again() {
 
     let publisher = Publisher::new(store, SliceOptions::new(NODE));
     let inventory = Inventory {
-        nics: (0..2).map(common::roce_nic).collect(),
+        nics: (0..2).map(fixtures::roce_nic).collect(),
         ..Default::default()
     };
     assert!(matches!(

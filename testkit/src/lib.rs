@@ -23,6 +23,7 @@
 //! ```
 
 mod field;
+pub mod fixtures;
 pub mod process;
 pub mod rbac;
 mod resources;

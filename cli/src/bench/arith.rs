@@ -9,38 +9,12 @@ use std::time::{Duration, Instant};
 use multinic_api::config::NetworkConfig;
 use multinic_api::rails::RailsLayout;
 use multinic_controller::blocks;
-use multinic_kubelet_plugin::inventory::{LinkType, Nic, PciFacts, RdmaFacts};
+use multinic_kubelet_plugin::inventory::Nic;
 use multinic_kubelet_plugin::plan_builder::{DeviceInput, PlanInput, build_plan};
 use multinic_kubelet_plugin::slices::{SliceOptions, build_device_table, build_slices};
+use multinic_testkit::fixtures::roce_nic;
 
 use super::stats::{Row, Summary, Unit};
-
-/// A RoCE NIC with PCI and RDMA facts (every attribute the slices carry).
-fn roce_nic(i: usize) -> Nic {
-    Nic {
-        if_name: format!("ens{i}np0"),
-        if_index: u32::try_from(i).unwrap_or(0) + 2,
-        mac: Some(format!("b8:3f:d2:00:{:02x}:{:02x}", i / 256, i % 256)),
-        mtu: 9000,
-        speed_mbps: Some(400_000),
-        link_type: LinkType::Ethernet,
-        pci: Some(PciFacts {
-            address: format!("0000:{:02x}:{:02x}.{}", 0x10 + i / 64, (i / 8) % 8, i % 8),
-            vendor: 0x15b3,
-            device: 0x1021,
-            driver: Some("mlx5_core".into()),
-            ..Default::default()
-        }),
-        rdma: Some(RdmaFacts {
-            device: format!("mlx5_{i}"),
-            link_layer: Some("Ethernet".into()),
-            uverbs: Some(format!("uverbs{i}")),
-        }),
-        virtual_device: false,
-        ipv4: None,
-        pf_name: None,
-    }
-}
 
 /// Runs `f` enough times for ≥ 2 ms per run; returns µs per call for each run.
 fn time_runs(runs: usize, mut f: impl FnMut()) -> Vec<f64> {

@@ -13,6 +13,7 @@ use anyhow::{Context, bail, ensure};
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use multinic_api::rails::RailsLayout;
+use multinic_testkit::fixtures::veth_nic;
 use netlink_packet_route::link::{LinkAttribute, MacVlanMode};
 use netlink_packet_route::route::RouteScope;
 use netlink_packet_route::rule::RuleAction;
@@ -102,7 +103,7 @@ impl Fixture {
         let host_nl = host.netlink()?;
         let layout = layout()?;
         let nics: Vec<_> = (1..=m)
-            .map(|k| dra::veth_nic(&format!("bv{k:02}"), u32::try_from(k).unwrap_or(0) + 1))
+            .map(|k| veth_nic(&format!("bv{k:02}"), u32::try_from(k).unwrap_or(0) + 1))
             .collect();
         let plugin = Plugin::start(&nics, &layout, false).await?;
         let client = plugin.client().await?;

@@ -13,7 +13,7 @@ use multinic_api::crd::{NicNodeBlocks, node_blocks_name};
 use multinic_api::rails::RailsLayout;
 use multinic_kubelet_plugin::driver::{ApiError, ClaimApi, ClaimRef, Driver, DriverOptions, KubeClaimApi};
 use multinic_kubelet_plugin::grpc::{self, DraService};
-use multinic_kubelet_plugin::inventory::{LinkType, Nic};
+use multinic_kubelet_plugin::inventory::Nic;
 use multinic_kubelet_plugin::metrics::Metrics;
 use multinic_kubelet_plugin::publish::DeviceTable;
 use multinic_kubelet_plugin::slices::{SliceOptions, build_device_table};
@@ -28,23 +28,6 @@ pub const DRIVER: &str = "multinic.dev";
 pub const HOST_INDEX: u32 = 7;
 
 pub type Client = v1::dra_plugin_client::DraPluginClient<Channel>;
-
-/// A virtual NIC as the inventory would report a veth with `--allow-virtual`.
-pub fn veth_nic(if_name: &str, index: u32) -> Nic {
-    Nic {
-        if_name: if_name.into(),
-        if_index: index,
-        mac: None,
-        mtu: 1500,
-        speed_mbps: Some(10_000),
-        link_type: LinkType::Ethernet,
-        pci: None,
-        rdma: None,
-        virtual_device: true,
-        ipv4: None,
-        pf_name: None,
-    }
-}
 
 /// The opaque config of the bench network.
 pub fn params(layout: &RailsLayout, mode: &str) -> Value {
@@ -217,19 +200,9 @@ pub fn delete_claim(api: &FakeApiServer, claim: &BenchClaim) {
 
 /// A gRPC channel over a unix socket (its `:authority` is one that h2 accepts).
 pub async fn unix_channel(path: &Path) -> anyhow::Result<tonic::transport::Channel> {
-    let path = path.to_path_buf();
-    let shown = path.display().to_string();
-    tonic::transport::Endpoint::try_from("http://localhost")?
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
-            }
-        }))
+    grpc::unix_channel("http://localhost", path)
         .await
-        .with_context(|| format!("connecting to {shown}"))
+        .with_context(|| format!("connecting to {}", path.display()))
 }
 
 /// A kubelet-side client over the DRA unix socket.
@@ -287,13 +260,7 @@ impl Plugin {
         table.set(&published);
         let state = tempfile::tempdir()?;
         let sockets = tempfile::tempdir()?;
-        let opts = DriverOptions {
-            driver_name: DRIVER.into(),
-            node_name: NODE.into(),
-            state_dir: state.path().to_path_buf(),
-            cdi_dir: Some(state.path().join("cdi")),
-            fault: None,
-        };
+        let opts = DriverOptions::new(NODE, state.path(), Some(state.path().join("cdi")));
         let socket = sockets.path().join("plugins/multinic.dev").join(grpc::DRA_SOCKET);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let api = if in_memory {

@@ -21,14 +21,23 @@ pub fn unique(prefix: &str) -> String {
 
 /// Runs `ip <args>`; the error carries its stderr.
 pub fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip")
+    run_out("ip", args).map(drop)
+}
+
+/// Runs `program args`: its stdout, or an error with its stderr.
+pub fn run_out(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(program)
         .args(args)
         .output()
-        .context("running ip (install iproute2)")?;
+        .with_context(|| format!("running {program} (is it installed?)"))?;
     if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
 /// Runs a batch of `ip` commands in one process (`ip -batch -`), for fixtures with many links.

@@ -15,9 +15,10 @@ use multinic_api::rails::RailsLayout;
 use multinic_kubelet_plugin::driver::{ClaimRef, Driver, DriverOptions};
 use multinic_kubelet_plugin::publish::DeviceTable;
 use multinic_kubelet_plugin::slices::{SliceOptions, build_device_table};
+use multinic_testkit::fixtures::veth_nic;
 use serde_json::json;
 
-use super::dra::{self, Backend, DRIVER, HOST_INDEX, MemApi, NODE};
+use super::dra::{self, Backend, HOST_INDEX, MemApi, NODE};
 use super::fixtures::{CniCall, Netns, exec_cni_async};
 use super::stats::{Row, Summary, Unit};
 
@@ -38,7 +39,7 @@ struct Ours {
 
 fn ours() -> anyhow::Result<Ours> {
     let layout = layout()?;
-    let nics: Vec<_> = (0..RAILS).map(|k| dra::veth_nic(&format!("rail{k}"), k + 2)).collect();
+    let nics: Vec<_> = (0..RAILS).map(|k| veth_nic(&format!("rail{k}"), k + 2)).collect();
     let table = DeviceTable::default();
     let published = build_device_table(&nics, &SliceOptions::new(NODE));
     let mut devices: Vec<_> = published
@@ -61,13 +62,7 @@ fn ours() -> anyhow::Result<Ours> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let state = tempfile::tempdir()?;
-    let opts = DriverOptions {
-        driver_name: DRIVER.into(),
-        node_name: NODE.into(),
-        state_dir: state.path().to_path_buf(),
-        cdi_dir: None,
-        fault: None,
-    };
+    let opts = DriverOptions::new(NODE, state.path(), None);
     Ok(Ours {
         driver: Driver::new(mem, table, opts)?,
         claims,

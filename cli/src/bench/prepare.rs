@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use multinic_api::rails::RailsLayout;
+use multinic_testkit::fixtures::veth_nic;
 
 use super::dra::{self, BenchClaim, Plugin};
 use super::stats::{Row, Summary, Unit, percentile};
@@ -83,7 +84,7 @@ async fn bench_backend(runs: usize, in_memory: bool) -> Vec<Row> {
     let outcome: anyhow::Result<()> = async {
         let layout = layout()?;
         let nics: Vec<_> = (0..NICS)
-            .map(|k| Ok(dra::veth_nic(&format!("nic{k}"), u32::try_from(k)? + 2)))
+            .map(|k| Ok(veth_nic(&format!("nic{k}"), u32::try_from(k)? + 2)))
             .collect::<anyhow::Result<_>>()?;
         let plugin = Plugin::start(&nics, &layout, in_memory).await?;
         let mut client = plugin.client().await?;

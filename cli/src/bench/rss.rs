@@ -23,14 +23,15 @@ use super::stats::{Row, Summary, Unit};
 const NICS: usize = 64;
 const CLAIMS: usize = 100;
 const PER_CLAIM: usize = 8;
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// /16, 16 hosts, 64 rails, /26 blocks.
 fn layout() -> anyhow::Result<RailsLayout> {
     Ok(RailsLayout::new("10.30.0.0/16".parse()?, 4, 6)?)
 }
 
-/// The fake API server with its listening socket in `ns`, driven by its own thread.
+/// The fake API server driven by its own thread and runtime, with its listening socket in `ns`
+/// (`None`: the caller's netns).
 pub struct NsApi {
     pub api: FakeApiServer,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -38,13 +39,15 @@ pub struct NsApi {
 }
 
 impl NsApi {
-    pub fn start(ns: &Netns) -> anyhow::Result<Self> {
-        let fd = ns.file.try_clone()?;
+    pub fn start(ns: Option<&Netns>) -> anyhow::Result<Self> {
+        let fd = ns.map(|ns| ns.file.try_clone()).transpose()?;
         let (tx, rx) = mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let started = (|| {
-                nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                if let Some(fd) = &fd {
+                    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                }
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                 let api = rt.block_on(FakeApiServer::try_start())?;
                 Ok::<_, anyhow::Error>((rt, api))
@@ -80,29 +83,40 @@ impl Drop for NsApi {
     }
 }
 
-/// The running plugin; killed (SIGTERM, then waited for) on drop.
+/// A running plugin binary (bench, demo, VM checks); killed (SIGTERM, then waited for) on drop.
 pub struct Proc {
     child: Child,
     lines: mpsc::Receiver<String>,
 }
 
 impl Proc {
-    pub fn start(bin: &Path, ns: &Netns, dir: &Path, kubeconfig: &Path) -> anyhow::Result<Self> {
+    /// Starts `bin` for node `node` with its directories under `dir`, metrics on a free port and
+    /// JSON logs (read back by [`Proc::wait_ready`]), then the `extra` flags; inside `ns` (through
+    /// `ip netns exec`) when one is given.
+    pub fn start(
+        bin: &Path,
+        ns: Option<&Netns>,
+        node: &str,
+        dir: &Path,
+        kubeconfig: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let arg = |p: &str| dir.join(p).display().to_string();
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .arg(bin)
-            .args(["--node-name", dra::NODE, "--kubeconfig"])
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", &ns.name]).arg(bin);
+                cmd
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
+            .args(["--node-name", node, "--kubeconfig"])
             .arg(kubeconfig)
             .args(["--plugin-dir", &arg("plugins"), "--registry-dir", &arg("registry")])
             .args(["--state-dir", &arg("state"), "--cdi-dir", &arg("cdi")])
-            .args([
-                "--metrics-address",
-                "127.0.0.1:0",
-                "--allow-virtual",
-                "--log-format",
-                "json",
-            ])
+            .args(["--metrics-address", "127.0.0.1:0", "--log-format", "json"])
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -122,10 +136,10 @@ impl Proc {
     }
 
     /// Waits for the "serving the kubelet" log line (sockets bound, plans reconciled) and for a
-    /// "published ResourceSlices" line with all NICs (the device table is filled before the
+    /// "published ResourceSlices" line with all `nics` (the device table is filled before the
     /// slices are written, so the two may come in either order).
-    pub fn wait_ready(&self, nics: usize) -> anyhow::Result<()> {
-        let deadline = Instant::now() + READY_TIMEOUT;
+    pub fn wait_ready(&self, nics: usize, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
         let mut log = Vec::new();
         let (mut serving, mut published) = (false, false);
         while !(serving && published) {
@@ -142,7 +156,7 @@ impl Proc {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     bail!(
-                        "plugin not serving {nics} published NICs after {READY_TIMEOUT:?}; log:\n{}",
+                        "plugin not serving {nics} published NICs after {timeout:?}; log:\n{}",
                         log.join("\n")
                     )
                 }
@@ -193,8 +207,8 @@ fn published(api: &FakeApiServer) -> Vec<String> {
 
 async fn one_run(bin: &Path, ns: &Netns, api: &FakeApiServer, kubeconfig: &Path) -> anyhow::Result<(f64, f64)> {
     let dir = tempfile::tempdir()?;
-    let proc = Proc::start(bin, ns, dir.path(), kubeconfig)?;
-    proc.wait_ready(NICS)?;
+    let proc = Proc::start(bin, Some(ns), dra::NODE, dir.path(), kubeconfig, &["--allow-virtual"])?;
+    proc.wait_ready(NICS, READY_TIMEOUT)?;
     let mut devices = published(api);
     devices.sort();
     ensure!(
@@ -248,7 +262,7 @@ pub async fn bench(bin: &Path, runs: usize) -> (Row, String) {
             batch.push(format!("link set rv{k:02} up"));
         }
         ip_batch(Some(&ns.name), &batch)?;
-        let api = NsApi::start(&ns)?;
+        let api = NsApi::start(Some(&ns))?;
         dra::insert_blocks(&api.api, &layout()?, u32::try_from(NICS)?)?;
         let conf = tempfile::tempdir()?;
         let kubeconfig = conf.path().join("kubeconfig");

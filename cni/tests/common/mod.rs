@@ -20,19 +20,9 @@ use multinic_api::plan::{PLAN_VERSION, PlanStore, PlannedRoute, PodRef};
 use multinic_api::{AttachmentMode, Plan, PlannedDevice};
 use serde_json::{Value, json};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_multinic-cni");
+pub use multinic_testkit::fixtures::can_run_as_root;
 
-/// Whether kernel tests can run here; panics under CI when they cannot.
-pub fn require_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: kernel tests must run as root under CI=true");
-    }
-    eprintln!("SKIP {test}: needs root to create network namespaces");
-    false
-}
+pub const BIN: &str = env!("CARGO_BIN_EXE_multinic-cni");
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 

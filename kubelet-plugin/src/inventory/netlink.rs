@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use ipnet::Ipv4Net;
+use multinic_api::names::format_mac;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo, LinkMessage};
@@ -148,11 +149,6 @@ fn route_from_message(msg: &RouteMessage) -> Option<RouteInfo> {
         oifs,
         table,
     })
-}
-
-/// `aa:bb:cc:dd:ee:ff`, lowercase; 20-byte InfiniBand addresses are formatted the same way.
-pub fn format_mac(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 #[cfg(test)]
