@@ -7,8 +7,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use multinic_api::config::validate_ifname;
 use multinic_cni::alias::Mark;
-use multinic_cni::args::{Command, parse_cni_args, parse_env, valid_ifname};
+use multinic_cni::args::{Command, parse_cni_args, parse_env};
 use multinic_cni::config::{is_1_1, parse_conf, sniff_version, version_result};
 use multinic_cni::result::{AppliedDevice, AppliedRoute, merge_result, pass_through};
 
@@ -32,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
         // The commands that act on an attachment only run with a usable interface name and a
         // container ID that cannot name a path.
         if matches!(env.command, Command::Add | Command::Del | Command::Check) {
-            assert!(valid_ifname(&env.ifname), "{:?}", env.ifname);
+            assert!(validate_ifname(&env.ifname).is_ok(), "{:?}", env.ifname);
             assert!(!env.container_id.is_empty() && !env.container_id.contains('/'));
         }
         // Whatever identifies a pod must be usable to look plans up.
