@@ -73,8 +73,11 @@ image_multinic() {
 		log "stage 1 skipped (MULTINIC_E2E_NO_CARGO=1): using the binaries in $TARGET_DIR/release"
 	else
 		log "stage 1: cargo build --release (CARGO_TARGET_DIR=$TARGET_DIR)"
-		(cd "$SRC" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -q \
-			-p multinic-kubelet-plugin -p multinic-cni -p multinic-controller -p multinic-cli)
+		# The CNI on its own, as the Dockerfile does: built with the others, cargo's feature
+		# unification would link kube and hyper into it.
+		(cd "$SRC" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -q --locked -p multinic-cni &&
+			CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -q --locked \
+				-p multinic-kubelet-plugin -p multinic-controller -p multinic-cli)
 	fi
 	log "stage 2: rootfs"
 	rm -rf "$root"
