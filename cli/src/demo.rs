@@ -13,7 +13,7 @@ use multinic_controller::selector::Selector;
 use serde_json::{Value, json};
 
 use crate::bench::dra::{self, BenchClaim};
-use crate::bench::fixtures::{CniCall, Netns, exec_cni_async, ip_batch, run_out};
+use crate::bench::fixtures::{CniCall, Netns, VethNode, exec_cni_async, run_out};
 use crate::bench::rss::{NsApi, Proc, READY_TIMEOUT};
 use crate::bench::sibling;
 
@@ -63,19 +63,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     step(&format!(
         "sandbox node: a netns with {total} veth NICs (their peers in another netns)"
     ));
-    let node = Netns::new("demo")?;
-    let peers = Netns::new("demop")?;
-    let mut batch = Vec::new();
-    for k in 0..total {
-        batch.push(format!(
-            "link add dnic{k} type veth peer name dpeer{k} netns {}",
-            peers.name
-        ));
-        batch.push(format!("link set dnic{k} mtu 9000 up"));
-    }
-    ip_batch(Some(&node.name), &batch)?;
-    let up: Vec<String> = (0..total).map(|k| format!("link set dpeer{k} up")).collect();
-    ip_batch(Some(&peers.name), &up)?;
+    let sandbox = VethNode::new("demo", total, Some(9000), |k| (format!("dnic{k}"), format!("dpeer{k}")))?;
+    let node = &sandbox.node;
     let before = run_out("ip", &["-n", &node.name, "-o", "link", "show"])?;
     println!(
         "{}",
@@ -83,7 +72,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
 
     step("the real multinic-kubelet-plugin publishes them to the in-process test API server");
-    let api = NsApi::start(Some(&node))?;
+    let api = NsApi::start(Some(node))?;
     let layout = RailsLayout::new("10.10.0.0/16".parse()?, 8, 5)?;
     dra::insert_blocks(&api.api, &layout, u32::try_from(total)?)?;
     let dir = tempfile::tempdir()?;
@@ -91,7 +80,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     api.api.write_kubeconfig(&kubeconfig)?;
     let proc = Proc::start(
         &plugin,
-        Some(&node),
+        Some(node),
         dra::NODE,
         dir.path(),
         &kubeconfig,
@@ -159,14 +148,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     step("runtime stand-in: multinic-cni ADD into the pod's netns");
     let pod = Netns::new("demopod")?;
-    let call = |command: &'static str| CniCall {
-        command,
-        container_id: format!("demo-{}", claim.name),
-        netns: pod.path(),
-        ifname: "eth0".into(),
-        pod_uid: claim.pod_uid.clone(),
-        cni_path: cni_bin.parent().map(PathBuf::from).unwrap_or_default(),
-    };
+    let call = |command| CniCall::for_pod(command, format!("demo-{}", claim.name), &pod, &claim.pod_uid, &cni_bin);
     let conf =
         json!({"cniVersion": "1.1.0", "name": "demo", "type": "multinic-cni", "stateDir": dir.path().join("state")});
     let result = exec_cni_async(cni_bin.clone(), node.file.try_clone()?, call("ADD"), conf.clone()).await?;
@@ -254,8 +236,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     drop(proc);
     drop(pod);
     drop(api);
-    drop(peers);
-    drop(node);
+    drop(sandbox);
     println!("clean: every NIC back in the node under its original name, no plan, no status entry, namespaces deleted");
     Ok(())
 }

@@ -613,14 +613,7 @@ impl Ctx {
             return Err(e);
         }
         let pod = Netns::new("vmpod")?;
-        let call = |command: &'static str| CniCall {
-            command,
-            container_id: format!("vm-{}", claim.name),
-            netns: pod.path(),
-            ifname: "eth0".into(),
-            pod_uid: claim.pod_uid.clone(),
-            cni_path: self.cni.parent().map(PathBuf::from).unwrap_or_default(),
-        };
+        let call = |command| CniCall::for_pod(command, format!("vm-{}", claim.name), &pod, &claim.pod_uid, &self.cni);
         let conf = json!({"cniVersion": "1.1.0", "name": "vm", "type": "multinic-cni",
                           "stateDir": self.dir.path().join("state")});
         // A refused ADD is a result too: DEL and unprepare still run, so nothing is left behind.
@@ -1132,14 +1125,7 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
     let mut client = dra::connect(&dir.path().join("plugins").join("dra.sock")).await?;
     dra::prepare(&mut client, vec![claim.v1()]).await?;
     let pod = Netns::new("l3pod")?;
-    let call = |command: &'static str| CniCall {
-        command,
-        container_id: "vm-l3".into(),
-        netns: pod.path(),
-        ifname: "eth0".into(),
-        pod_uid: claim.pod_uid.clone(),
-        cni_path: cni.parent().map(PathBuf::from).unwrap_or_default(),
-    };
+    let call = |command| CniCall::for_pod(command, "vm-l3".into(), &pod, &claim.pod_uid, &cni);
     let conf = json!({"cniVersion": "1.1.0", "name": "vm", "type": "multinic-cni",
                       "stateDir": dir.path().join("state")});
     let host = fs::File::open("/proc/self/ns/net")?;

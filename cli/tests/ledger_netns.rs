@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use multinic_api::rails::RailsLayout;
 use multinic_cli::bench::dra::{self, BenchClaim, Client};
-use multinic_cli::bench::fixtures::{CniCall, Netns, exec_cni_async, ip_batch};
+use multinic_cli::bench::fixtures::{CniCall, Netns, VethNode, exec_cni_async};
 use multinic_cli::bench::rss::{NsApi, Proc};
 use multinic_testkit::FakeApiServer;
 use serde_json::{Value, json};
@@ -138,24 +138,18 @@ impl Sandbox {
         (proc, client)
     }
 
-    fn cni_call(&self, command: &'static str, claim: &BenchClaim, pod: &Netns) -> CniCall {
-        CniCall {
-            command,
-            container_id: format!("ctr-{}", claim.name),
-            netns: pod.path(),
-            ifname: "eth0".into(),
-            pod_uid: claim.pod_uid.clone(),
-            cni_path: self.cni.parent().map(Path::to_path_buf).unwrap_or_default(),
-        }
-    }
-
     async fn cni(&self, command: &'static str, claim: &BenchClaim, pod: &Netns) {
         let conf = json!({"cniVersion": "1.1.0", "name": "rails", "type": "multinic-cni",
                           "stateDir": self.dir.path().join("state")});
         let host = self.node.file.try_clone().unwrap_or_else(|e| panic!("{e}"));
-        exec_cni_async(self.cni.clone(), host, self.cni_call(command, claim, pod), conf)
-            .await
-            .unwrap_or_else(|e| panic!("CNI {command}: {e:#}"));
+        exec_cni_async(
+            self.cni.clone(),
+            host,
+            CniCall::for_pod(command, format!("ctr-{}", claim.name), pod, &claim.pod_uid, &self.cni),
+            conf,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("CNI {command}: {e:#}"));
     }
 
     /// An allocated host-device claim for `device`, prepared and attached to a new pod netns.
@@ -179,20 +173,9 @@ async fn rails_hold_while_pods_take_nics_and_the_plugin_restarts() {
         return;
     }
     let (plugin, cni) = bins();
-    let node = Netns::new("ledger").unwrap_or_else(|e| panic!("{e:#}"));
-    let peers = Netns::new("ledgerp").unwrap_or_else(|e| panic!("{e:#}"));
-    let mut links = Vec::new();
-    for k in 0..NICS {
-        links.push(format!(
-            "link add lnic{k} type veth peer name lpeer{k} netns {}",
-            peers.name
-        ));
-        links.push(format!("link set lnic{k} up"));
-    }
-    ip_batch(Some(&node.name), &links).unwrap_or_else(|e| panic!("{e:#}"));
-    let up: Vec<String> = (0..NICS).map(|k| format!("link set lpeer{k} up")).collect();
-    ip_batch(Some(&peers.name), &up).unwrap_or_else(|e| panic!("{e:#}"));
-
+    let sandbox = VethNode::new("ledger", NICS, None, |k| (format!("lnic{k}"), format!("lpeer{k}")))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let node = sandbox.node;
     let api = NsApi::start(Some(&node)).unwrap_or_else(|e| panic!("{e:#}"));
     let layout = RailsLayout::new("10.10.0.0/16".parse().unwrap(), 8, 5).unwrap();
     dra::insert_blocks(&api.api, &layout, NICS as u32).unwrap_or_else(|e| panic!("{e:#}"));

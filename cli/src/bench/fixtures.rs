@@ -125,6 +125,42 @@ impl Drop for Netns {
     }
 }
 
+/// A sandbox node: netns `node` holding `n` veth NICs named by `names(k)` = (NIC, peer), up (with
+/// `mtu` when given); the peers, up, sit in netns `peers`, so each NIC has a carrier and is
+/// published once. Both namespaces go on drop.
+pub struct VethNode {
+    pub node: Netns,
+    pub peers: Netns,
+}
+
+impl VethNode {
+    pub fn new(
+        tag: &str,
+        n: usize,
+        mtu: Option<u32>,
+        names: impl Fn(usize) -> (String, String),
+    ) -> anyhow::Result<Self> {
+        let node = Netns::new(tag)?;
+        let peers = Netns::new(&format!("{tag}p"))?;
+        let (mut links, mut up) = (Vec::new(), Vec::new());
+        for k in 0..n {
+            let (nic, peer) = names(k);
+            links.push(format!(
+                "link add {nic} type veth peer name {peer} netns {}",
+                peers.name
+            ));
+            links.push(match mtu {
+                Some(m) => format!("link set {nic} mtu {m} up"),
+                None => format!("link set {nic} up"),
+            });
+            up.push(format!("link set {peer} up"));
+        }
+        ip_batch(Some(&node.name), &links)?;
+        ip_batch(Some(&peers.name), &up)?;
+        Ok(Self { node, peers })
+    }
+}
+
 /// One CNI invocation.
 #[derive(Debug, Clone)]
 pub struct CniCall {
@@ -134,6 +170,21 @@ pub struct CniCall {
     pub ifname: String,
     pub pod_uid: String,
     pub cni_path: PathBuf,
+}
+
+impl CniCall {
+    /// `command` for the container `container_id` of pod `pod_uid` in `pod`, `CNI_IFNAME` eth0
+    /// (the primary network's), `CNI_PATH` the directory of `cni_bin`.
+    pub fn for_pod(command: &'static str, container_id: String, pod: &Netns, pod_uid: &str, cni_bin: &Path) -> Self {
+        Self {
+            command,
+            container_id,
+            netns: pod.path(),
+            ifname: "eth0".into(),
+            pod_uid: pod_uid.to_string(),
+            cni_path: cni_bin.parent().map(PathBuf::from).unwrap_or_default(),
+        }
+    }
 }
 
 /// Runs `program` as a CNI plugin with its process in `host` (setns between fork and exec, as a

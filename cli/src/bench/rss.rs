@@ -17,7 +17,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::dra::{self, BenchClaim};
-use super::fixtures::{Netns, ip_batch};
+use super::fixtures::{Netns, VethNode};
 use super::stats::{Row, Summary, Unit};
 
 const NICS: usize = 64;
@@ -251,24 +251,15 @@ pub async fn bench(bin: &Path, runs: usize) -> (Row, String) {
             "{} is missing: build it with `cargo build --release -p multinic-kubelet-plugin` (or pass --plugin-bin)",
             bin.display()
         );
-        let ns = Netns::new("rss")?;
-        let peers = Netns::new("rssp")?;
-        let mut batch = Vec::new();
-        for k in 0..NICS {
-            batch.push(format!(
-                "link add rv{k:02} type veth peer name rp{k:02} netns {}",
-                peers.name
-            ));
-            batch.push(format!("link set rv{k:02} up"));
-        }
-        ip_batch(Some(&ns.name), &batch)?;
-        let api = NsApi::start(Some(&ns))?;
+        let sandbox = VethNode::new("rss", NICS, None, |k| (format!("rv{k:02}"), format!("rp{k:02}")))?;
+        let ns = &sandbox.node;
+        let api = NsApi::start(Some(ns))?;
         dra::insert_blocks(&api.api, &layout()?, u32::try_from(NICS)?)?;
         let conf = tempfile::tempdir()?;
         let kubeconfig = conf.path().join("kubeconfig");
         api.api.write_kubeconfig(&kubeconfig)?;
         for run in 0..runs {
-            let (h, r) = one_run(bin, &ns, &api.api, &kubeconfig)
+            let (h, r) = one_run(bin, ns, &api.api, &kubeconfig)
                 .await
                 .with_context(|| format!("run {run}"))?;
             hwm.push(h);
