@@ -10,7 +10,6 @@ use serde_json::Value;
 /// `field.ErrorType`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrType {
-    NotFound,
     Required,
     Duplicate,
     Invalid,
@@ -24,7 +23,6 @@ impl ErrType {
     /// `metav1.CauseType` of the error.
     pub fn cause_type(self) -> &'static str {
         match self {
-            ErrType::NotFound => "FieldValueNotFound",
             ErrType::Required => "FieldValueRequired",
             ErrType::Duplicate => "FieldValueDuplicate",
             ErrType::Invalid => "FieldValueInvalid",
@@ -37,7 +35,6 @@ impl ErrType {
 
     fn text(self) -> &'static str {
         match self {
-            ErrType::NotFound => "Not found",
             ErrType::Required => "Required value",
             ErrType::Duplicate => "Duplicate value",
             ErrType::Invalid => "Invalid value",
@@ -52,8 +49,6 @@ impl ErrType {
 /// The bad value of a field error, rendered the way `field.Error.ErrorBody` does.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BadValue {
-    /// Not printed.
-    Omit,
     /// Printed quoted (`%q`).
     Str(String),
     /// Printed as is (`%v` of simple types).
@@ -82,9 +77,7 @@ impl FieldError {
     /// `field.Error.ErrorBody()`.
     pub fn body(&self) -> String {
         let mut s = match (self.kind, &self.value) {
-            (ErrType::Required | ErrType::Forbidden | ErrType::TooLong, _) | (_, BadValue::Omit) => {
-                self.kind.text().to_string()
-            }
+            (ErrType::Required | ErrType::Forbidden | ErrType::TooLong, _) => self.kind.text().to_string(),
             (_, BadValue::Str(v)) => format!("{}: {}", self.kind.text(), go_quote(v)),
             (_, BadValue::Int(v)) => format!("{}: {}", self.kind.text(), v),
             (_, BadValue::Bool(v)) => format!("{}: {}", self.kind.text(), v),

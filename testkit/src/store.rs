@@ -190,7 +190,6 @@ pub struct State {
     /// Events with a resourceVersion above this are in `history`.
     floor: u64,
     pub log: Vec<RequestRecord>,
-    pub faults: Vec<(String, u16)>,
     events: broadcast::Sender<Arc<EventRec>>,
 }
 
@@ -288,15 +287,8 @@ impl State {
             history: VecDeque::new(),
             floor: 0,
             log: Vec::new(),
-            faults: Vec::new(),
             events,
         }
-    }
-
-    /// Drops the watch history: watches from any older resourceVersion get 410 Gone.
-    pub fn compact(&mut self) {
-        self.history.clear();
-        self.floor = self.rv;
     }
 
     fn push_event(&mut self, rd: &'static ResourceDef, ty: EventType, obj: Value, prev: Option<Value>) {
