@@ -2,12 +2,13 @@
 //!
 //! [`FakeApiServer`] serves plain HTTP/1.1 on `127.0.0.1:<random port>` and keeps objects in
 //! memory. It implements the calls the multinic driver makes against `resource.k8s.io/v1`
-//! (`resourceclaims` with `status`, `resourceslices`, `deviceclasses`) and `multinic.dev/v1alpha1`
-//! (`multinicnetworks`, `nicnodeblocks`, both with `status`): get, list, watch, create, update,
-//! server-side apply, merge and JSON patch, delete and deletecollection. It rejects what the real
-//! API server rejects for those calls (validation of the DRA objects, optimistic concurrency,
-//! preconditions, apply conflicts, status-subresource semantics), with `Status` bodies shaped
-//! like upstream's.
+//! (`resourceclaims` with `status`, `resourceslices`, `deviceclasses`), `coordination.k8s.io/v1`
+//! (`leases`) and `multinic.dev/v1alpha1` (`multinicnetworks` with `status`, `nicnodeblocks`): get,
+//! list, watch, create, update,
+//! server-side apply, merge patch and delete: the calls the multinic binaries, `multinic demo` and
+//! the benches make. It rejects what the real API server rejects for those calls (validation of
+//! the DRA objects, optimistic concurrency, apply conflicts, status-subresource semantics), with
+//! `Status` bodies shaped like upstream's.
 //!
 //! What the real API server does for those calls is checked by `tests/api` (feature
 //! `real-cluster`), which runs against a real kube-apiserver.

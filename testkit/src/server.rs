@@ -158,16 +158,7 @@ fn discovery(group: &str, version: &str) -> Option<Value> {
         .iter()
         .filter(|r| r.group == group && r.version == version)
         .flat_map(|r| {
-            let verbs = json!([
-                "create",
-                "delete",
-                "deletecollection",
-                "get",
-                "list",
-                "patch",
-                "update",
-                "watch"
-            ]);
+            let verbs = json!(["create", "delete", "get", "list", "patch", "update", "watch"]);
             let mut v = vec![json!({
                 "name": r.plural, "singularName": r.kind_name, "namespaced": r.namespaced,
                 "kind": r.kind, "verbs": verbs,
@@ -330,10 +321,6 @@ fn route(
                 let v = parse_body(body, &media)?;
                 Ok(Routed::Response(201, shared.state().create(rd, &ns, v, None, &opts)?))
             }
-            Method::DELETE => Ok(Routed::Response(
-                200,
-                shared.state().delete_collection(rd, ns_filter, query, opts.dry_run)?,
-            )),
             _ => Err(ApiError::method_not_allowed()),
         },
         [name] | [name, "status"] => {
@@ -359,10 +346,8 @@ fn route(
                     let ptype = match media.as_str() {
                         "application/apply-patch+yaml" => PatchType::Apply,
                         "application/merge-patch+json" => PatchType::Merge,
-                        "application/json-patch+json" => PatchType::Json,
                         _ => {
                             return Err(ApiError::unsupported_media_type(&[
-                                "application/json-patch+json",
                                 "application/merge-patch+json",
                                 "application/apply-patch+yaml",
                             ]));
@@ -400,14 +385,10 @@ fn event_line(ty: &str, obj: &Value) -> Bytes {
     Bytes::from(line)
 }
 
-fn bookmark(rd: &ResourceDef, rv: u64, initial_end: bool) -> Bytes {
-    let mut meta = json!({"resourceVersion": rv.to_string()});
-    if initial_end && let Some(m) = meta.as_object_mut() {
-        m.insert("annotations".into(), json!({"k8s.io/initial-events-end": "true"}));
-    }
+fn bookmark(rd: &ResourceDef, rv: u64) -> Bytes {
     event_line(
         "BOOKMARK",
-        &json!({"kind": rd.kind, "apiVersion": rd.api_version(), "metadata": meta}),
+        &json!({"kind": rd.kind, "apiVersion": rd.api_version(), "metadata": {"resourceVersion": rv.to_string()}}),
     )
 }
 
@@ -437,9 +418,6 @@ fn start_watch(shared: &Arc<Shared>, filter: WatchFilter, query: &Query) -> Resp
             }
         }
         let mut last_rv = start.start_rv;
-        if start.initial_end_bookmark && tx.send(bookmark(rd, last_rv, true)).await.is_err() {
-            return;
-        }
         for ev in &start.history {
             last_rv = ev.rv;
             if let Some((ty, obj)) = filter.event_for(ev)
@@ -468,7 +446,7 @@ fn start_watch(shared: &Arc<Shared>, filter: WatchFilter, query: &Query) -> Resp
                     Err(_) => return,
                 },
                 _ = ticker.tick(), if allow_bookmarks => {
-                    if tx.send(bookmark(rd, last_rv, false)).await.is_err() {
+                    if tx.send(bookmark(rd, last_rv)).await.is_err() {
                         return;
                     }
                 }
