@@ -142,7 +142,7 @@ async fn status_device_must_be_allocated() {
     assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
     assert!(
         s.message.contains(
-            "status.devices[0]: Invalid value: multinic.dev/node-a/eth1: must be an allocated device in the claim"
+            "status.devices[0]: Invalid value: {\"Driver\":\"multinic.dev\",\"Pool\":\"node-a\",\"Device\":\"eth1\",\"ShareID\":\"\"}: must be an allocated device in the claim"
         ),
         "{}",
         s.message
@@ -174,12 +174,12 @@ async fn network_data_validation() {
         (
             json!({"interfaceName": "x".repeat(257)}),
             "status.devices[0].networkData.interfaceName",
-            "Too long: must have at most 256 bytes",
+            "Too long: may not be more than 256 bytes",
         ),
         (
             json!({"hardwareAddress": "x".repeat(129)}),
             "status.devices[0].networkData.hardwareAddress",
-            "Too long: must have at most 128 bytes",
+            "Too long: may not be more than 128 bytes",
         ),
         (
             json!({"ips": (0..17).map(|i| format!("10.0.0.{i}/24")).collect::<Vec<_>>()}),
@@ -189,7 +189,7 @@ async fn network_data_validation() {
         (
             json!({"ips": ["10.0.0.1"]}),
             "status.devices[0].networkData.ips[0]",
-            "must be a valid CIDR value",
+            "must be a valid address in CIDR form, (e.g. 10.9.8.7/24 or 2001:db8::1/64)",
         ),
         (
             json!({"ips": ["2001:DB8::1/64"]}),
@@ -285,7 +285,7 @@ async fn conditions_and_data_validation() {
     let s = status(apply_device_status(&api, "c1", DRIVER, json!([dev_status("eth1", json!({"data": big}))])).await);
     assert!(
         s.message
-            .contains("status.devices[0].data: Too long: must have at most 10240 bytes"),
+            .contains("status.devices[0].data: Too long: may not be more than 10240 bytes"),
         "{}",
         s.message
     );
@@ -404,7 +404,8 @@ async fn apply_conflicts_between_managers() {
     )
     .await
     .expect("same value does not conflict");
-    // Different value: conflict.
+    // Different value: conflict. `data` is a RawExtension, atomic for server-side apply: the
+    // conflict is on the whole field, with both owners.
     let s = status(
         apply_device_status(
             &api,
@@ -423,7 +424,7 @@ async fn apply_conflicts_between_managers() {
     );
     assert!(
         s.message
-            .contains("- .status.devices[device=\"eth1\",driver=\"multinic.dev\",pool=\"node-a\"].data.v"),
+            .contains("- .status.devices[device=\"eth1\",driver=\"multinic.dev\",pool=\"node-a\"].data\n"),
         "{}",
         s.message
     );
@@ -500,24 +501,26 @@ async fn owner_references_merge_by_uid() {
     let t = Scope::new("owners").await;
     let api = t.claims();
     let owner = |uid: &str, name: &str| json!({"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid});
-    let cfg = |refs: Value| {
-        let mut c = claim_json("c1");
-        c["metadata"]["ownerReferences"] = refs;
-        c
-    };
-    api.patch(
-        "c1",
-        &PatchParams::apply("a"),
-        &Patch::Apply(&cfg(json!([owner("u1", "p1")]))),
-    )
-    .await
-    .expect("a");
+    let mut cfg = claim_json("c1");
+    cfg["metadata"]["ownerReferences"] = json!([owner("u1", "p1")]);
+    api.patch("c1", &PatchParams::apply("a"), &Patch::Apply(&cfg))
+        .await
+        .expect("a");
+    // The claim's request list is atomic and was defaulted (allocationMode) after a's apply, so
+    // another manager applying the same, undefaulted spec changes it: a conflict.
+    let mut same_spec = claim_json("c1");
+    same_spec["metadata"]["ownerReferences"] = json!([owner("u2", "p2")]);
+    let s = status(
+        api.patch("c1", &PatchParams::apply("b"), &Patch::Apply(&same_spec))
+            .await,
+    );
+    assert_eq!(s.code, 409, "{}", s.message);
+    assert!(s.message.contains(".spec.devices.requests"), "{}", s.message);
+    // b applying only its owner reference: the list merges by uid.
+    let refs = json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+                      "metadata": {"name": "c1", "ownerReferences": [owner("u2", "p2")]}});
     let c = api
-        .patch(
-            "c1",
-            &PatchParams::apply("b"),
-            &Patch::Apply(&cfg(json!([owner("u2", "p2")]))),
-        )
+        .patch("c1", &PatchParams::apply("b"), &Patch::Apply(&refs))
         .await
         .expect("b");
     let uids: Vec<String> = c

@@ -51,7 +51,7 @@ async fn device_class_limits() {
     let s = status(create(&t, v).await);
     assert!(
         s.message
-            .contains("spec.config[0].opaque.parameters: Too long: must have at most 10240 bytes"),
+            .contains("spec.config[0].opaque.parameters: Too long: may not be more than 10240 bytes"),
         "{}",
         s.message
     );
@@ -116,20 +116,27 @@ async fn custom_resource_status_subresource() {
         .expect("status apply");
     assert_eq!(o.data["spec"]["ipam"]["subnet"], "192.168.0.0/16");
     assert_eq!(o.metadata.generation, Some(1));
-    // Conditions merge by type across managers.
+    // The CRD's conditions list has no list type, so it is atomic: another manager's
+    // conditions conflict with the first one's, and a forced apply replaces the whole list.
     let st2 = json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "MultiNicNetwork", "metadata": {"name": name},
                      "status": {"conditions": [cond("Synced")]}});
+    let s = status(
+        api.patch_status(&name, &PatchParams::apply("other"), &Patch::Apply(&st2))
+            .await,
+    );
+    assert_eq!(s.code, 409, "{}", s.message);
+    assert!(s.message.contains(".status.conditions"), "{}", s.message);
     let o = api
-        .patch_status(&name, &PatchParams::apply("other"), &Patch::Apply(&st2))
+        .patch_status(&name, &PatchParams::apply("other").force(), &Patch::Apply(&st2))
         .await
-        .expect("status apply 2");
+        .expect("forced status apply");
     let types: Vec<&str> = o.data["status"]["conditions"]
         .as_array()
         .expect("conditions")
         .iter()
         .filter_map(|c| c["type"].as_str())
         .collect();
-    assert_eq!(types, vec!["Ready", "Synced"]);
+    assert_eq!(types, vec!["Synced"]);
 
     // The POST made its client own the spec, so another manager changing it conflicts unless it
     // forces.
@@ -146,7 +153,7 @@ async fn custom_resource_status_subresource() {
         .await
         .expect("apply");
     assert_eq!(o.metadata.generation, Some(2));
-    assert_eq!(o.data["status"]["conditions"].as_array().map(Vec::len), Some(2));
+    assert_eq!(o.data["status"]["conditions"].as_array().map(Vec::len), Some(1));
 
     // Custom resources require a resourceVersion on PUT.
     let mut cur = api.get(&name).await.expect("get");
@@ -160,10 +167,13 @@ async fn custom_resource_status_subresource() {
         s.message
     );
 
-    // Delete returns the object for custom resources.
+    // Delete of a custom resource answers a Status naming it.
     match api.delete(&name, &DeleteParams::default()).await.expect("delete") {
-        Either::Left(o) => assert_eq!(o.metadata.name.as_deref(), Some(name.as_str())),
-        Either::Right(s) => panic!("expected the deleted object, got {s:?}"),
+        Either::Right(s) => {
+            assert!(s.is_success(), "{s:?}");
+            assert_eq!(s.details.map(|d| d.name), Some(name.clone()));
+        }
+        Either::Left(o) => panic!("expected a Status, got {o:?}"),
     }
 }
 
@@ -180,13 +190,16 @@ async fn nic_node_blocks_are_served() {
         .await
         .expect("apply-create");
     assert_eq!(created.data["spec"]["blocks"][0]["cidr"], "192.168.4.0/24");
-    // No status subresource (as in multinic-api): /status is not found, status is a plain field.
+    // No status subresource (as in multinic-api): /status is not found.
     assert_eq!(status(api.get_status(&name).await).code, 404);
-    let p = json!({"status": {"note": "x"}});
+    // The schema has no status and no unknown fields: a written status is pruned, the write is
+    // a no-op and the generation stays.
+    let p = json!({"status": {"note": "x"}, "spec": {"unknown": 1}});
     let o = api
         .patch(&name, &PatchParams::default(), &Patch::Merge(&p))
         .await
         .expect("merge");
-    assert_eq!(o.data["status"]["note"], "x");
-    assert_eq!(o.metadata.generation, Some(2));
+    assert!(o.data.get("status").is_none(), "{:?}", o.data);
+    assert!(o.data["spec"].get("unknown").is_none(), "{:?}", o.data);
+    assert_eq!(o.metadata.generation, Some(1));
 }

@@ -40,12 +40,10 @@ async fn create_get_list_delete() {
     assert_eq!(list.items.len(), 1);
     assert!(list.metadata.resource_version.is_some());
 
+    // The resource.k8s.io registries set ReturnDeletedObject: the answer is the claim, not a Status.
     match api.delete("c1", &DeleteParams::default()).await.expect("delete") {
-        Either::Right(s) => {
-            assert!(s.is_success());
-            assert_eq!(s.details.map(|d| d.uid), Some(uid));
-        }
-        Either::Left(o) => panic!("built-in resources return a Status on delete, got {o:?}"),
+        Either::Left(o) => assert_eq!(o.metadata.uid, Some(uid)),
+        Either::Right(s) => panic!("expected the deleted claim, got {s:?}"),
     }
     let s = status(api.get("c1").await);
     assert_eq!((s.code, s.reason.as_str()), (404, "NotFound"));
@@ -209,11 +207,12 @@ async fn delete_preconditions() {
     };
     let s = status(api.delete(&name, &wrong_uid).await);
     assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
-    assert!(
-        s.message
-            .contains("Precondition failed: UID in precondition: 00000000-0000-4000-8000-000000000000"),
-        "{}",
-        s.message
+    let real_uid = obj.metadata.uid.clone().unwrap_or_default();
+    assert_eq!(
+        s.message,
+        format!(
+            "Operation cannot be fulfilled on ResourceSlice.resource.k8s.io \"{name}\": the UID in the precondition (00000000-0000-4000-8000-000000000000) does not match the UID in record ({real_uid}). The object might have been deleted and then recreated"
+        )
     );
     let wrong_rv = DeleteParams {
         preconditions: Some(Preconditions {
@@ -224,11 +223,12 @@ async fn delete_preconditions() {
     };
     let s = status(api.delete(&name, &wrong_rv).await);
     assert_eq!(s.code, 409);
-    assert!(
-        s.message
-            .contains("Precondition failed: ResourceVersion in precondition: 999"),
-        "{}",
-        s.message
+    let real_rv = obj.metadata.resource_version.clone().unwrap_or_default();
+    assert_eq!(
+        s.message,
+        format!(
+            "Operation cannot be fulfilled on ResourceSlice.resource.k8s.io \"{name}\": the ResourceVersion in the precondition (999) does not match the ResourceVersion in record ({real_rv}). The object might have been modified"
+        )
     );
     let right = DeleteParams {
         preconditions: Some(Preconditions {

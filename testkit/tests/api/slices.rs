@@ -73,7 +73,7 @@ async fn attribute_values() {
         &t,
         v,
         "spec.devices[0].attributes[multinic.dev/ifName].string",
-        "Too long: must have at most 64 bytes",
+        "Too long: may not be more than 64 bytes",
     )
     .await;
 
@@ -119,7 +119,7 @@ async fn attribute_values() {
         &t,
         v,
         "spec.devices[0].attributes[multinic.dev/fwVersion].version",
-        "Too long: must have at most 64 bytes",
+        "Too long: may not be more than 64 bytes",
     )
     .await;
 }
@@ -127,13 +127,7 @@ async fn attribute_values() {
 #[tokio::test]
 async fn attribute_and_capacity_names() {
     let t = Scope::new("attrnames").await;
-    for bad in [
-        "multinic.dev/if-name",
-        "multinic.dev/",
-        "/ifName",
-        "a/b/c",
-        "Bad_Domain!/x",
-    ] {
+    for bad in ["multinic.dev/if-name", "multinic.dev/", "/ifName", "Bad_Domain!/x"] {
         let mut v = t.slice_json("s1", "node-a", 1);
         v["spec"]["devices"][0]["attributes"][bad] = json!({"bool": true});
         rejects(&t, v, "spec.devices[0].attributes", "Invalid value").await;
@@ -144,7 +138,7 @@ async fn attribute_and_capacity_names() {
         &t,
         v,
         "spec.devices[0].attributes",
-        "Too long: must have at most 32 bytes",
+        "Too long: may not be more than 32 bytes",
     )
     .await;
     let mut v = t.slice_json("s1", "node-a", 1);
@@ -153,12 +147,17 @@ async fn attribute_and_capacity_names() {
         &t,
         v,
         "spec.devices[0].attributes",
-        "Too long: must have at most 63 bytes",
+        "Too long: may not be more than 63 bytes",
     )
     .await;
     let mut v = t.slice_json("s1", "node-a", 1);
     v["spec"]["devices"][0]["capacity"]["multinic.dev/bad-name"] = json!({"value": "1"});
     rejects(&t, v, "spec.devices[0].capacity", "a valid C identifier").await;
+    // More than one slash is not checked at all (upstream's validateQualifiedName, a known TODO).
+    let mut v = t.slice_json("s1", "node-a", 1);
+    v["spec"]["devices"][0]["attributes"]["a/b/c"] = json!({"bool": true});
+    create(&t, v).await.expect("a/b/c is accepted");
+    delete(&t, "s1").await;
     // A name without domain is a C identifier.
     let mut v = t.slice_json("s1", "node-a", 1);
     v["spec"]["devices"][0]["attributes"]["plainName"] = json!({"bool": true});
@@ -204,7 +203,7 @@ async fn driver_and_pool() {
     let t = Scope::new("driverandpool").await;
     let mut v = t.slice_json("s1", "node-a", 1);
     v["spec"]["driver"] = json!(format!("{}.dev", "a".repeat(60)));
-    rejects(&t, v, "spec.driver", "Too long: must have at most 63 bytes").await;
+    rejects(&t, v, "spec.driver", "Too long: may not be more than 63 bytes").await;
     let mut v = t.slice_json("s1", "node-a", 1);
     v["spec"]["driver"] = json!("not_a_domain");
     rejects(&t, v, "spec.driver", "RFC 1123 subdomain").await;
@@ -220,7 +219,7 @@ async fn driver_and_pool() {
     rejects(&t, v, "spec.pool.name", "Invalid value: \"node_a\"").await;
     let mut v = t.slice_json("s1", "node-a", 1);
     v["spec"]["pool"]["name"] = json!(vec!["a".repeat(60); 5].join("/"));
-    rejects(&t, v, "spec.pool.name", "Too long: must have at most 253 bytes").await;
+    rejects(&t, v, "spec.pool.name", "Too long: may not be more than 253 bytes").await;
     let mut v = t.slice_json("s1", "node-a", 1);
     v["spec"]["pool"]["name"] = json!("rack-1/node-a");
     create(&t, v).await.expect("segmented pool names are fine");

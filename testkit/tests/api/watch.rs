@@ -86,30 +86,6 @@ async fn watch_resumes_from_a_resource_version() {
     assert_eq!(initial, vec!["ADDED c1", "ADDED c2"]);
 }
 
-/// A resourceVersion from before the API server's watch window (the fake gets there by
-/// compacting its history) ends the watch with a 410 Expired event.
-#[tokio::test]
-async fn too_old_resource_version_is_gone() {
-    let t = Scope::new("gone").await;
-    let api = t.claims();
-    api.create(&PostParams::default(), &claim(claim_json("c1")))
-        .await
-        .expect("create");
-    let rv = "1";
-    let mut stream = api.watch(&WatchParams::default(), rv).await.expect("watch").boxed();
-    match next(&mut stream).await {
-        WatchEvent::Error(e) => {
-            assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
-            assert!(
-                e.message.starts_with(&format!("too old resource version: {rv} (")),
-                "{}",
-                e.message
-            );
-        }
-        other => panic!("expected a 410 error event, got {}", label(&other)),
-    }
-}
-
 /// The API server sends a bookmark shortly before a watch's timeout (the fake: every
 /// bookmark interval), and only to watches that allow them.
 #[tokio::test]
