@@ -338,7 +338,11 @@ if suite --no-run >"$suite_log" 2>&1; then
 	# The suite writes MultiNicNetworks, which the controller would reconcile: it is stopped meanwhile.
 	replicas=$(kc -n multinic-system get deployment multinic-controller -o jsonpath='{.spec.replicas}')
 	kc -n multinic-system scale deployment/multinic-controller --replicas=0 >/dev/null
-	kc -n multinic-system wait --for=delete pod -l app.kubernetes.io/name=multinic-controller --timeout=90s >/dev/null 2>&1
+	controller_stopped() {
+		! kc -n multinic-system get pods -l app.kubernetes.io/name=multinic-controller \
+			-o jsonpath='{.items[*].status.phase}' | grep -qw Running
+	}
+	check "controller scaled to 0 for the suite" wait_for 90 "controller pods stopped" controller_stopped
 	t_suite=$SECONDS
 	MULTINIC_E2E_KUBECONFIG=$KUBECONFIG suite >>"$suite_log" 2>&1
 	rc=$?
