@@ -520,12 +520,16 @@ pub fn apply(
         remove_path(&mut merged, p);
     }
 
-    // Compare what will be stored: the merged object gets the same defaults as any decoded object.
+    // Conflicts are between the applied values and the live ones, before defaulting: an atomic
+    // list that the server defaulted (a claim's requests get `allocationMode`) differs from the
+    // same list applied without the defaults (tests/api, owner_references_merge_by_uid).
+    let (applied_changes, _) = diff(rd, live, Some(&merged));
+    // Ownership follows what will be stored: the merged object with the defaults of any decoded object.
     crate::strategy::apply_defaults(rd, &mut merged);
     let (changed, removed) = diff(rd, live, Some(&merged));
     let mut conflicts: Vec<(ManagedEntry, Path)> = Vec::new();
     for e in managed.iter().filter(|e| !e.same_id(manager, Op::Apply, subresource)) {
-        for p in e.fields.intersection(&changed) {
+        for p in e.fields.intersection(&applied_changes) {
             conflicts.push((e.clone(), p.clone()));
         }
     }
