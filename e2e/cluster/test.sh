@@ -3,7 +3,8 @@
 # containerd; the driver installed from deploy/). Each check prints PASS/FAIL; the script exits
 # non-zero when any check failed. For every scenario it prints `kubectl describe resourceclaim`
 # of the claims it made and `ip -br addr` of its pods. Objects live in namespace e2e (deleted at
-# the start and at the end).
+# the start and at the end). Scenario 7 runs testkit/tests/api (cargo, feature real-cluster) against
+# this API server with the admin kubeconfig, one check per test.
 set -uo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -326,6 +327,41 @@ if ip link add e2e-probe0 type veth peer name e2e-probe1 2>/dev/null &&
 else
 	ip link del e2e-probe0 2>/dev/null
 	echo "SKIP: examples/ipvlan-l3 not run: this kernel has no ipvlan link type ('ip link add ... type ipvlan' fails)"
+fi
+
+scenario "7. testkit/tests/api against this API server (the semantics the fake API server imitates)"
+# Built with the cargo of the environment (CARGO_TARGET_DIR if set, else the clone's target/, where
+# CI's `cargo test --workspace` has just built the same dependencies). Each test is one check.
+suite_log=$LOGS/realapi-suite.log
+suite() { (cd "$REPO" && cargo test -p multinic-testkit --features real-cluster --test api --locked "$@"); }
+if suite --no-run >"$suite_log" 2>&1; then
+	# The suite writes MultiNicNetworks, which the controller would reconcile: it is stopped meanwhile.
+	replicas=$(kc -n multinic-system get deployment multinic-controller -o jsonpath='{.spec.replicas}')
+	kc -n multinic-system scale deployment/multinic-controller --replicas=0 >/dev/null
+	controller_stopped() {
+		! kc -n multinic-system get pods -l app.kubernetes.io/name=multinic-controller \
+			-o jsonpath='{.items[*].status.phase}' | grep -qw Running
+	}
+	check "controller scaled to 0 for the suite" wait_for 90 "controller pods stopped" controller_stopped
+	t_suite=$SECONDS
+	MULTINIC_E2E_KUBECONFIG=$KUBECONFIG suite >>"$suite_log" 2>&1
+	rc=$?
+	echo "the real-API suite ran in $((SECONDS - t_suite))s (exit $rc), log $suite_log"
+	sed -nE 's/^test (.*) \.\.\. ok$/PASS: real API: \1/p' "$suite_log"
+	while read -r name; do fail "real API: $name"; done < <(sed -nE 's/^test (.*) \.\.\. FAILED$/\1/p' "$suite_log")
+	[ "$rc" = 0 ] || sed -n '/^failures:$/,/^test result:/p' "$suite_log" | head -n 200
+	grep '^test result:' "$suite_log"
+	check "the real-API suite passed (exit $rc)" [ "$rc" = 0 ]
+	kc -n multinic-system scale deployment/multinic-controller --replicas="${replicas:-1}" >/dev/null
+	check "controller Deployment back to ${replicas:-1} replicas" \
+		kc -n multinic-system rollout status deployment/multinic-controller --timeout=120s
+	left=$(kc get resourceslices,deviceclasses,multinicnetworks,nicnodeblocks -o name | grep -c -- '-rapi')
+	check "the suite left no cluster-scoped object (found $left)" [ "$left" = 0 ]
+	check "the suite's namespaces are gone" wait_for 120 "rapi-* namespaces deleted" sh -c \
+		"! '$K8S_BIN/kubectl' get namespaces -o name | grep -q '^namespace/rapi-'"
+else
+	tail -n 60 "$suite_log"
+	fail "the real-API suite does not build (log $suite_log)"
 fi
 
 scenario "end: nothing leaked"

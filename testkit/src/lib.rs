@@ -2,17 +2,16 @@
 //!
 //! [`FakeApiServer`] serves plain HTTP/1.1 on `127.0.0.1:<random port>` and keeps objects in
 //! memory. It implements the calls the multinic driver makes against `resource.k8s.io/v1`
-//! (`resourceclaims` with `status`, `resourceslices`, `deviceclasses`) and `multinic.dev/v1alpha1`
-//! (`multinicnetworks`, `nicnodeblocks`, both with `status`): get, list, watch, create, update,
-//! server-side apply, merge and JSON patch, delete and deletecollection. It rejects what the real
-//! API server rejects for those calls (validation of the DRA objects, optimistic concurrency,
-//! preconditions, apply conflicts, status-subresource semantics), with `Status` bodies shaped
-//! like upstream's.
+//! (`resourceclaims` with `status`, `resourceslices`, `deviceclasses`), `coordination.k8s.io/v1`
+//! (`leases`) and `multinic.dev/v1alpha1` (`multinicnetworks` with `status`, `nicnodeblocks`): get,
+//! list, watch, create, update,
+//! server-side apply, merge patch and delete: the calls the multinic binaries, `multinic demo` and
+//! the benches make. It rejects what the real API server rejects for those calls (validation of
+//! the DRA objects, optimistic concurrency, apply conflicts, status-subresource semantics), with
+//! `Status` bodies shaped like upstream's.
 //!
-//! Fault injection: [`FakeApiServer::fail_next`] answers the next request whose path contains a
-//! substring with an error status; [`FakeApiServer::set_unavailable`] closes the listener (new
-//! connections are refused, open connections and watches are dropped) until it is switched
-//! back, and [`FakeApiServer::set_overloaded`] answers everything with 503.
+//! What the real API server does for those calls is checked by `tests/api` (feature
+//! `real-cluster`), which runs against a real kube-apiserver.
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -39,14 +38,11 @@ mod validate;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpListener;
-
-pub use status::ApiError;
 
 /// Errors of the testkit API.
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +123,7 @@ impl FakeApiServer {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(server::Shared::new());
-        let accept_task = tokio::spawn(accept_loop(listener, addr, shared.clone()));
+        let accept_task = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(FakeApiServer {
             addr,
             shared,
@@ -136,13 +132,8 @@ impl FakeApiServer {
     }
 
     /// The base URL, `http://127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
+    fn url(&self) -> String {
         format!("http://{}", self.addr)
-    }
-
-    /// The socket address the server listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
     }
 
     /// A `kube::Client` for this server (default namespace `default`).
@@ -163,14 +154,10 @@ impl FakeApiServer {
         Ok(kube::Client::try_from(config)?)
     }
 
-    /// The kubeconfig YAML pointing at this server (cluster/context/user `fake`, namespace `default`).
-    pub fn kubeconfig_yaml(&self) -> String {
-        kubeconfig_yaml(&self.url())
-    }
-
-    /// Writes [`FakeApiServer::kubeconfig_yaml`] to `path`, for binaries run with `--kubeconfig`.
+    /// Writes a kubeconfig for this server (cluster/context/user `fake`, namespace `default`) to
+    /// `path`, for binaries run with `--kubeconfig`.
     pub fn write_kubeconfig(&self, path: impl AsRef<Path>) -> Result<(), Error> {
-        std::fs::write(path.as_ref(), self.kubeconfig_yaml())?;
+        std::fs::write(path.as_ref(), kubeconfig_yaml(&self.url()))?;
         Ok(())
     }
 
@@ -230,61 +217,11 @@ impl FakeApiServer {
     pub fn clear_requests(&self) {
         self.shared.state().log.clear();
     }
-
-    /// Answers the next request whose path contains `path_substring` with a `Status` error of
-    /// `status_code` (reason derived from the code, e.g. 500 → InternalError). One-shot; several
-    /// calls queue several failures.
-    pub fn fail_next(&self, path_substring: &str, status_code: u16) {
-        self.shared
-            .state()
-            .faults
-            .push((path_substring.to_string(), status_code));
-    }
-
-    /// Simulates the API server being down: while `true` the listener is closed, so new
-    /// connections are refused, and open connections and watches are dropped (a request racing
-    /// with the switch gets `503`). With `false` the server listens on the same port again.
-    /// (Answering 503 instead would not look like an outage to a `kube::Client`: its default
-    /// retry policy retries 503 up to 15 times with exponential backoff; see
-    /// [`FakeApiServer::set_overloaded`].)
-    pub fn set_unavailable(&self, unavailable: bool) {
-        self.shared.unavailable.send_replace(unavailable);
-    }
-
-    /// While `true`, every request is answered with `503 ServiceUnavailable` (connections are
-    /// accepted) and open watches are ended. Note that `kube::Client` retries 503 by default.
-    pub fn set_overloaded(&self, overloaded: bool) {
-        self.shared.overloaded.send_replace(overloaded);
-    }
-
-    /// Drops the watch history, so watches resuming from an older resourceVersion get an
-    /// `ERROR` event with a 410 `Expired` Status (as after an etcd compaction).
-    pub fn compact(&self) {
-        self.shared.state().compact();
-    }
-
-    /// The current (latest) resourceVersion.
-    pub fn resource_version(&self) -> u64 {
-        self.shared.state().rv
-    }
-
-    /// How often idle watches that allow bookmarks get a BOOKMARK event (default 1 s).
-    pub fn set_bookmark_interval(&self, interval: Duration) {
-        *self.shared.bookmark_interval.lock().unwrap_or_else(|e| e.into_inner()) = interval;
-    }
-}
-
-/// Binds `addr` again after an outage (SO_REUSEADDR, so connections in TIME_WAIT do not matter).
-fn rebind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
 }
 
 /// A kubeconfig YAML for a plain-HTTP API server at `url` (cluster/context/user `fake`, namespace
 /// `default`); also for a server that is not there yet.
-pub fn kubeconfig_yaml(url: &str) -> String {
+fn kubeconfig_yaml(url: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\ncurrent-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
     )
@@ -299,64 +236,31 @@ pub fn closed_port_kubeconfig(path: &Path) -> Result<SocketAddr, Error> {
     Ok(addr)
 }
 
-async fn accept_loop(listener: TcpListener, addr: SocketAddr, shared: Arc<server::Shared>) {
-    let mut listener = Some(listener);
+async fn accept_loop(listener: TcpListener, shared: Arc<server::Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
-    let mut unavailable = shared.unavailable.subscribe();
     loop {
-        if *unavailable.borrow_and_update() {
-            // Down: no listener, so connections are refused.
-            listener = None;
-            tokio::select! {
-                r = unavailable.changed() => if r.is_err() { return },
-                _ = shutdown.changed() => return,
-            }
-            continue;
-        }
-        let l = match listener.take() {
-            Some(l) => l,
-            None => match rebind(addr) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!("fake API server cannot listen on {addr} again: {e}");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-        };
         let accepted = tokio::select! {
-            c = l.accept() => Some(c),
-            r = unavailable.changed() => if r.is_err() { return } else { None },
+            c = listener.accept() => c,
             _ = shutdown.changed() => return,
         };
-        listener = Some(l);
-        let Some(Ok((stream, _))) = accepted else { continue };
-        let shared = shared.clone();
-        tokio::spawn(serve_connection(stream, shared));
+        let Ok((stream, _)) = accepted else { continue };
+        tokio::spawn(serve_connection(stream, shared.clone()));
     }
 }
 
 async fn serve_connection(stream: tokio::net::TcpStream, shared: Arc<server::Shared>) {
     let mut conn_shutdown = shared.shutdown.subscribe();
-    let mut conn_unavailable = shared.unavailable.subscribe();
-    if *conn_unavailable.borrow_and_update() {
-        return;
-    }
     let svc_shared = shared.clone();
     let svc = service_fn(move |req| server::handle(svc_shared.clone(), req));
     let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(conn);
-    loop {
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!("fake API server connection ended: {e}");
-                }
-                return;
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!("fake API server connection ended: {e}");
             }
-            _ = conn_shutdown.changed() => return,
-            r = conn_unavailable.changed() => if r.is_err() || *conn_unavailable.borrow() { return },
         }
+        _ = conn_shutdown.changed() => {}
     }
 }
 

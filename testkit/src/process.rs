@@ -39,7 +39,7 @@ impl Watched {
         Ok(Self { child, lines })
     }
 
-    pub fn pid(&self) -> u32 {
+    fn pid(&self) -> u32 {
         self.child.id()
     }
 
@@ -49,7 +49,7 @@ impl Watched {
     }
 
     /// User + system CPU time used so far (fields 14 and 15 of `/proc/<pid>/stat`).
-    pub fn cpu_time(&self) -> std::io::Result<Duration> {
+    fn cpu_time(&self) -> std::io::Result<Duration> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))?;
         // The command name (field 2) may hold spaces: count fields after its closing ')'.
         let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();

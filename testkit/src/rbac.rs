@@ -15,7 +15,7 @@ pub type Permission = (String, String, String, String);
 /// write of `status.devices` (KEP-5304, kubernetes PR #134947; the DRA hardening guide on
 /// kubernetes.io): verb `associated-node:<verb>` for a node-local writer, resource name = the
 /// driver whose entries change.
-pub const CLAIM_DRIVER_SUBRESOURCE: &str = "resourceclaims/driver";
+const CLAIM_DRIVER_SUBRESOURCE: &str = "resourceclaims/driver";
 
 /// The permissions the API server's authorizer checks for the request.
 ///

@@ -52,9 +52,18 @@ impl ResourceDef {
         self.behaviour != Kind::Custom
     }
 
-    /// Whether DELETE returns the deleted object (`ReturnDeletedObject`) rather than a Status.
+    /// Whether DELETE returns the deleted object (`ReturnDeletedObject`) rather than a Status:
+    /// the resource.k8s.io registries do (kubernetes v1.36.3 `pkg/registry/resource/*/storage`);
+    /// leases and custom resources answer a Status (tests/api on a real API server).
     pub fn return_deleted_object(&self) -> bool {
-        self.behaviour == Kind::Custom
+        self.group == "resource.k8s.io"
+    }
+
+    /// Whether the map at `shape` is atomic for server-side apply: a `RawExtension` such as a
+    /// claim's `status.devices[].data` is owned and replaced as one field.
+    pub fn atomic_map(&self, shape: &[String]) -> bool {
+        let s: Vec<&str> = shape.iter().map(String::as_str).collect();
+        self.behaviour == Kind::ResourceClaim && s.as_slice() == ["status", "devices", "data"]
     }
 
     /// The field-selector attributes of an object, or an error for an unsupported label.
@@ -96,7 +105,9 @@ impl ResourceDef {
         match s.as_slice() {
             ["metadata", "ownerReferences"] => ListType::Map(&["uid"]),
             ["metadata", "finalizers"] => ListType::Set,
-            [.., "conditions"] => ListType::Map(&["type"]),
+            // Built-in types declare their conditions a map keyed by type; a CRD's schema (ours
+            // say nothing) leaves a list atomic, so a second manager's conditions conflict.
+            [.., "conditions"] if self.behaviour != Kind::Custom => ListType::Map(&["type"]),
             ["status", "devices"] if self.behaviour == Kind::ResourceClaim => {
                 ListType::Map(&["device", "driver", "pool", "shareID"])
             }

@@ -1,4 +1,4 @@
-//! The HTTP/1.1 front end: routing, body decoding, watch streaming, faults and the request log.
+//! The HTTP/1.1 front end: routing, body decoding, watch streaming and the request log.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,37 +21,28 @@ use crate::store::{EventType, PatchType, Query, State, Sub, WatchFilter, WriteOp
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
+/// How often idle watches that allow bookmarks get a BOOKMARK event.
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Largest request body accepted (the apiserver's default limit).
 const MAX_BODY: usize = 3 * 1024 * 1024;
 
 /// State shared by the server tasks and the `FakeApiServer` handle.
 pub struct Shared {
     state: Mutex<State>,
-    /// Listener closed and connections dropped (see `FakeApiServer::set_unavailable`).
-    pub unavailable: watch::Sender<bool>,
-    /// Every request answered with 503 (see `FakeApiServer::set_overloaded`).
-    pub overloaded: watch::Sender<bool>,
     pub shutdown: watch::Sender<bool>,
-    pub bookmark_interval: Mutex<Duration>,
 }
 
 impl Shared {
     pub fn new() -> Self {
         Self {
             state: Mutex::new(State::new()),
-            unavailable: watch::channel(false).0,
-            overloaded: watch::channel(false).0,
             shutdown: watch::channel(false).0,
-            bookmark_interval: Mutex::new(Duration::from_secs(1)),
         }
     }
 
     pub fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn bookmark_interval(&self) -> Duration {
-        *self.bookmark_interval.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -136,16 +127,6 @@ async fn dispatch(
     content_type: &Option<String>,
     user_agent: &str,
 ) -> Response<Body> {
-    if *shared.unavailable.borrow() || *shared.overloaded.borrow() {
-        return error_response(&ApiError::unavailable());
-    }
-    {
-        let mut st = shared.state();
-        if let Some(pos) = st.faults.iter().position(|(sub, _)| path.contains(sub.as_str())) {
-            let (_, code) = st.faults.remove(pos);
-            return error_response(&ApiError::injected(code));
-        }
-    }
     let body = if matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
         match req.into_body().collect().await {
             Ok(b) => {
@@ -177,16 +158,7 @@ fn discovery(group: &str, version: &str) -> Option<Value> {
         .iter()
         .filter(|r| r.group == group && r.version == version)
         .flat_map(|r| {
-            let verbs = json!([
-                "create",
-                "delete",
-                "deletecollection",
-                "get",
-                "list",
-                "patch",
-                "update",
-                "watch"
-            ]);
+            let verbs = json!(["create", "delete", "get", "list", "patch", "update", "watch"]);
             let mut v = vec![json!({
                 "name": r.plural, "singularName": r.kind_name, "namespaced": r.namespaced,
                 "kind": r.kind, "verbs": verbs,
@@ -349,10 +321,6 @@ fn route(
                 let v = parse_body(body, &media)?;
                 Ok(Routed::Response(201, shared.state().create(rd, &ns, v, None, &opts)?))
             }
-            Method::DELETE => Ok(Routed::Response(
-                200,
-                shared.state().delete_collection(rd, ns_filter, query, opts.dry_run)?,
-            )),
             _ => Err(ApiError::method_not_allowed()),
         },
         [name] | [name, "status"] => {
@@ -378,10 +346,8 @@ fn route(
                     let ptype = match media.as_str() {
                         "application/apply-patch+yaml" => PatchType::Apply,
                         "application/merge-patch+json" => PatchType::Merge,
-                        "application/json-patch+json" => PatchType::Json,
                         _ => {
                             return Err(ApiError::unsupported_media_type(&[
-                                "application/json-patch+json",
                                 "application/merge-patch+json",
                                 "application/apply-patch+yaml",
                             ]));
@@ -419,14 +385,10 @@ fn event_line(ty: &str, obj: &Value) -> Bytes {
     Bytes::from(line)
 }
 
-fn bookmark(rd: &ResourceDef, rv: u64, initial_end: bool) -> Bytes {
-    let mut meta = json!({"resourceVersion": rv.to_string()});
-    if initial_end && let Some(m) = meta.as_object_mut() {
-        m.insert("annotations".into(), json!({"k8s.io/initial-events-end": "true"}));
-    }
+fn bookmark(rd: &ResourceDef, rv: u64) -> Bytes {
     event_line(
         "BOOKMARK",
-        &json!({"kind": rd.kind, "apiVersion": rd.api_version(), "metadata": meta}),
+        &json!({"kind": rd.kind, "apiVersion": rd.api_version(), "metadata": {"resourceVersion": rv.to_string()}}),
     )
 }
 
@@ -441,10 +403,7 @@ fn start_watch(shared: &Arc<Shared>, filter: WatchFilter, query: &Query) -> Resp
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(1800));
-    let interval = shared.bookmark_interval();
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    let mut unavailable = shared.unavailable.subscribe();
-    let mut overloaded = shared.overloaded.subscribe();
     let mut shutdown = shared.shutdown.subscribe();
     tokio::spawn(async move {
         let mut start = start;
@@ -459,9 +418,6 @@ fn start_watch(shared: &Arc<Shared>, filter: WatchFilter, query: &Query) -> Resp
             }
         }
         let mut last_rv = start.start_rv;
-        if start.initial_end_bookmark && tx.send(bookmark(rd, last_rv, true)).await.is_err() {
-            return;
-        }
         for ev in &start.history {
             last_rv = ev.rv;
             if let Some((ty, obj)) = filter.event_for(ev)
@@ -472,7 +428,7 @@ fn start_watch(shared: &Arc<Shared>, filter: WatchFilter, query: &Query) -> Resp
         }
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
-        let mut ticker = tokio::time::interval(interval);
+        let mut ticker = tokio::time::interval(BOOKMARK_INTERVAL);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
         loop {
@@ -490,13 +446,11 @@ fn start_watch(shared: &Arc<Shared>, filter: WatchFilter, query: &Query) -> Resp
                     Err(_) => return,
                 },
                 _ = ticker.tick(), if allow_bookmarks => {
-                    if tx.send(bookmark(rd, last_rv, false)).await.is_err() {
+                    if tx.send(bookmark(rd, last_rv)).await.is_err() {
                         return;
                     }
                 }
                 _ = &mut deadline => return,
-                r = unavailable.changed() => if r.is_err() || *unavailable.borrow() { return },
-                r = overloaded.changed() => if r.is_err() || *overloaded.borrow() { return },
                 r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return },
                 _ = tx.closed() => return,
             }

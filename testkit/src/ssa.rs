@@ -147,6 +147,9 @@ fn collect(rd: &ResourceDef, v: &Value, path: &mut Path, out: &mut FieldSet) {
     }
     match v {
         Value::Null => {}
+        Value::Object(_) if rd.atomic_map(&shape_of(path)) => {
+            out.insert(path.clone());
+        }
         Value::Object(m) => {
             for (k, c) in m {
                 path.push(Pe::Field(k.clone()));
@@ -242,6 +245,7 @@ pub fn merge(rd: &ResourceDef, live: &mut Value, cfg: &Value) {
 
 fn merge_at(rd: &ResourceDef, live: &mut Value, cfg: &Value, shape: &mut Vec<String>) {
     match (live, cfg) {
+        (live @ Value::Object(_), Value::Object(_)) if rd.atomic_map(shape) => *live = strip_nulls(cfg),
         (Value::Object(lm), Value::Object(cm)) => {
             for (k, cv) in cm {
                 if cv.is_null() {
@@ -381,6 +385,11 @@ fn diff_at(
         (None, None) => {}
         (Some(o), None) => collect(rd, o, path, removed),
         (None, Some(n)) => collect(rd, n, path, changed),
+        (Some(o @ Value::Object(_)), Some(n @ Value::Object(_))) if rd.atomic_map(&shape_of(path)) => {
+            if o != n {
+                changed.insert(path.clone());
+            }
+        }
         (Some(Value::Object(om)), Some(Value::Object(nm))) => {
             let keys: BTreeSet<&String> = om.keys().chain(nm.keys()).collect();
             for k in keys {
@@ -511,12 +520,16 @@ pub fn apply(
         remove_path(&mut merged, p);
     }
 
-    // Compare what will be stored: the merged object gets the same defaults as any decoded object.
+    // Conflicts are between the applied values and the live ones, before defaulting: an atomic
+    // list that the server defaulted (a claim's requests get `allocationMode`) differs from the
+    // same list applied without the defaults (tests/api, owner_references_merge_by_uid).
+    let (applied_changes, _) = diff(rd, live, Some(&merged));
+    // Ownership follows what will be stored: the merged object with the defaults of any decoded object.
     crate::strategy::apply_defaults(rd, &mut merged);
     let (changed, removed) = diff(rd, live, Some(&merged));
     let mut conflicts: Vec<(ManagedEntry, Path)> = Vec::new();
     for e in managed.iter().filter(|e| !e.same_id(manager, Op::Apply, subresource)) {
-        for p in e.fields.intersection(&changed) {
+        for p in e.fields.intersection(&applied_changes) {
             conflicts.push((e.clone(), p.clone()));
         }
     }

@@ -206,16 +206,6 @@ impl ApiError {
         Self::new(410, "Expired", msg, None)
     }
 
-    /// 503 ServiceUnavailable.
-    pub fn unavailable() -> Self {
-        Self::new(
-            503,
-            "ServiceUnavailable",
-            "the server is currently unable to handle the request",
-            None,
-        )
-    }
-
     /// 500 InternalError.
     pub fn internal(msg: impl Into<String>) -> Self {
         Self::new(
@@ -224,26 +214,5 @@ impl ApiError {
             format!("Internal error occurred: {}", msg.into()),
             None,
         )
-    }
-
-    /// An injected failure with the given status code (see `FakeApiServer::fail_next`).
-    pub fn injected(code: u16) -> Self {
-        let reason = match code {
-            400 => "BadRequest",
-            401 => "Unauthorized",
-            403 => "Forbidden",
-            404 => "NotFound",
-            405 => "MethodNotAllowed",
-            409 => "Conflict",
-            410 => "Expired",
-            415 => "UnsupportedMediaType",
-            422 => "Invalid",
-            429 => "TooManyRequests",
-            500 => "InternalError",
-            503 => "ServiceUnavailable",
-            504 => "Timeout",
-            _ => "Unknown",
-        };
-        Self::new(code, reason, format!("injected failure (HTTP {code})"), None)
     }
 }

@@ -85,7 +85,6 @@ impl Sub {
 pub enum PatchType {
     Apply,
     Merge,
-    Json,
 }
 
 type Key = (String, String, String);
@@ -136,7 +135,6 @@ pub struct WatchStart {
     pub history: Vec<Arc<EventRec>>,
     pub rx: broadcast::Receiver<Arc<EventRec>>,
     pub start_rv: u64,
-    pub initial_end_bookmark: bool,
     pub error: Option<ApiError>,
 }
 
@@ -190,7 +188,6 @@ pub struct State {
     /// Events with a resourceVersion above this are in `history`.
     floor: u64,
     pub log: Vec<RequestRecord>,
-    pub faults: Vec<(String, u16)>,
     events: broadcast::Sender<Arc<EventRec>>,
 }
 
@@ -288,15 +285,8 @@ impl State {
             history: VecDeque::new(),
             floor: 0,
             log: Vec::new(),
-            faults: Vec::new(),
             events,
         }
-    }
-
-    /// Drops the watch history: watches from any older resourceVersion get 410 Gone.
-    pub fn compact(&mut self) {
-        self.history.clear();
-        self.floor = self.rv;
     }
 
     fn push_event(&mut self, rd: &'static ResourceDef, ty: EventType, obj: Value, prev: Option<Value>) {
@@ -434,34 +424,26 @@ impl State {
     /// Starts a watch: the initial events, the replayed history and the live receiver.
     pub fn watch(&self, filter: &WatchFilter, q: &Query) -> Result<WatchStart, ApiError> {
         let rv_param = q.get("resourceVersion").unwrap_or("");
-        let send_initial = q.flag("sendInitialEvents");
+        // Streaming lists: no client of the fake uses them; tests/api checks upstream's.
+        if q.flag("sendInitialEvents") {
+            return Err(ApiError::bad_request(
+                "the fake API server does not implement sendInitialEvents",
+            ));
+        }
         let rx = self.events.subscribe();
         let mut start = WatchStart {
             initial: Vec::new(),
             history: Vec::new(),
             rx,
             start_rv: self.rv,
-            initial_end_bookmark: false,
             error: None,
         };
-        if send_initial && q.get("resourceVersionMatch") != Some("NotOlderThan") {
-            return Err(ApiError::invalid(
-                "meta.k8s.io",
-                "ListOptions",
-                "",
-                &[FieldError::forbidden(
-                    "resourceVersionMatch",
-                    "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
-                )],
-            ));
-        }
-        if rv_param.is_empty() || rv_param == "0" || send_initial {
+        if rv_param.is_empty() || rv_param == "0" {
             start.initial = self
                 .matching(filter.rd, filter.namespace.as_deref(), &filter.labels, &filter.fields)
                 .into_iter()
                 .map(|(_, s)| s.render())
                 .collect();
-            start.initial_end_bookmark = send_initial && q.flag("allowWatchBookmarks");
             return Ok(start);
         }
         let rv: u64 = rv_param
@@ -635,27 +617,13 @@ impl State {
         opts: &WriteOpts,
     ) -> Result<(Value, bool), ApiError> {
         match ptype {
-            PatchType::Merge | PatchType::Json => {
-                let old = self
+            PatchType::Merge => {
+                let mut doc = self
                     .stored(rd, ns, name)
                     .map(|s| s.obj.clone())
                     .ok_or_else(|| ApiError::not_found(rd, name))?;
-                let mut doc = old;
-                if ptype == PatchType::Merge {
-                    check_body_object(&patch)?;
-                    json_patch::merge(&mut doc, &patch);
-                } else {
-                    let p: json_patch::Patch = serde_json::from_value(patch)
-                        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-                    json_patch::patch(&mut doc, &p.0).map_err(|e| {
-                        ApiError::invalid(
-                            rd.group,
-                            rd.kind,
-                            name,
-                            &[FieldError::invalid_str("patch", "", &e.to_string())],
-                        )
-                    })?;
-                }
+                check_body_object(&patch)?;
+                json_patch::merge(&mut doc, &patch);
                 let out = self.write_existing(rd, ns, name, sub, doc, None, false, opts)?;
                 Ok((out, false))
             }
@@ -787,29 +755,10 @@ impl State {
             .cloned()
             .ok_or_else(|| ApiError::not_found(rd, name))?;
         let uid = meta_str(&old.obj, "uid").to_string();
-        let rv = meta_str(&old.obj, "resourceVersion").to_string();
-        if let Some(p) = options.pointer("/preconditions/uid").and_then(Value::as_str)
-            && p != uid
-        {
-            return Err(ApiError::precondition_failed(
-                rd,
-                ns,
-                name,
-                &format!("Precondition failed: UID in precondition: {p}, UID in object meta: {uid}"),
-            ));
-        }
-        if let Some(p) = options
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
-            && p != rv
-        {
-            return Err(ApiError::precondition_failed(
-                rd,
-                ns,
-                name,
-                &format!(
-                    "Precondition failed: ResourceVersion in precondition: {p}, ResourceVersion in object meta: {rv}"
-                ),
+        // No client of the fake deletes with preconditions; tests/api checks upstream's.
+        if options.get("preconditions").is_some_and(|p| !p.is_null()) {
+            return Err(ApiError::bad_request(
+                "the fake API server does not implement delete preconditions",
             ));
         }
         let has_finalizers = meta(&old.obj, "finalizers")
@@ -847,39 +796,6 @@ impl State {
             }),
             200,
         ))
-    }
-
-    /// DELETE of a collection.
-    pub fn delete_collection(
-        &mut self,
-        rd: &'static ResourceDef,
-        ns: Option<&str>,
-        q: &Query,
-        dry_run: bool,
-    ) -> Result<Value, ApiError> {
-        let (labels, fields) = Self::selectors(rd, q)?;
-        let keys: Vec<Key> = self
-            .matching(rd, ns, &labels, &fields)
-            .into_iter()
-            .map(|(k, _)| k.clone())
-            .collect();
-        let mut items = Vec::new();
-        for (_, kns, kname) in keys {
-            let (v, _) = self.delete(rd, &kns, &kname, &Value::Null, dry_run)?;
-            if v.get("kind").and_then(Value::as_str) == Some("Status") {
-                if let Some(s) = self.stored(rd, &kns, &kname) {
-                    items.push(s.render());
-                }
-            } else {
-                items.push(v);
-            }
-        }
-        Ok(json!({
-            "kind": format!("{}List", rd.kind),
-            "apiVersion": rd.api_version(),
-            "metadata": {"resourceVersion": self.rv.to_string()},
-            "items": items,
-        }))
     }
 
     /// Seeds an object directly, like writing to etcd: no strategy and no validation, but system

@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use serde_json::Value;
 
 use crate::field::{
-    BadValue, FieldError, child, index, key, validate_conditions, validate_dns1123_label, validate_dns1123_subdomain,
-    validate_driver_name, validate_interface_address, validate_labels_and_annotations, validate_pool_name,
-    validate_raw_extension, validate_resource_qualified_name,
+    BadValue, FieldError, child, go_quote, index, key, validate_conditions, validate_dns1123_label,
+    validate_dns1123_subdomain, validate_driver_name, validate_interface_address, validate_labels_and_annotations,
+    validate_pool_name, validate_raw_extension, validate_resource_qualified_name,
 };
 use crate::resources::{Kind, ResourceDef};
 
@@ -559,6 +559,18 @@ fn validate_claim_spec(spec: Option<&Value>) -> Vec<FieldError> {
     errs
 }
 
+/// A shared device ID as upstream prints it in a field error (the struct as JSON).
+fn shared_device_id_json(v: &Value) -> String {
+    let s = |k: &str| go_quote(v.get(k).and_then(Value::as_str).unwrap_or(""));
+    format!(
+        "{{\"Driver\":{},\"Pool\":{},\"Device\":{},\"ShareID\":{}}}",
+        s("driver"),
+        s("pool"),
+        s("device"),
+        s("shareID")
+    )
+}
+
 /// `driver/pool/device[/shareID]`, the `String()` of a shared device ID.
 fn device_id(v: &Value) -> String {
     let mut id = format!(
@@ -647,7 +659,7 @@ fn validate_claim_status(new: &Value, old: &Value) -> Vec<FieldError> {
         if !allocated.contains(&id) {
             errs.push(FieldError::invalid(
                 &p,
-                BadValue::Raw(id.clone()),
+                BadValue::Raw(shared_device_id_json(d)),
                 "must be an allocated device in the claim",
             ));
         }

@@ -1,12 +1,10 @@
 //! ResourceClaim status subresource, status validation and server-side apply of status.devices.
 
 use k8s_openapi::api::resource::v1::ResourceClaim;
-use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use multinic_testkit::FakeApiServer;
 use serde_json::{Value, json};
 
-use crate::{DRIVER, allocated_claim, apply_device_status, cause_fields, claim, claim_json, dev_status, status};
+use crate::{DRIVER, Scope, apply_device_status, cause_fields, claim, claim_json, dev_status, status};
 
 fn devices(c: &ResourceClaim) -> Vec<String> {
     c.status
@@ -36,8 +34,8 @@ fn managers(c: &ResourceClaim) -> Vec<(String, String, String)> {
 
 #[tokio::test]
 async fn create_ignores_status() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceClaim> = Api::default_namespaced(server.client());
+    let t = Scope::new("createstatus").await;
+    let api = t.claims();
     let mut c = claim_json("c1");
     c["status"] = json!({"allocation": {"devices": {"results": []}}});
     let created = api.create(&PostParams::default(), &claim(c)).await.expect("create");
@@ -46,8 +44,8 @@ async fn create_ignores_status() {
 
 #[tokio::test]
 async fn spec_is_immutable() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceClaim> = Api::default_namespaced(server.client());
+    let t = Scope::new("immutable").await;
+    let api = t.claims();
     let mut c = api
         .create(&PostParams::default(), &claim(claim_json("c1")))
         .await
@@ -75,9 +73,9 @@ async fn spec_is_immutable() {
 
 #[tokio::test]
 async fn main_resource_writes_ignore_status() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceClaim> = Api::default_namespaced(server.client());
-    allocated_claim(&server, "c1", &["eth1"]).await;
+    let t = Scope::new("mainstatus").await;
+    let api = t.claims();
+    t.allocated_claim("c1", &["eth1"]).await;
     let mut c = api.get("c1").await.expect("get");
     if let Some(st) = c.status.as_mut() {
         st.allocation = None;
@@ -103,9 +101,9 @@ async fn main_resource_writes_ignore_status() {
 
 #[tokio::test]
 async fn status_writes_ignore_spec_and_metadata() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceClaim> = Api::default_namespaced(server.client());
-    let before = allocated_claim(&server, "c1", &["eth1"]).await;
+    let t = Scope::new("statusspec").await;
+    let api = t.claims();
+    let before = t.allocated_claim("c1", &["eth1"]).await;
     let mut c = before.clone();
     if let Some(r) = c.spec.devices.as_mut().and_then(|d| d.requests.as_mut()) {
         r[0].name = "changed".into();
@@ -135,8 +133,8 @@ async fn status_writes_ignore_spec_and_metadata() {
 
 #[tokio::test]
 async fn status_device_must_be_allocated() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceClaim> = Api::default_namespaced(server.client());
+    let t = Scope::new("allocated").await;
+    let api = t.claims();
     api.create(&PostParams::default(), &claim(claim_json("unallocated")))
         .await
         .expect("create");
@@ -144,13 +142,13 @@ async fn status_device_must_be_allocated() {
     assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
     assert!(
         s.message.contains(
-            "status.devices[0]: Invalid value: multinic.dev/node-a/eth1: must be an allocated device in the claim"
+            "status.devices[0]: Invalid value: {\"Driver\":\"multinic.dev\",\"Pool\":\"node-a\",\"Device\":\"eth1\",\"ShareID\":\"\"}: must be an allocated device in the claim"
         ),
         "{}",
         s.message
     );
 
-    allocated_claim(&server, "c1", &["eth1"]).await;
+    t.allocated_claim("c1", &["eth1"]).await;
     let s = status(apply_device_status(&api, "c1", DRIVER, json!([dev_status("eth9", json!({}))])).await);
     assert_eq!(s.code, 422);
     assert_eq!(cause_fields(&s), vec!["status.devices[0]"]);
@@ -161,27 +159,27 @@ async fn status_device_must_be_allocated() {
 
 #[tokio::test]
 async fn status_on_missing_claim_is_not_found() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceClaim> = Api::default_namespaced(server.client());
+    let t = Scope::new("missing").await;
+    let api = t.claims();
     let s = status(apply_device_status(&api, "ghost", DRIVER, json!([dev_status("eth1", json!({}))])).await);
     assert_eq!((s.code, s.reason.as_str()), (404, "NotFound"));
 }
 
 #[tokio::test]
 async fn network_data_validation() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceClaim> = Api::default_namespaced(server.client());
-    allocated_claim(&server, "c1", &["eth1"]).await;
+    let t = Scope::new("networkdata").await;
+    let api = t.claims();
+    t.allocated_claim("c1", &["eth1"]).await;
     let cases: Vec<(Value, &str, &str)> = vec![
         (
             json!({"interfaceName": "x".repeat(257)}),
             "status.devices[0].networkData.interfaceName",
-            "Too long: must have at most 256 bytes",
+            "Too long: may not be more than 256 bytes",
         ),
         (
             json!({"hardwareAddress": "x".repeat(129)}),
             "status.devices[0].networkData.hardwareAddress",
-            "Too long: must have at most 128 bytes",
+            "Too long: may not be more than 128 bytes",
         ),
         (
             json!({"ips": (0..17).map(|i| format!("10.0.0.{i}/24")).collect::<Vec<_>>()}),
@@ -191,7 +189,7 @@ async fn network_data_validation() {
         (
             json!({"ips": ["10.0.0.1"]}),
             "status.devices[0].networkData.ips[0]",
-            "must be a valid CIDR value",
+            "must be a valid address in CIDR form, (e.g. 10.9.8.7/24 or 2001:db8::1/64)",
         ),
         (
             json!({"ips": ["2001:DB8::1/64"]}),
@@ -249,9 +247,9 @@ fn condition(ty: &str, reason: &str) -> Value {
 
 #[tokio::test]
 async fn conditions_and_data_validation() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceClaim> = Api::default_namespaced(server.client());
-    allocated_claim(&server, "c1", &["eth1"]).await;
+    let t = Scope::new("conditions").await;
+    let api = t.claims();
+    t.allocated_claim("c1", &["eth1"]).await;
     let nine: Vec<Value> = (0..9).map(|i| condition(&format!("C{i}"), "Ok")).collect();
     let s = status(
         apply_device_status(
@@ -287,7 +285,7 @@ async fn conditions_and_data_validation() {
     let s = status(apply_device_status(&api, "c1", DRIVER, json!([dev_status("eth1", json!({"data": big}))])).await);
     assert!(
         s.message
-            .contains("status.devices[0].data: Too long: must have at most 10240 bytes"),
+            .contains("status.devices[0].data: Too long: may not be more than 10240 bytes"),
         "{}",
         s.message
     );
@@ -306,9 +304,9 @@ async fn conditions_and_data_validation() {
 
 #[tokio::test]
 async fn status_devices_merge_by_key_across_managers() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceClaim> = Api::default_namespaced(server.client());
-    allocated_claim(&server, "c1", &["eth1", "eth2"]).await;
+    let t = Scope::new("mergekey").await;
+    let api = t.claims();
+    t.allocated_claim("c1", &["eth1", "eth2"]).await;
     apply_device_status(
         &api,
         "c1",
@@ -335,22 +333,18 @@ async fn status_devices_merge_by_key_across_managers() {
         m.contains(&("driver-b".into(), "Apply".into(), "status".into())),
         "{m:?}"
     );
-    let raw = server
-        .get("resource.k8s.io/v1", "resourceclaims", Some("default"), "c1")
-        .expect("stored");
-    let mf = raw["metadata"]["managedFields"]
-        .as_array()
-        .expect("managedFields")
-        .clone();
+    let mf = c.metadata.managed_fields.clone().expect("managedFields");
     let a = mf
         .iter()
-        .find(|e| e["manager"] == "driver-a")
-        .expect("entry of driver-a");
+        .find(|e| e.manager.as_deref() == Some("driver-a"))
+        .and_then(|e| e.fields_v1.clone())
+        .expect("fields of driver-a");
     assert!(
-        a["fieldsV1"]["f:status"]["f:devices"]
+        a.0["f:status"]["f:devices"]
             .get("k:{\"device\":\"eth1\",\"driver\":\"multinic.dev\",\"pool\":\"node-a\"}")
             .is_some(),
-        "{a}"
+        "{}",
+        a.0
     );
 
     // A re-applies without its entry: only A's entry goes.
@@ -390,9 +384,9 @@ async fn status_devices_merge_by_key_across_managers() {
 
 #[tokio::test]
 async fn apply_conflicts_between_managers() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceClaim> = Api::default_namespaced(server.client());
-    allocated_claim(&server, "c1", &["eth1"]).await;
+    let t = Scope::new("conflicts").await;
+    let api = t.claims();
+    t.allocated_claim("c1", &["eth1"]).await;
     apply_device_status(
         &api,
         "c1",
@@ -410,7 +404,8 @@ async fn apply_conflicts_between_managers() {
     )
     .await
     .expect("same value does not conflict");
-    // Different value: conflict.
+    // Different value: conflict. `data` is a RawExtension, atomic for server-side apply: the
+    // conflict is on the whole field, with both owners.
     let s = status(
         apply_device_status(
             &api,
@@ -429,7 +424,7 @@ async fn apply_conflicts_between_managers() {
     );
     assert!(
         s.message
-            .contains("- .status.devices[device=\"eth1\",driver=\"multinic.dev\",pool=\"node-a\"].data.v"),
+            .contains("- .status.devices[device=\"eth1\",driver=\"multinic.dev\",pool=\"node-a\"].data\n"),
         "{}",
         s.message
     );
@@ -454,8 +449,8 @@ async fn apply_conflicts_between_managers() {
 
 #[tokio::test]
 async fn allocation_through_status_is_validated_and_immutable() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceClaim> = Api::default_namespaced(server.client());
+    let t = Scope::new("allocation").await;
+    let api = t.claims();
     api.create(&PostParams::default(), &claim(claim_json("c1")))
         .await
         .expect("create");
@@ -484,9 +479,9 @@ async fn allocation_through_status_is_validated_and_immutable() {
 
 #[tokio::test]
 async fn deallocation_drops_device_status() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceClaim> = Api::default_namespaced(server.client());
-    allocated_claim(&server, "c1", &["eth1"]).await;
+    let t = Scope::new("dealloc").await;
+    let api = t.claims();
+    t.allocated_claim("c1", &["eth1"]).await;
     apply_device_status(&api, "c1", DRIVER, json!([dev_status("eth1", json!({}))]))
         .await
         .expect("status");
@@ -503,27 +498,29 @@ async fn deallocation_drops_device_status() {
 
 #[tokio::test]
 async fn owner_references_merge_by_uid() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceClaim> = Api::default_namespaced(server.client());
+    let t = Scope::new("owners").await;
+    let api = t.claims();
     let owner = |uid: &str, name: &str| json!({"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid});
-    let cfg = |refs: Value| {
-        let mut c = claim_json("c1");
-        c["metadata"]["ownerReferences"] = refs;
-        c
-    };
-    api.patch(
-        "c1",
-        &PatchParams::apply("a"),
-        &Patch::Apply(&cfg(json!([owner("u1", "p1")]))),
-    )
-    .await
-    .expect("a");
+    let mut cfg = claim_json("c1");
+    cfg["metadata"]["ownerReferences"] = json!([owner("u1", "p1")]);
+    api.patch("c1", &PatchParams::apply("a"), &Patch::Apply(&cfg))
+        .await
+        .expect("a");
+    // The claim's request list is atomic and was defaulted (allocationMode) after a's apply, so
+    // another manager applying the same, undefaulted spec changes it: a conflict.
+    let mut same_spec = claim_json("c1");
+    same_spec["metadata"]["ownerReferences"] = json!([owner("u2", "p2")]);
+    let s = status(
+        api.patch("c1", &PatchParams::apply("b"), &Patch::Apply(&same_spec))
+            .await,
+    );
+    assert_eq!(s.code, 409, "{}", s.message);
+    assert!(s.message.contains(".spec.devices.requests"), "{}", s.message);
+    // b applying only its owner reference: the list merges by uid.
+    let refs = json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+                      "metadata": {"name": "c1", "ownerReferences": [owner("u2", "p2")]}});
     let c = api
-        .patch(
-            "c1",
-            &PatchParams::apply("b"),
-            &Patch::Apply(&cfg(json!([owner("u2", "p2")]))),
-        )
+        .patch("c1", &PatchParams::apply("b"), &Patch::Apply(&refs))
         .await
         .expect("b");
     let uids: Vec<String> = c
@@ -538,9 +535,9 @@ async fn owner_references_merge_by_uid() {
 
 #[tokio::test]
 async fn applying_an_empty_device_list_removes_entries_with_nested_keyed_lists() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceClaim> = Api::default_namespaced(server.client());
-    allocated_claim(&server, "c1", &["eth1", "eth2"]).await;
+    let t = Scope::new("emptylist").await;
+    let api = t.claims();
+    t.allocated_claim("c1", &["eth1", "eth2"]).await;
     let entry = |d: &str| {
         dev_status(
             d,
@@ -554,12 +551,14 @@ async fn applying_an_empty_device_list_removes_entries_with_nested_keyed_lists()
         .await
         .expect("an empty list is valid and removes what the manager owned");
     assert!(devices(&c).is_empty(), "{:?}", devices(&c));
-    let raw = server
-        .get("resource.k8s.io/v1", "resourceclaims", Some("default"), "c1")
-        .expect("stored");
+    let stored = api.get("c1").await.expect("get");
     assert!(
-        raw["status"]["devices"].as_array().is_none_or(|d| d.is_empty()),
-        "no half-removed entry is left: {}",
-        raw["status"]
+        stored
+            .status
+            .as_ref()
+            .and_then(|s| s.devices.as_ref())
+            .is_none_or(|d| d.is_empty()),
+        "no half-removed entry is left: {:?}",
+        stored.status
     );
 }

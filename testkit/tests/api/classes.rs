@@ -3,44 +3,42 @@
 use either::Either;
 use k8s_openapi::api::resource::v1::DeviceClass;
 use kube::Api;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
-use multinic_testkit::FakeApiServer;
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
-use crate::{cause_fields, status};
+use crate::{Scope, cause_fields, multinic_api, status};
 
-fn class_json(name: &str, selectors: usize, configs: usize) -> Value {
+fn class_json(t: &Scope, base: &str, selectors: usize, configs: usize) -> Value {
     let sel: Vec<Value> = (0..selectors)
         .map(|i| json!({"cel": {"expression": format!("device.attributes[\"multinic.dev\"].railIndex == {i}")}}))
         .collect();
     let cfg: Vec<Value> = (0..configs)
         .map(|i| json!({"opaque": {"driver": "multinic.dev", "parameters": {"network": format!("n{i}")}}}))
         .collect();
-    json!({"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass", "metadata": {"name": name},
+    json!({"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass", "metadata": {"name": t.name(base)},
            "spec": {"selectors": sel, "config": cfg}})
 }
 
-async fn create(server: &FakeApiServer, v: Value) -> Result<DeviceClass, kube::Error> {
-    let api: Api<DeviceClass> = Api::all(server.client());
+async fn create(t: &Scope, v: Value) -> Result<DeviceClass, kube::Error> {
     let c: DeviceClass = serde_json::from_value(v).expect("class fixture");
-    api.create(&PostParams::default(), &c).await
+    t.classes().create(&PostParams::default(), &c).await
 }
 
 #[tokio::test]
 async fn device_class_limits() {
-    let server = FakeApiServer::start().await;
-    let c = create(&server, class_json("ok", 32, 32))
+    let t = Scope::new("classlimits").await;
+    let c = create(&t, class_json(&t, "ok", 32, 32))
         .await
         .expect("32 selectors and configs are fine");
     assert_eq!(c.metadata.generation, Some(1));
-    let s = status(create(&server, class_json("sel", 33, 0)).await);
+    let s = status(create(&t, class_json(&t, "sel", 33, 0)).await);
     assert!(
         s.message
             .contains("spec.selectors: Too many: 33: must have at most 32 items"),
         "{}",
         s.message
     );
-    let s = status(create(&server, class_json("cfg", 0, 33)).await);
+    let s = status(create(&t, class_json(&t, "cfg", 0, 33)).await);
     assert!(
         s.message
             .contains("spec.config: Too many: 33: must have at most 32 items"),
@@ -48,48 +46,44 @@ async fn device_class_limits() {
         s.message
     );
 
-    let mut v = class_json("big", 1, 1);
+    let mut v = class_json(&t, "big", 1, 1);
     v["spec"]["config"][0]["opaque"]["parameters"] = json!({"blob": "x".repeat(10 * 1024)});
-    let s = status(create(&server, v).await);
+    let s = status(create(&t, v).await);
     assert!(
         s.message
-            .contains("spec.config[0].opaque.parameters: Too long: must have at most 10240 bytes"),
+            .contains("spec.config[0].opaque.parameters: Too long: may not be more than 10240 bytes"),
         "{}",
         s.message
     );
-    let mut v = class_json("arr", 1, 1);
+    let mut v = class_json(&t, "arr", 1, 1);
     v["spec"]["config"][0]["opaque"]["parameters"] = json!([1]);
-    let s = status(create(&server, v).await);
+    let s = status(create(&t, v).await);
     assert!(s.message.contains("must be a valid JSON object"), "{}", s.message);
-    let mut v = class_json("drv", 1, 1);
+    let mut v = class_json(&t, "drv", 1, 1);
     v["spec"]["config"][0]["opaque"]["driver"] = json!("Not A Driver");
-    let s = status(create(&server, v).await);
+    let s = status(create(&t, v).await);
     assert_eq!(cause_fields(&s), vec!["spec.config[0].opaque.driver"]);
-    let mut v = class_json("cel", 1, 0);
+    let mut v = class_json(&t, "cel", 1, 0);
     v["spec"]["selectors"][0] = json!({});
-    let s = status(create(&server, v).await);
+    let s = status(create(&t, v).await);
     assert_eq!(cause_fields(&s), vec!["spec.selectors[0].cel"]);
 }
 
 #[tokio::test]
 async fn device_class_generation() {
-    let server = FakeApiServer::start().await;
-    let api: Api<DeviceClass> = Api::all(server.client());
-    create(&server, class_json("c", 1, 0)).await.expect("create");
+    let t = Scope::new("classgen").await;
+    let api = t.classes();
+    create(&t, class_json(&t, "c", 1, 0)).await.expect("create");
     let p = json!({"spec": {"selectors": [{"cel": {"expression": "true"}}]}});
     let c = api
-        .patch("c", &PatchParams::default(), &Patch::Merge(&p))
+        .patch(&t.name("c"), &PatchParams::default(), &Patch::Merge(&p))
         .await
         .expect("patch");
     assert_eq!(c.metadata.generation, Some(2));
 }
 
-fn networks_api(server: &FakeApiServer) -> Api<DynamicObject> {
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("multinic.dev", "v1alpha1", "MultiNicNetwork"),
-        "multinicnetworks",
-    );
-    Api::all_with(server.client(), &ar)
+fn networks_api(t: &Scope) -> Api<DynamicObject> {
+    multinic_api(t.client.clone(), "MultiNicNetwork", "multinicnetworks")
 }
 
 fn network(name: &str, subnet: &str) -> Value {
@@ -103,9 +97,10 @@ fn dynamic(v: Value) -> DynamicObject {
 
 #[tokio::test]
 async fn custom_resource_status_subresource() {
-    let server = FakeApiServer::start().await;
-    let api = networks_api(&server);
-    let mut v = network("rails", "192.168.0.0/16");
+    let t = Scope::new("crstatus").await;
+    let api = networks_api(&t);
+    let name = t.name("rails");
+    let mut v = network(&name, "192.168.0.0/16");
     v["status"] = json!({"nodes": 3});
     let created = api.create(&PostParams::default(), &dynamic(v)).await.expect("create");
     assert!(created.data.get("status").is_none(), "status is dropped on create");
@@ -113,50 +108,57 @@ async fn custom_resource_status_subresource() {
 
     // Status apply changes only status; generation stays.
     let cond = |ty: &str| json!({"type": ty, "status": "True", "reason": "Ok", "message": "", "lastTransitionTime": "2025-01-01T00:00:00Z"});
-    let st = json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "MultiNicNetwork", "metadata": {"name": "rails"},
+    let st = json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "MultiNicNetwork", "metadata": {"name": name},
                     "spec": {"ipam": {"subnet": "10.0.0.0/8"}}, "status": {"conditions": [cond("Ready")]}});
     let o = api
-        .patch_status("rails", &PatchParams::apply("controller"), &Patch::Apply(&st))
+        .patch_status(&name, &PatchParams::apply("controller"), &Patch::Apply(&st))
         .await
         .expect("status apply");
     assert_eq!(o.data["spec"]["ipam"]["subnet"], "192.168.0.0/16");
     assert_eq!(o.metadata.generation, Some(1));
-    // Conditions merge by type across managers.
-    let st2 = json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "MultiNicNetwork", "metadata": {"name": "rails"},
+    // The CRD's conditions list has no list type, so it is atomic: another manager's
+    // conditions conflict with the first one's, and a forced apply replaces the whole list.
+    let st2 = json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "MultiNicNetwork", "metadata": {"name": name},
                      "status": {"conditions": [cond("Synced")]}});
+    let s = status(
+        api.patch_status(&name, &PatchParams::apply("other"), &Patch::Apply(&st2))
+            .await,
+    );
+    assert_eq!(s.code, 409, "{}", s.message);
+    assert!(s.message.contains(".status.conditions"), "{}", s.message);
     let o = api
-        .patch_status("rails", &PatchParams::apply("other"), &Patch::Apply(&st2))
+        .patch_status(&name, &PatchParams::apply("other").force(), &Patch::Apply(&st2))
         .await
-        .expect("status apply 2");
+        .expect("forced status apply");
     let types: Vec<&str> = o.data["status"]["conditions"]
         .as_array()
         .expect("conditions")
         .iter()
         .filter_map(|c| c["type"].as_str())
         .collect();
-    assert_eq!(types, vec!["Ready", "Synced"]);
+    assert_eq!(types, vec!["Synced"]);
 
-    // The POST made its client ("unknown": no fieldManager, no user agent) own the spec, so
-    // another manager changing it conflicts unless it forces.
-    let cfg = network("rails", "10.0.0.0/8");
+    // The POST made its client own the spec, so another manager changing it conflicts unless it
+    // forces.
+    let cfg = network(&name, "10.0.0.0/8");
     let s = status(
-        api.patch("rails", &PatchParams::apply("controller"), &Patch::Apply(&cfg))
+        api.patch(&name, &PatchParams::apply("controller"), &Patch::Apply(&cfg))
             .await,
     );
     assert_eq!(s.code, 409);
     assert!(s.message.contains(".spec.ipam.subnet"), "{}", s.message);
     // Spec change on the main resource bumps generation and keeps status.
     let o = api
-        .patch("rails", &PatchParams::apply("controller").force(), &Patch::Apply(&cfg))
+        .patch(&name, &PatchParams::apply("controller").force(), &Patch::Apply(&cfg))
         .await
         .expect("apply");
     assert_eq!(o.metadata.generation, Some(2));
-    assert_eq!(o.data["status"]["conditions"].as_array().map(Vec::len), Some(2));
+    assert_eq!(o.data["status"]["conditions"].as_array().map(Vec::len), Some(1));
 
     // Custom resources require a resourceVersion on PUT.
-    let mut cur = api.get("rails").await.expect("get");
+    let mut cur = api.get(&name).await.expect("get");
     cur.metadata.resource_version = None;
-    let s = status(api.replace("rails", &PostParams::default(), &cur).await);
+    let s = status(api.replace(&name, &PostParams::default(), &cur).await);
     assert_eq!(s.code, 422);
     assert!(
         s.message
@@ -165,42 +167,39 @@ async fn custom_resource_status_subresource() {
         s.message
     );
 
-    // Delete returns the object for custom resources.
-    match api.delete("rails", &DeleteParams::default()).await.expect("delete") {
-        Either::Left(o) => assert_eq!(o.metadata.name.as_deref(), Some("rails")),
-        Either::Right(s) => panic!("expected the deleted object, got {s:?}"),
+    // Delete of a custom resource answers a Status naming it.
+    match api.delete(&name, &DeleteParams::default()).await.expect("delete") {
+        Either::Right(s) => {
+            assert!(s.is_success(), "{s:?}");
+            assert_eq!(s.details.map(|d| d.name), Some(name.clone()));
+        }
+        Either::Left(o) => panic!("expected a Status, got {o:?}"),
     }
 }
 
 #[tokio::test]
 async fn nic_node_blocks_are_served() {
-    let server = FakeApiServer::start().await;
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("multinic.dev", "v1alpha1", "NicNodeBlocks"),
-        "nicnodeblocks",
-    );
-    let api: Api<DynamicObject> = Api::all_with(server.client(), &ar);
-    let v = json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "NicNodeBlocks", "metadata": {"name": "rails.node-a"},
-                   "spec": {"node": "node-a", "blocks": ["192.168.4.0/24"]}});
-    api.patch(
-        "rails.node-a",
-        &PatchParams::apply("multinic-controller"),
-        &Patch::Apply(&v),
-    )
-    .await
-    .expect("apply-create");
-    assert!(
-        server
-            .get("multinic.dev/v1alpha1", "NicNodeBlocks", None, "rails.node-a")
-            .is_some()
-    );
-    // No status subresource (as in multinic-api): /status is not found, status is a plain field.
-    assert_eq!(status(api.get_status("rails.node-a").await).code, 404);
-    let p = json!({"status": {"note": "x"}});
+    let t = Scope::new("blocks").await;
+    let api = multinic_api(t.client.clone(), "NicNodeBlocks", "nicnodeblocks");
+    let name = t.name("rails.node-a");
+    let v = json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "NicNodeBlocks", "metadata": {"name": name},
+                   "spec": {"network": "rails", "nodeName": "node-a", "hostIndex": 3,
+                            "blocks": [{"railIndex": 0, "cidr": "192.168.4.0/24"}]}});
+    let created = api
+        .patch(&name, &PatchParams::apply("multinic-controller"), &Patch::Apply(&v))
+        .await
+        .expect("apply-create");
+    assert_eq!(created.data["spec"]["blocks"][0]["cidr"], "192.168.4.0/24");
+    // No status subresource (as in multinic-api): /status is not found.
+    assert_eq!(status(api.get_status(&name).await).code, 404);
+    // The schema has no status and no unknown fields: a written status is pruned, the write is
+    // a no-op and the generation stays.
+    let p = json!({"status": {"note": "x"}, "spec": {"unknown": 1}});
     let o = api
-        .patch("rails.node-a", &PatchParams::default(), &Patch::Merge(&p))
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&p))
         .await
         .expect("merge");
-    assert_eq!(o.data["status"]["note"], "x");
-    assert_eq!(o.metadata.generation, Some(2));
+    assert!(o.data.get("status").is_none(), "{:?}", o.data);
+    assert!(o.data["spec"].get("unknown").is_none(), "{:?}", o.data);
+    assert_eq!(o.metadata.generation, Some(1));
 }

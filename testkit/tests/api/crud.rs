@@ -1,18 +1,17 @@
-//! Generic verbs, errors, preconditions, selectors, faults and the request log.
+//! Generic verbs, errors, preconditions, selectors and pagination.
 
 use either::Either;
 use k8s_openapi::api::resource::v1::{ResourceClaim, ResourceSlice};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use multinic_testkit::FakeApiServer;
 use serde_json::json;
 
-use crate::{claim, claim_json, raw, slice, slice_json, status};
+use crate::{Scope, claim, claim_json, ours, raw, slice, status};
 
 #[tokio::test]
 async fn create_get_list_delete() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceClaim> = Api::default_namespaced(server.client());
+    let t = Scope::new("crud").await;
+    let api = t.claims();
     let created = api
         .create(&PostParams::default(), &claim(claim_json("c1")))
         .await
@@ -41,49 +40,45 @@ async fn create_get_list_delete() {
     assert_eq!(list.items.len(), 1);
     assert!(list.metadata.resource_version.is_some());
 
+    // The resource.k8s.io registries set ReturnDeletedObject: the answer is the claim, not a Status.
     match api.delete("c1", &DeleteParams::default()).await.expect("delete") {
-        Either::Right(s) => {
-            assert!(s.is_success());
-            assert_eq!(s.details.map(|d| d.uid), Some(uid));
-        }
-        Either::Left(o) => panic!("built-in resources return a Status on delete, got {o:?}"),
+        Either::Left(o) => assert_eq!(o.metadata.uid, Some(uid)),
+        Either::Right(s) => panic!("expected the deleted claim, got {s:?}"),
     }
     let s = status(api.get("c1").await);
     assert_eq!((s.code, s.reason.as_str()), (404, "NotFound"));
     assert_eq!(s.message, "resourceclaims.resource.k8s.io \"c1\" not found");
-    assert!(
-        server
-            .get("resource.k8s.io/v1", "ResourceClaim", Some("default"), "c1")
-            .is_none()
-    );
 }
 
 #[tokio::test]
 async fn create_existing_is_already_exists() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceSlice> = Api::all(server.client());
-    api.create(&PostParams::default(), &slice(slice_json("s1", "node-a", 1)))
+    let t = Scope::new("exists").await;
+    let api = t.slices();
+    api.create(&PostParams::default(), &slice(t.slice_json("s1", "node-a", 1)))
         .await
         .expect("create");
     let s = status(
-        api.create(&PostParams::default(), &slice(slice_json("s1", "node-a", 1)))
+        api.create(&PostParams::default(), &slice(t.slice_json("s1", "node-a", 1)))
             .await,
     );
     assert_eq!((s.code, s.reason.as_str()), (409, "AlreadyExists"));
-    assert_eq!(s.message, "resourceslices.resource.k8s.io \"s1\" already exists");
+    assert_eq!(
+        s.message,
+        format!("resourceslices.resource.k8s.io \"{}\" already exists", t.name("s1"))
+    );
 }
 
 #[tokio::test]
-async fn resource_version_is_one_global_counter() {
-    let server = FakeApiServer::start().await;
-    let claims: Api<ResourceClaim> = Api::default_namespaced(server.client());
-    let slices: Api<ResourceSlice> = Api::all(server.client());
+async fn resource_versions_grow_across_kinds() {
+    let t = Scope::new("rv").await;
+    let claims = t.claims();
+    let slices = t.slices();
     let a = claims
         .create(&PostParams::default(), &claim(claim_json("c1")))
         .await
         .expect("claim");
     let b = slices
-        .create(&PostParams::default(), &slice(slice_json("s1", "node-a", 1)))
+        .create(&PostParams::default(), &slice(t.slice_json("s1", "node-a", 1)))
         .await
         .expect("slice");
     let c = claims
@@ -97,51 +92,54 @@ async fn resource_version_is_one_global_counter() {
         rv(&c.metadata.resource_version),
     );
     assert!(a < b && b < c, "{a} {b} {c}");
-    assert_eq!(server.resource_version(), c);
 }
 
 #[tokio::test]
 async fn stale_resource_version_on_put_conflicts() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceSlice> = Api::all(server.client());
+    let t = Scope::new("stale").await;
+    let api = t.slices();
+    let name = t.name("s1");
     let first = api
-        .create(&PostParams::default(), &slice(slice_json("s1", "node-a", 1)))
+        .create(&PostParams::default(), &slice(t.slice_json("s1", "node-a", 1)))
         .await
         .expect("create");
     let mut second = first.clone();
     second.metadata.labels = Some([("a".to_string(), "b".to_string())].into());
     let updated = api
-        .replace("s1", &PostParams::default(), &second)
+        .replace(&name, &PostParams::default(), &second)
         .await
         .expect("update");
     assert_ne!(updated.metadata.resource_version, first.metadata.resource_version);
     // `first` carries the old resourceVersion now.
-    let s = status(api.replace("s1", &PostParams::default(), &first).await);
+    let s = status(api.replace(&name, &PostParams::default(), &first).await);
     assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
     assert_eq!(
         s.message,
-        "Operation cannot be fulfilled on resourceslices.resource.k8s.io \"s1\": the object has been modified; please apply your changes to the latest version and try again"
+        format!(
+            "Operation cannot be fulfilled on resourceslices.resource.k8s.io \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+        )
     );
     // Without a resourceVersion the update is unconditional for resource.k8s.io (AllowUnconditionalUpdate).
     let mut unconditional = updated.clone();
     unconditional.metadata.resource_version = None;
     unconditional.metadata.labels = Some([("a".to_string(), "c".to_string())].into());
-    api.replace("s1", &PostParams::default(), &unconditional)
+    api.replace(&name, &PostParams::default(), &unconditional)
         .await
         .expect("unconditional update");
 }
 
 #[tokio::test]
 async fn put_with_other_uid_fails_the_uid_precondition() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceSlice> = Api::all(server.client());
+    let t = Scope::new("putuid").await;
+    let api = t.slices();
+    let name = t.name("s1");
     let mut obj = api
-        .create(&PostParams::default(), &slice(slice_json("s1", "node-a", 1)))
+        .create(&PostParams::default(), &slice(t.slice_json("s1", "node-a", 1)))
         .await
         .expect("create");
     let real = obj.metadata.uid.clone().expect("uid");
     obj.metadata.uid = Some("6a4b1c6e-0000-4000-8000-000000000000".into());
-    let s = status(api.replace("s1", &PostParams::default(), &obj).await);
+    let s = status(api.replace(&name, &PostParams::default(), &obj).await);
     assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
     assert!(
         s.message.contains(&format!(
@@ -154,15 +152,16 @@ async fn put_with_other_uid_fails_the_uid_precondition() {
 
 #[tokio::test]
 async fn apply_with_other_uid_is_rejected() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceSlice> = Api::all(server.client());
-    api.create(&PostParams::default(), &slice(slice_json("s1", "node-a", 1)))
+    let t = Scope::new("applyuid").await;
+    let api = t.slices();
+    let name = t.name("s1");
+    api.create(&PostParams::default(), &slice(t.slice_json("s1", "node-a", 1)))
         .await
         .expect("create");
-    let mut cfg = slice_json("s1", "node-a", 1);
+    let mut cfg = t.slice_json("s1", "node-a", 1);
     cfg["metadata"]["uid"] = json!("6a4b1c6e-0000-4000-8000-000000000000");
     // Upstream (kubernetes#127625): an apply naming another uid fails as an immutable-field change.
-    let s = status(api.patch("s1", &PatchParams::apply("a"), &Patch::Apply(&cfg)).await);
+    let s = status(api.patch(&name, &PatchParams::apply("a"), &Patch::Apply(&cfg)).await);
     assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
     assert!(
         s.message
@@ -171,9 +170,10 @@ async fn apply_with_other_uid_is_rejected() {
         s.message
     );
     // An apply naming a uid cannot create an object.
-    let mut cfg = slice_json("s2", "node-b", 1);
+    let name2 = t.name("s2");
+    let mut cfg = t.slice_json("s2", "node-b", 1);
     cfg["metadata"]["uid"] = json!("6a4b1c6e-0000-4000-8000-000000000000");
-    let s = status(api.patch("s2", &PatchParams::apply("a"), &Patch::Apply(&cfg)).await);
+    let s = status(api.patch(&name2, &PatchParams::apply("a"), &Patch::Apply(&cfg)).await);
     assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
     assert!(
         s.message.contains("uid mismatch: the provided object specified uid"),
@@ -181,20 +181,21 @@ async fn apply_with_other_uid_is_rejected() {
         s.message
     );
     // A matching uid works as a guard.
-    let real = api.get("s1").await.expect("get").metadata.uid.expect("uid");
-    let mut cfg = slice_json("s1", "node-a", 1);
+    let real = api.get(&name).await.expect("get").metadata.uid.expect("uid");
+    let mut cfg = t.slice_json("s1", "node-a", 1);
     cfg["metadata"]["uid"] = json!(real);
-    api.patch("s1", &PatchParams::apply("a"), &Patch::Apply(&cfg))
+    api.patch(&name, &PatchParams::apply("a"), &Patch::Apply(&cfg))
         .await
         .expect("apply with matching uid");
 }
 
 #[tokio::test]
 async fn delete_preconditions() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceSlice> = Api::all(server.client());
+    let t = Scope::new("delpre").await;
+    let api = t.slices();
+    let name = t.name("s1");
     let obj = api
-        .create(&PostParams::default(), &slice(slice_json("s1", "node-a", 1)))
+        .create(&PostParams::default(), &slice(t.slice_json("s1", "node-a", 1)))
         .await
         .expect("create");
     let wrong_uid = DeleteParams {
@@ -204,11 +205,14 @@ async fn delete_preconditions() {
         }),
         ..DeleteParams::default()
     };
-    let s = status(api.delete("s1", &wrong_uid).await);
+    let s = status(api.delete(&name, &wrong_uid).await);
     assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
-    assert!(
-        s.message
-            .contains("Precondition failed: UID in precondition: 00000000-0000-4000-8000-000000000000")
+    let real_uid = obj.metadata.uid.clone().unwrap_or_default();
+    assert_eq!(
+        s.message,
+        format!(
+            "Operation cannot be fulfilled on ResourceSlice.resource.k8s.io \"{name}\": the UID in the precondition (00000000-0000-4000-8000-000000000000) does not match the UID in record ({real_uid}). The object might have been deleted and then recreated"
+        )
     );
     let wrong_rv = DeleteParams {
         preconditions: Some(Preconditions {
@@ -217,13 +221,14 @@ async fn delete_preconditions() {
         }),
         ..DeleteParams::default()
     };
-    let s = status(api.delete("s1", &wrong_rv).await);
+    let s = status(api.delete(&name, &wrong_rv).await);
     assert_eq!(s.code, 409);
-    assert!(
-        s.message
-            .contains("Precondition failed: ResourceVersion in precondition: 999"),
-        "{}",
-        s.message
+    let real_rv = obj.metadata.resource_version.clone().unwrap_or_default();
+    assert_eq!(
+        s.message,
+        format!(
+            "Operation cannot be fulfilled on ResourceSlice.resource.k8s.io \"{name}\": the ResourceVersion in the precondition (999) does not match the ResourceVersion in record ({real_rv}). The object might have been modified"
+        )
     );
     let right = DeleteParams {
         preconditions: Some(Preconditions {
@@ -232,45 +237,37 @@ async fn delete_preconditions() {
         }),
         ..DeleteParams::default()
     };
-    api.delete("s1", &right)
+    api.delete(&name, &right)
         .await
         .expect("delete with matching preconditions");
-    assert!(server.list("resource.k8s.io/v1", "resourceslices", None).is_empty());
+    assert_eq!(status(api.get(&name).await).code, 404);
 }
 
 #[tokio::test]
 async fn finalizers_delay_deletion() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceSlice> = Api::all(server.client());
-    let mut s = slice(slice_json("s1", "node-a", 1));
+    let t = Scope::new("finalizers").await;
+    let api = t.slices();
+    let name = t.name("s1");
+    let mut s = slice(t.slice_json("s1", "node-a", 1));
     s.metadata.finalizers = Some(vec!["multinic.dev/cleanup".into()]);
     api.create(&PostParams::default(), &s).await.expect("create");
-    match api.delete("s1", &DeleteParams::default()).await.expect("delete") {
+    match api.delete(&name, &DeleteParams::default()).await.expect("delete") {
         Either::Left(o) => assert!(o.metadata.deletion_timestamp.is_some()),
         Either::Right(s) => panic!("expected the object pending finalization, got {s:?}"),
     }
     let patch = json!({"metadata": {"finalizers": null}});
-    api.patch("s1", &PatchParams::default(), &Patch::Merge(&patch))
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("remove finalizer");
-    assert_eq!(status(api.get("s1").await).code, 404);
+    assert_eq!(status(api.get(&name).await).code, 404);
 }
 
 #[tokio::test]
 async fn apply_without_field_manager_is_invalid() {
-    let server = FakeApiServer::start().await;
-    let client = server.client();
-    let body = slice_json("s1", "node-a", 1).to_string();
-    let s = status(
-        raw(
-            &client,
-            "PATCH",
-            "/apis/resource.k8s.io/v1/resourceslices/s1",
-            "application/apply-patch+yaml",
-            &body,
-        )
-        .await,
-    );
+    let t = Scope::new("nomanager").await;
+    let path = format!("/apis/resource.k8s.io/v1/resourceslices/{}", t.name("s1"));
+    let body = t.slice_json("s1", "node-a", 1).to_string();
+    let s = status(raw(&t.client, "PATCH", &path, "application/apply-patch+yaml", &body).await);
     // Upstream validates PatchOptions: 422, not 400.
     assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
     assert_eq!(
@@ -279,9 +276,9 @@ async fn apply_without_field_manager_is_invalid() {
     );
     let s = status(
         raw(
-            &client,
+            &t.client,
             "PATCH",
-            "/apis/resource.k8s.io/v1/resourceslices/s1?force=true",
+            &format!("{path}?force=true"),
             "application/merge-patch+json",
             "{}",
         )
@@ -290,17 +287,19 @@ async fn apply_without_field_manager_is_invalid() {
     assert_eq!(s.code, 422);
     assert!(
         s.message
-            .contains("force: Forbidden: may not be specified for non-apply patch")
+            .contains("force: Forbidden: may not be specified for non-apply patch"),
+        "{}",
+        s.message
     );
 }
 
 #[tokio::test]
 async fn unsupported_media_type_and_method() {
-    let server = FakeApiServer::start().await;
-    let client = server.client();
+    let t = Scope::new("media").await;
+    let client = &t.client;
     let s = status(
         raw(
-            &client,
+            client,
             "POST",
             "/apis/resource.k8s.io/v1/resourceslices",
             "text/plain",
@@ -311,21 +310,21 @@ async fn unsupported_media_type_and_method() {
     assert_eq!((s.code, s.reason.as_str()), (415, "UnsupportedMediaType"));
     let s = status(
         raw(
-            &client,
+            client,
             "PATCH",
-            "/apis/multinic.dev/v1alpha1/multinicnetworks/n",
+            &format!("/apis/multinic.dev/v1alpha1/multinicnetworks/{}", t.name("n")),
             "application/strategic-merge-patch+json",
             "{}",
         )
         .await,
     );
     assert_eq!((s.code, s.reason.as_str()), (415, "UnsupportedMediaType"));
-    assert!(s.message.contains("application/apply-patch+yaml"));
+    assert!(s.message.contains("application/apply-patch+yaml"), "{}", s.message);
     let s = status(
         raw(
-            &client,
+            client,
             "POST",
-            "/apis/resource.k8s.io/v1/resourceslices/s1",
+            &format!("/apis/resource.k8s.io/v1/resourceslices/{}", t.name("s1")),
             "application/json",
             "{}",
         )
@@ -334,7 +333,7 @@ async fn unsupported_media_type_and_method() {
     assert_eq!((s.code, s.reason.as_str()), (405, "MethodNotAllowed"));
     let s = status(
         raw(
-            &client,
+            client,
             "GET",
             "/apis/resource.k8s.io/v1/widgets",
             "application/json",
@@ -345,7 +344,7 @@ async fn unsupported_media_type_and_method() {
     assert_eq!(s.code, 404);
     let s = status(
         raw(
-            &client,
+            client,
             "POST",
             "/apis/resource.k8s.io/v1/resourceslices",
             "application/json",
@@ -358,13 +357,12 @@ async fn unsupported_media_type_and_method() {
 
 #[tokio::test]
 async fn wrongly_typed_fields_are_bad_requests() {
-    let server = FakeApiServer::start().await;
-    let client = server.client();
-    let mut v = slice_json("s1", "node-a", 1);
+    let t = Scope::new("types").await;
+    let mut v = t.slice_json("s1", "node-a", 1);
     v["spec"]["pool"]["generation"] = json!("one");
     let s = status(
         raw(
-            &client,
+            &t.client,
             "POST",
             "/apis/resource.k8s.io/v1/resourceslices",
             "application/json",
@@ -383,28 +381,29 @@ async fn wrongly_typed_fields_are_bad_requests() {
 
 #[tokio::test]
 async fn generation_changes_with_the_spec_only() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceSlice> = Api::all(server.client());
+    let t = Scope::new("generation").await;
+    let api = t.slices();
+    let name = t.name("s1");
     let created = api
-        .create(&PostParams::default(), &slice(slice_json("s1", "node-a", 1)))
+        .create(&PostParams::default(), &slice(t.slice_json("s1", "node-a", 1)))
         .await
         .expect("create");
     assert_eq!(created.metadata.generation, Some(1));
     let labels = json!({"metadata": {"labels": {"x": "y"}}});
     let relabeled = api
-        .patch("s1", &PatchParams::default(), &Patch::Merge(&labels))
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&labels))
         .await
         .expect("label");
     assert_eq!(relabeled.metadata.generation, Some(1));
     let spec = json!({"spec": {"pool": {"generation": 2}}});
     let respec = api
-        .patch("s1", &PatchParams::default(), &Patch::Merge(&spec))
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&spec))
         .await
         .expect("spec");
     assert_eq!(respec.metadata.generation, Some(2));
     // A no-op write does not bump the resourceVersion.
     let again = api
-        .patch("s1", &PatchParams::default(), &Patch::Merge(&spec))
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&spec))
         .await
         .expect("no-op");
     assert_eq!(again.metadata.resource_version, respec.metadata.resource_version);
@@ -412,109 +411,117 @@ async fn generation_changes_with_the_spec_only() {
 
 #[tokio::test]
 async fn selectors() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceSlice> = Api::all(server.client());
+    let t = Scope::new("selectors").await;
+    let api = t.slices();
     for (name, node, tier) in [
         ("s1", "node-a", "gold"),
         ("s2", "node-b", "silver"),
         ("s3", "node-a", "bronze"),
     ] {
-        let mut s = slice(slice_json(name, node, 1));
+        let mut s = slice(t.slice_json(name, node, 1));
         s.metadata.labels = Some([("tier".to_string(), tier.to_string())].into());
         api.create(&PostParams::default(), &s).await.expect("create");
     }
-    let names = |l: kube::core::ObjectList<ResourceSlice>| -> Vec<String> {
-        l.items.into_iter().filter_map(|s| s.metadata.name).collect()
+    let scope = &t;
+    let list = |lp: ListParams| {
+        let api = api.clone();
+        async move { ours(scope, api.list(&lp).await.expect("list").items) }
     };
-    let l = api
-        .list(&ListParams::default().fields("spec.nodeName=node-a"))
-        .await
-        .expect("list");
-    assert_eq!(names(l), vec!["s1", "s3"]);
-    let l = api
-        .list(&ListParams::default().fields("spec.nodeName=node-a,spec.driver=multinic.dev,metadata.name!=s1"))
-        .await
-        .expect("list");
-    assert_eq!(names(l), vec!["s3"]);
-    let l = api
-        .list(&ListParams::default().labels("tier in (gold,silver)"))
-        .await
-        .expect("list");
-    assert_eq!(names(l), vec!["s1", "s2"]);
-    let l = api
-        .list(&ListParams::default().labels("tier!=gold,tier"))
-        .await
-        .expect("list");
-    assert_eq!(names(l), vec!["s2", "s3"]);
-    let l = api.list(&ListParams::default().labels("!tier")).await.expect("list");
-    assert!(names(l).is_empty());
+    let node_a = t.name("node-a");
+    assert_eq!(
+        list(ListParams::default().fields(&format!("spec.nodeName={node_a}"))).await,
+        vec!["s1", "s3"]
+    );
+    let fields = format!(
+        "spec.nodeName={node_a},spec.driver=multinic.dev,metadata.name!={}",
+        t.name("s1")
+    );
+    assert_eq!(list(ListParams::default().fields(&fields)).await, vec!["s3"]);
+    assert_eq!(
+        list(ListParams::default().labels("tier in (gold,silver)")).await,
+        vec!["s1", "s2"]
+    );
+    assert_eq!(
+        list(ListParams::default().labels("tier!=gold,tier")).await,
+        vec!["s2", "s3"]
+    );
+    assert!(list(ListParams::default().labels("!tier")).await.is_empty());
     // Upstream only supports metadata.name, spec.nodeName and spec.driver for slices.
-    let s = status(api.list(&ListParams::default().fields("spec.pool.name=node-a")).await);
+    let s = status(
+        api.list(&ListParams::default().fields(&format!("spec.pool.name={node_a}")))
+            .await,
+    );
     assert_eq!((s.code, s.reason.as_str()), (400, "BadRequest"));
     assert!(s.message.contains("field label not supported"), "{}", s.message);
     // Claims: metadata.namespace works.
-    let claims: Api<ResourceClaim> = Api::all(server.client());
-    assert!(
-        claims
-            .list(&ListParams::default().fields("metadata.namespace=default"))
-            .await
-            .expect("list")
-            .items
-            .is_empty()
-    );
+    let claims: Api<ResourceClaim> = Api::all(t.client.clone());
+    t.claims()
+        .create(&PostParams::default(), &claim(claim_json("c1")))
+        .await
+        .expect("claim");
+    let in_ns = claims
+        .list(&ListParams::default().fields(&format!("metadata.namespace={}", t.ns)))
+        .await
+        .expect("list");
+    let names: Vec<_> = in_ns.items.into_iter().filter_map(|c| c.metadata.name).collect();
+    assert_eq!(names, vec!["c1"]);
 }
 
 #[tokio::test]
 async fn pagination() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceSlice> = Api::all(server.client());
+    let t = Scope::new("pages").await;
+    let api = t.slices();
+    let label = format!("test={}", t.id);
     for i in 0..5 {
-        api.create(
-            &PostParams::default(),
-            &slice(slice_json(&format!("s{i}"), "node-a", 1)),
-        )
-        .await
-        .expect("create");
+        let mut s = slice(t.slice_json(&format!("s{i}"), "node-a", 1));
+        s.metadata.labels = Some([("test".to_string(), t.id.clone())].into());
+        api.create(&PostParams::default(), &s).await.expect("create");
     }
-    let first = api.list(&ListParams::default().limit(2)).await.expect("page 1");
+    let first = api
+        .list(&ListParams::default().labels(&label).limit(2))
+        .await
+        .expect("page 1");
     assert_eq!(first.items.len(), 2);
     let token = first.metadata.continue_.clone().expect("continue token");
     let second = api
-        .list(&ListParams::default().limit(2).continue_token(&token))
+        .list(&ListParams::default().labels(&label).limit(2).continue_token(&token))
         .await
         .expect("page 2");
-    assert_eq!(second.items[0].metadata.name.as_deref(), Some("s2"));
-    let all = api.list(&ListParams::default().limit(10)).await.expect("all");
+    assert_eq!(second.items[0].metadata.name, Some(t.name("s2")));
+    let all = api
+        .list(&ListParams::default().labels(&label).limit(10))
+        .await
+        .expect("all");
     assert_eq!(all.items.len(), 5);
     assert!(all.metadata.continue_.as_deref().unwrap_or("").is_empty());
 }
 
 #[tokio::test]
 async fn merge_and_json_patch() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceSlice> = Api::all(server.client());
-    api.create(&PostParams::default(), &slice(slice_json("s1", "node-a", 1)))
+    let t = Scope::new("patch").await;
+    let api = t.slices();
+    let name = t.name("s1");
+    api.create(&PostParams::default(), &slice(t.slice_json("s1", "node-a", 1)))
         .await
         .expect("create");
-    let client = server.client();
-    let path = "/apis/resource.k8s.io/v1/resourceslices/s1";
+    let path = format!("/apis/resource.k8s.io/v1/resourceslices/{name}");
     let ops = json!([{"op": "replace", "path": "/spec/pool/generation", "value": 5}]).to_string();
-    raw(&client, "PATCH", path, "application/json-patch+json", &ops)
+    raw(&t.client, "PATCH", &path, "application/json-patch+json", &ops)
         .await
         .expect("json patch");
-    assert_eq!(api.get("s1").await.expect("get").spec.pool.generation, 5);
+    assert_eq!(api.get(&name).await.expect("get").spec.pool.generation, 5);
     let ops = json!([{"op": "test", "path": "/spec/pool/generation", "value": 6}]).to_string();
-    let s = status(raw(&client, "PATCH", path, "application/json-patch+json", &ops).await);
-    assert_eq!(s.code, 422);
+    let s = status(raw(&t.client, "PATCH", &path, "application/json-patch+json", &ops).await);
+    assert_eq!(s.code, 422, "{}", s.message);
     let s = status(
-        api.patch("nope", &PatchParams::default(), &Patch::Merge(&json!({})))
+        api.patch(&t.name("nope"), &PatchParams::default(), &Patch::Merge(&json!({})))
             .await,
     );
     assert_eq!(s.code, 404);
     // Validation runs on patched objects too.
     let s = status(
         api.patch(
-            "s1",
+            &name,
             &PatchParams::default(),
             &Patch::Merge(&json!({"spec": {"pool": {"resourceSliceCount": 0}}})),
         )
@@ -525,126 +532,19 @@ async fn merge_and_json_patch() {
 
 #[tokio::test]
 async fn delete_collection() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceSlice> = Api::all(server.client());
+    let t = Scope::new("delcoll").await;
+    let api: Api<ResourceSlice> = t.slices();
     for (name, node) in [("s1", "node-a"), ("s2", "node-b"), ("s3", "node-a")] {
-        api.create(&PostParams::default(), &slice(slice_json(name, node, 1)))
+        api.create(&PostParams::default(), &slice(t.slice_json(name, node, 1)))
             .await
             .expect("create");
     }
     api.delete_collection(
         &DeleteParams::default(),
-        &ListParams::default().fields("spec.nodeName=node-a"),
+        &ListParams::default().fields(&format!("spec.nodeName={}", t.name("node-a"))),
     )
     .await
     .expect("delete collection");
-    let left: Vec<_> = server.list("resource.k8s.io/v1", "ResourceSlice", None);
-    assert_eq!(left.len(), 1);
-    assert_eq!(left[0]["metadata"]["name"], "s2");
-}
-
-#[tokio::test]
-async fn fail_next_and_unavailable() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceClaim> = Api::default_namespaced(server.client());
-    server.fail_next("/resourceclaims", 500);
-    let s = status(api.list(&ListParams::default()).await);
-    assert_eq!((s.code, s.reason.as_str()), (500, "InternalError"));
-    api.list(&ListParams::default()).await.expect("the failure is one-shot");
-    server.fail_next("/other", 409);
-    api.list(&ListParams::default())
-        .await
-        .expect("only matching paths fail");
-
-    server.set_unavailable(true);
-    match api.list(&ListParams::default()).await {
-        Err(kube::Error::Api(s)) => assert_eq!(s.code, 503, "only a request racing the switch sees a status"),
-        Err(_) => {}
-        Ok(_) => panic!("the server is down"),
-    }
-    let err = api
-        .list(&ListParams::default())
-        .await
-        .expect_err("connections are refused");
-    assert!(!matches!(err, kube::Error::Api(_)), "{err:?}");
-    server.set_unavailable(false);
-    let lp = ListParams::default();
-    crate::wait_until_ok(|| api.list(&lp)).await;
-}
-
-#[tokio::test]
-async fn overloaded_answers_503() {
-    let server = FakeApiServer::start().await;
-    // kube retries 503 by default; a client without retries sees it at once.
-    let mut config = kube::Config::new(server.url().parse().expect("url"));
-    config.default_retry = false;
-    let api: Api<ResourceClaim> = Api::default_namespaced(kube::Client::try_from(config).expect("client"));
-    server.set_overloaded(true);
-    let s = status(api.list(&ListParams::default()).await);
-    assert_eq!((s.code, s.reason.as_str()), (503, "ServiceUnavailable"));
-    server.set_overloaded(false);
-    api.list(&ListParams::default()).await.expect("served again");
-}
-
-#[tokio::test]
-async fn request_log_records_calls() {
-    let server = FakeApiServer::start().await;
-    let api: Api<ResourceSlice> = Api::all(server.client());
-    api.patch(
-        "s1",
-        &PatchParams::apply("multinic.dev").force(),
-        &Patch::Apply(&slice_json("s1", "node-a", 1)),
-    )
-    .await
-    .expect("apply");
-    let log = server.requests();
-    let last = log.last().expect("a request");
-    assert_eq!(last.method, "PATCH");
-    assert_eq!(last.path, "/apis/resource.k8s.io/v1/resourceslices/s1");
-    assert_eq!(last.content_type.as_deref(), Some("application/apply-patch+yaml"));
-    assert_eq!(last.field_manager.as_deref(), Some("multinic.dev"));
-    assert!(last.has_query("force", "true"));
-    assert_eq!(last.status, 201);
-    server.clear_requests();
-    assert!(server.requests().is_empty());
-}
-
-#[tokio::test]
-async fn kubeconfig_works_for_a_client() {
-    let server = FakeApiServer::start().await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&path).expect("write");
-    let kc = kube::config::Kubeconfig::read_from(&path).expect("parse kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-        .await
-        .expect("config");
-    assert_eq!(config.cluster_url.to_string().trim_end_matches('/'), server.url());
-    let client = kube::Client::try_from(config).expect("client");
-    let api: Api<ResourceClaim> = Api::default_namespaced(client);
-    api.list(&ListParams::default()).await.expect("list through kubeconfig");
-}
-
-#[tokio::test]
-async fn insert_seeds_objects_with_metadata() {
-    let server = FakeApiServer::start().await;
-    let mut c = claim_json("seeded");
-    c["status"] = json!({"allocation": {"devices": {"results": [
-        {"request": "nics", "driver": "multinic.dev", "pool": "node-a", "device": "eth1"}
-    ]}}});
-    let stored = server.insert(c).expect("insert");
-    assert!(stored["metadata"]["uid"].as_str().is_some());
-    let api: Api<ResourceClaim> = Api::default_namespaced(server.client());
-    let got = api.get("seeded").await.expect("get");
-    assert!(got.status.and_then(|s| s.allocation).is_some());
-    assert!(
-        server
-            .insert(json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}))
-            .is_err()
-    );
-    assert!(
-        server
-            .delete("resource.k8s.io/v1", "resourceclaims", Some("default"), "seeded")
-            .is_some()
-    );
+    let left = api.list(&ListParams::default()).await.expect("list");
+    assert_eq!(ours(&t, left.items), vec!["s2"]);
 }
