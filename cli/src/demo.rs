@@ -7,7 +7,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail, ensure};
-use k8s_openapi::api::resource::v1::ResourceSlice;
 use multinic_api::rails::RailsLayout;
 use multinic_controller::selector::Selector;
 use serde_json::{Value, json};
@@ -87,12 +86,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         &["--allow-virtual"],
     )?;
     proc.wait_ready(total, READY_TIMEOUT)?;
-    let slices: Vec<ResourceSlice> = api
-        .api
-        .list("resource.k8s.io/v1", "ResourceSlice", None)
-        .into_iter()
-        .map(serde_json::from_value)
-        .collect::<Result<_, _>>()?;
+    let slices = api.slices()?;
     for s in &slices {
         println!(
             "ResourceSlice {} pool={} generation={} devices={}",

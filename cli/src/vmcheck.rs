@@ -671,12 +671,7 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
         &["--resync-seconds", &resync],
     )?;
     plugin.wait_ready(12, READY)?;
-    let slices: Vec<ResourceSlice> = api
-        .api
-        .list("resource.k8s.io/v1", "ResourceSlice", None)
-        .into_iter()
-        .map(serde_json::from_value)
-        .collect::<Result<_, _>>()?;
+    let slices = api.slices()?;
     let devices: BTreeMap<String, String> = slice_devices(&slices)
         .iter()
         .map(|d| (m(d, "ifName"), d.name.clone()))
@@ -1032,12 +1027,7 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
     api.api.write_kubeconfig(&kubeconfig)?;
     let plugin = Proc::start(&plugin_bin, None, &node, dir.path(), &kubeconfig, &[])?;
     plugin.wait_ready(12, READY)?;
-    let slices: Vec<ResourceSlice> = api
-        .api
-        .list("resource.k8s.io/v1", "ResourceSlice", None)
-        .into_iter()
-        .map(serde_json::from_value)
-        .collect::<Result<_, _>>()?;
+    let slices = api.slices()?;
 
     // Rendezvous 1: each guest writes its own NicNodeBlocks (rail addresses from its slice) and
     // reads the peer's, as the controller would have written both.

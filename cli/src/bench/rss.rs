@@ -72,6 +72,18 @@ impl NsApi {
     }
 }
 
+impl NsApi {
+    /// The ResourceSlices the server holds, typed.
+    pub fn slices(&self) -> anyhow::Result<Vec<k8s_openapi::api::resource::v1::ResourceSlice>> {
+        Ok(self
+            .api
+            .list("resource.k8s.io/v1", "ResourceSlice", None)
+            .into_iter()
+            .map(serde_json::from_value)
+            .collect::<Result<_, _>>()?)
+    }
+}
+
 impl Drop for NsApi {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {

@@ -153,15 +153,7 @@ async fn attach_moved(ctx: &Ctx, pod: &Nl, pod_ns: &Netns, plan: &Plan, dev: &Pl
         .set(nl::move_message(h.index, pod_ns.file.as_raw_fd(), &dev.pod_if_name))
         .await
         .map_err(|e| dev_err(name, format!("move into the pod netns as {}", dev.pod_if_name), &e))?;
-    let moved = pod
-        .link(&dev.pod_if_name)
-        .await
-        .map_err(|e| dev_err(name, "look up after the move", &e))?
-        .ok_or_else(|| CniError::Device {
-            device: name.clone(),
-            step: "look up after the move".into(),
-            cause: format!("{} is not in the pod netns", dev.pod_if_name),
-        })?;
+    let moved = link_in_pod(pod, dev, "look up after the move").await?;
     info!(device = %name, pod_if = %dev.pod_if_name, "moved into the pod");
     Ok(moved.index)
 }
@@ -196,6 +188,19 @@ fn rdma_into_pod(device: &str, rdma: &str, pod_ns: &Netns) -> Result<(), CniErro
     }
 }
 
+/// The pod's link `dev.pod_if_name`, which must exist now.
+async fn link_in_pod(pod: &Nl, dev: &PlannedDevice, step: &str) -> Result<Link, CniError> {
+    let name = &dev.host_if_name;
+    pod.link(&dev.pod_if_name)
+        .await
+        .map_err(|e| dev_err(name, step, &e))?
+        .ok_or_else(|| CniError::Device {
+            device: name.clone(),
+            step: step.into(),
+            cause: format!("{} is not in the pod netns", dev.pod_if_name),
+        })
+}
+
 async fn attach_child(ctx: &Ctx, pod: &Nl, pod_ns: &Netns, plan: &Plan, dev: &PlannedDevice) -> Result<u32, CniError> {
     let name = &dev.host_if_name;
     let parent = host_link(ctx, dev).await?;
@@ -221,15 +226,7 @@ async fn attach_child(ctx: &Ctx, pod: &Nl, pod_ns: &Netns, plan: &Plan, dev: &Pl
         }
         err
     })?;
-    let child = pod
-        .link(&dev.pod_if_name)
-        .await
-        .map_err(|e| dev_err(name, "look up the new child", &e))?
-        .ok_or_else(|| CniError::Device {
-            device: name.clone(),
-            step: "look up the new child".into(),
-            cause: format!("{} is not in the pod netns", dev.pod_if_name),
-        })?;
+    let child = link_in_pod(pod, dev, "look up the new child").await?;
     if let Err(e) = mark_child(ctx, pod, plan, dev, &child).await {
         // Unmarked, DEL could not find it: remove it now.
         let _ = pod.del(child.index).await;

@@ -64,18 +64,25 @@ pub(super) fn rdma_to_host(plans: &[Plan], pod_ns: &Netns) -> Result<(), CniErro
         cause: format!("{e}; it returns to the host when the pod's network namespace is deleted"),
     };
     let host = netns::current()?;
+    // One socket in the pod and one mode query for all devices.
+    let mut pod = match RdmaNl::open_in(&pod_ns.file).and_then(|mut p| Ok((p.exclusive()?, p))) {
+        Ok((true, p)) => p,
+        Ok((false, _)) => return Ok(()),
+        Err(e) => {
+            let (dev, rdma) = wanted
+                .next()
+                .map(|(d, r)| (d.host_if_name.as_str(), r))
+                .unwrap_or_default();
+            return Err(fail(dev, rdma, e));
+        }
+    };
     let mut first = None;
     for (dev, rdma) in wanted {
-        let r = RdmaNl::open_in(&pod_ns.file).and_then(|mut pod| {
-            if !pod.exclusive()? {
-                return Ok(false);
-            }
-            match pod.move_to(rdma, &host.file) {
-                Ok(()) => Ok(true),
-                Err(RdmaError::NoDevice(_)) => Ok(false),
-                Err(e) => Err(e),
-            }
-        });
+        let r = match pod.move_to(rdma, &host.file) {
+            Ok(()) => Ok(true),
+            Err(RdmaError::NoDevice(_)) => Ok(false),
+            Err(e) => Err(e),
+        };
         match r {
             Ok(true) => info!(device = %dev.host_if_name, rdma, "RDMA device returned to the host"),
             Ok(false) => {}
