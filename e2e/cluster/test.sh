@@ -104,6 +104,27 @@ EOF
 
 claim_of() { kc -n "$NS" get pod "$1" -o jsonpath='{.status.resourceClaimStatuses[0].resourceClaimName}'; }
 pod_running() { [ "$(kc -n "$NS" get pod "$1" -o jsonpath='{.status.phase}' 2>/dev/null)" = Running ]; }
+# running SECONDS POD: waits for POD to run; if it does not, prints why (pod conditions, events of
+# the pod and its claim, the claim's allocation, node conditions and taints, the plugin's last
+# warnings) right below the FAIL line, so a CI log excerpt shows the cause.
+running() {
+	local t=$1 p=$2 c
+	wait_for "$t" "$p Running" pod_running "$p" && return 0
+	echo "--- why $p is not Running"
+	kc -n "$NS" get pod "$p" -o json 2>&1 | jq -r '"phase \(.status.phase // "-") node \(.spec.nodeName // "-")",
+		(.status.conditions[]? | "condition \(.type)=\(.status) \(.reason // "") \(.message // "")"),
+		(.status.containerStatuses[]? | "container \(.name) \(.state | tostring)")' 2>&1
+	c=$(claim_of "$p")
+	kc -n "$NS" get events -o json 2>&1 | jq -r --arg p "$p" --arg c "$c" '.items[] |
+		select(.involvedObject.name == $p or .involvedObject.name == $c) |
+		"event \(.involvedObject.kind)/\(.involvedObject.name) \(.type) \(.reason) x\(.count // 1): \(.message)"' 2>&1 | tail -n 12
+	[ -n "$c" ] && kc -n "$NS" get resourceclaim "$c" -o json 2>&1 | jq -r '"claim \(.metadata.name) allocated=\(.status.allocation != null) reservedFor=\([.status.reservedFor[]?.name] | join(","))"' 2>&1
+	kc get node "$NODE" -o json 2>&1 | jq -r '(.status.conditions[]? | select((.type == "Ready") != (.status == "True")) | "node \(.type)=\(.status) \(.message)"),
+		(.spec.taints[]? | "node taint \(.key):\(.effect)")' 2>&1
+	plugin_log | grep -E "WARN|ERROR" | tail -n 8
+	grep -F "$p" "$LOGS/kube-scheduler.log" 2>/dev/null | tail -n 4
+	return 1
+}
 pod_gone() { ! kc -n "$NS" get pod "$1" >/dev/null 2>&1; }
 pexec() {
 	local p=$1
@@ -212,7 +233,7 @@ template_yaml two-nics 2 | kc apply -f - >/dev/null
 pod_yaml pod-a two-nics | kc apply -f - >/dev/null
 pod_yaml pod-b two-nics | kc apply -f - >/dev/null
 for p in pod-a pod-b; do
-	check "$p Running" wait_for 180 "$p Running" pod_running "$p"
+	check "$p Running" running 180 "$p"
 done
 show pod-a pod-b
 for p in pod-a pod-b; do pod_running "$p" && check_pod_nics "$p" 2; done
@@ -236,7 +257,7 @@ check "pod-a's plan file is gone" [ ! -e "/var/lib/multinic/plans/$uid_a.json" ]
 check "pod-a's claim (and its status entries) is gone" wait_for 60 "claim deleted" \
 	sh -c "! '$K8S_BIN/kubectl' -n $NS get resourceclaim $claim_a"
 pod_yaml pod-c two-nics | kc apply -f - >/dev/null
-check "pod-c Running" wait_for 180 "pod-c Running" pod_running pod-c
+check "pod-c Running" running 180 pod-c
 show pod-c
 pod_running pod-c && check_pod_nics pod-c 2
 ips_c=$(kc -n "$NS" get resourceclaim "$(claim_of pod-c)" -o json | jq -r '[.status.devices[].networkData.ips[0]] | sort | join(" ")')
@@ -267,7 +288,7 @@ check "pod-b can be exec'd into after the kubelet restart" wait_for 60 "exec int
 after=$(pexec pod-b ip -br addr)
 check "pod-b kept its interfaces across the kubelet restart" [ "$before" = "$after" ]
 pod_yaml pod-d two-nics | kc apply -f - >/dev/null
-check "pod-d Running after the kubelet restart" wait_for 90 "pod-d Running" pod_running pod-d
+check "pod-d Running after the kubelet restart" running 90 pod-d
 show pod-d
 pod_running pod-d && check_pod_nics pod-d 2
 
@@ -276,7 +297,7 @@ kc -n "$NS" delete pod pod-d --wait=true --timeout=90s >/dev/null
 pod_yaml pod-e two-nics | kc apply -f - >/dev/null
 wait_for 60 "pod-e bound" sh -c "[ -n \"\$('$K8S_BIN/kubectl' -n $NS get pod pod-e -o jsonpath='{.spec.nodeName}')\" ]"
 kc -n multinic-system delete pod -l app.kubernetes.io/name=multinic-kubelet-plugin --wait=false >/dev/null
-check "pod-e Running after the plugin pod was deleted" wait_for 240 "pod-e Running" pod_running pod-e
+check "pod-e Running after the plugin pod was deleted" running 240 pod-e
 check "plugin DaemonSet ready again" kc -n multinic-system rollout status daemonset/multinic-kubelet-plugin --timeout=120s
 kc -n "$NS" get events --field-selector involvedObject.name=pod-e -o custom-columns=REASON:.reason,MESSAGE:.message | tail -n 8
 show pod-e
@@ -321,7 +342,7 @@ if ip link add e2e-probe0 type veth peer name e2e-probe1 2>/dev/null &&
 	kc apply -f "$REPO/examples/ipvlan-l3/network.yaml" -n "$NS" >/dev/null
 	check "ipvlan-l3 network Ready" kc wait --for=condition=Ready multinicnetwork/ipvlan-l3 --timeout=90s
 	pod_yaml pod-ipvlan two-ipvlan | kc apply -f - >/dev/null
-	check "pod-ipvlan Running (examples/ipvlan-l3)" wait_for 180 "pod-ipvlan Running" pod_running pod-ipvlan
+	check "pod-ipvlan Running (examples/ipvlan-l3)" running 180 pod-ipvlan
 	show pod-ipvlan
 	kc -n "$NS" delete pod pod-ipvlan --wait=true --timeout=90s >/dev/null
 else
