@@ -139,14 +139,16 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         resync: Duration::from_secs(args.resync_seconds.max(1)),
     };
 
+    // One watch each for MultiNicNetworks and NicNodeBlocks, read by prepare and the peer routes.
+    let (stores, changes) = crate::cluster::watch(client.clone());
     let driver_opts = DriverOptions::new(node.clone(), args.state_dir.clone(), Some(args.cdi_dir.clone()));
     let driver = Arc::new(
-        Driver::new(KubeClaimApi::new(client.clone()), table.clone(), driver_opts).map_err(|source| {
-            RunError::Plans {
+        Driver::new(KubeClaimApi::new(client.clone()), table.clone(), driver_opts)
+            .map_err(|source| RunError::Plans {
                 path: args.state_dir.clone(),
                 source,
-            }
-        })?,
+            })?
+            .with_blocks(stores.blocks.clone()),
     );
 
     let metrics_listener = observe::bind(&args.metrics_address).await?;
@@ -209,8 +211,7 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let reg = grpc::serve_registration(reg_listener, &reg_path, registration, stopped(stop_rx));
     tracing::info!(dra = %dra_path.display(), registration = %reg_path.display(), "serving the kubelet");
 
-    // Peer routes of `routing.mode: l3` networks, on this node's rails.
-    let (stores, changes) = crate::cluster::watch(client.clone());
+    // Peer routes of `routing.mode: l3` networks, on this node's rails; this task polls the watches.
     tokio::spawn(crate::routes::run_peer_routes(
         stores,
         changes,

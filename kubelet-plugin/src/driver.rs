@@ -14,11 +14,11 @@ use ipnet::Ipv4Net;
 use k8s_openapi::api::resource::v1::{AllocatedDeviceStatus, NetworkDeviceData, ResourceClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use multinic_api::config::NetworkConfig;
 use multinic_api::crd::{NicNodeBlocks, node_blocks_name};
 use multinic_api::names::{DRIVER_NAME, FIELD_MANAGER};
 use multinic_api::plan::{Plan, PlanError, PlanStore};
-use tokio::sync::Mutex;
 
 use crate::cdi;
 use crate::leases::Leases;
@@ -220,7 +220,9 @@ pub struct Driver<A> {
     opts: DriverOptions,
     store: PlanStore,
     leases: Leases,
-    blocks: Mutex<HashMap<String, NicNodeBlocks>>,
+    /// NicNodeBlocks as the cluster watch sees them ([`crate::cluster::watch`], shared with the
+    /// peer routes); empty until [`Driver::with_blocks`].
+    blocks: Store<NicNodeBlocks>,
 }
 
 impl<A: ClaimApi> Driver<A> {
@@ -240,8 +242,16 @@ impl<A: ClaimApi> Driver<A> {
             opts,
             leases: Leases::new(store.clone(), plans),
             store,
-            blocks: Mutex::new(HashMap::new()),
+            blocks: reflector::store().0,
         })
+    }
+
+    /// Reads the node's blocks from `blocks` (a watch-backed store) instead of the API server;
+    /// a block the store does not hold yet, or one that fails the network's checks, is read from
+    /// the API server (the watch may lag a just-created or re-created network).
+    pub fn with_blocks(mut self, blocks: Store<NicNodeBlocks>) -> Self {
+        self.blocks = blocks;
+        self
     }
 
     /// Claim UIDs with a plan.
@@ -254,12 +264,16 @@ impl<A: ClaimApi> Driver<A> {
         self.leases.used().await.into_iter().collect()
     }
 
-    /// Free addresses per (network, rail) over the blocks this node knows.
+    /// Free addresses per (network, rail) over this node's blocks in the watch-backed store.
     pub async fn free_per_rail(&self) -> BTreeMap<(String, u32), u64> {
-        let blocks = self.blocks.lock().await.clone();
         let used = self.leased().await;
         let mut free = BTreeMap::new();
-        for nb in blocks.values() {
+        for nb in self
+            .blocks
+            .state()
+            .iter()
+            .filter(|nb| nb.spec.node_name == self.opts.node_name)
+        {
             for b in &nb.spec.blocks {
                 let n = b.cidr.hosts().filter(|ip| !used.contains(&IpAddr::V4(*ip))).count();
                 free.insert((nb.spec.network.clone(), b.rail_index), n as u64);
@@ -446,41 +460,21 @@ impl<A: ClaimApi> Driver<A> {
     }
 
     /// The node's blocks of a `rails` network checked against the config; `None` when the node has
-    /// none. Cached blocks that fail the check may predate a re-created network: read them again once.
+    /// none. From the watch-backed store when it holds them and they pass the check; otherwise
+    /// (not seen yet, or predating a re-created network) read from the API server.
     async fn checked_blocks(
         &self,
         claim: &ClaimRef,
         network: &str,
         config: &NetworkConfig,
     ) -> Result<Option<BTreeMap<u32, Ipv4Net>>, PrepareError> {
-        let Some(cached) = self.node_blocks(claim, network).await? else {
-            return Ok(None);
-        };
-        if let Ok(checked) = check_blocks(config, &cached.spec.blocks) {
+        let name = node_blocks_name(network, &self.opts.node_name);
+        if let Some(watched) = self.blocks.get(&ObjectRef::new(&name))
+            && let Ok(checked) = check_blocks(config, &watched.spec.blocks)
+        {
             return Ok(Some(checked));
         }
-        self.blocks
-            .lock()
-            .await
-            .remove(&node_blocks_name(network, &self.opts.node_name));
-        let Some(fresh) = self.node_blocks(claim, network).await? else {
-            return Ok(None);
-        };
-        check_blocks(config, &fresh.spec.blocks)
-            .map(Some)
-            .map_err(|source| PrepareError::Build {
-                claim: Box::new(claim.clone()),
-                source,
-            })
-    }
-
-    /// The node's blocks of a network, cached (they never change while the node exists).
-    async fn node_blocks(&self, claim: &ClaimRef, network: &str) -> Result<Option<NicNodeBlocks>, PrepareError> {
-        let name = node_blocks_name(network, &self.opts.node_name);
-        if let Some(nb) = self.blocks.lock().await.get(&name) {
-            return Ok(Some(nb.clone()));
-        }
-        let nb = self
+        let fresh = self
             .api
             .get_node_blocks(&name)
             .await
@@ -489,10 +483,15 @@ impl<A: ClaimApi> Driver<A> {
                 what: "reading NicNodeBlocks",
                 source,
             })?;
-        if let Some(nb) = &nb {
-            self.blocks.lock().await.insert(name, nb.clone());
-        }
-        Ok(nb)
+        let Some(fresh) = fresh else {
+            return Ok(None);
+        };
+        check_blocks(config, &fresh.spec.blocks)
+            .map(Some)
+            .map_err(|source| PrepareError::Build {
+                claim: Box::new(claim.clone()),
+                source,
+            })
     }
 }
 

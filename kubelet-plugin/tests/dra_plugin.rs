@@ -596,12 +596,14 @@ async fn a_prepare_retried_after_the_nic_moved_into_the_pod_returns_the_same_pla
 
 /// Issue 13, acceptance 4: the API requests of a pod start (prepare of its claim) do not grow
 /// with the number of nodes and networks in the cluster: 1 vs 200 NicNodeBlocks (and as many
-/// networks) present.
+/// networks) present. The driver reads the blocks from the plugin's watch-backed store, as the
+/// daemon wires it: no NicNodeBlocks request at all.
 #[tokio::test]
 async fn api_requests_per_pod_start_do_not_grow_with_nodes_and_networks() {
+    use futures::StreamExt;
     let mut counts = Vec::new();
     for others in [0usize, 199] {
-        let h = Harness::new(None).await;
+        let mut h = Harness::new(None).await;
         for i in 0..others {
             let network = format!("net-{i}");
             h.api
@@ -620,23 +622,52 @@ async fn api_requests_per_pod_start_do_not_grow_with_nodes_and_networks() {
                 .unwrap();
         }
         let present = h.api.list("multinic.dev/v1alpha1", "NicNodeBlocks", None).len();
+        let (stores, mut changes) = multinic_kubelet_plugin::cluster::watch(h.api.client());
+        while !stores.is_ready() || stores.blocks.state().len() < present {
+            changes.next().await.unwrap();
+        }
+        let watching = tokio::spawn(async move { while changes.next().await.is_some() {} });
+        h.driver = Arc::new(h.new_driver(None).with_blocks(stores.blocks.clone()));
         let claim = h.claim("pod-start", &[&h.devices[0], &h.devices[1]], rails_params(json!({})));
         h.api.clear_requests();
         h.driver.prepare(&claim).await.unwrap();
+        // The two watches are opened once per plugin start (one may be opening now), not per pod.
         let calls: Vec<String> = h
             .api
             .requests()
             .iter()
+            .filter(|r| !r.query.split('&').any(|q| q == "watch=true"))
             .map(|r| format!("{} {}", r.method, r.path))
             .collect();
         println!("{present} NicNodeBlocks: {} requests: {calls:?}", calls.len());
+        watching.abort();
+        assert!(
+            !calls.iter().any(|c| c.contains("nicnodeblocks")),
+            "blocks come from the watch: {calls:?}"
+        );
         counts.push((present, calls.len()));
     }
     assert_eq!(counts[0].0, 1);
     assert_eq!(counts[1].0, 200);
     assert_eq!(counts[0].1, counts[1].1, "{counts:?}");
-    assert!(
-        counts[0].1 <= 3,
-        "claim get, this node's blocks, status apply: {counts:?}"
-    );
+    assert!(counts[0].1 <= 2, "claim get, status apply: {counts:?}");
+}
+
+/// A block the watch has not delivered yet is read from the API server: prepare right after the
+/// controller created the node's blocks does not fail for a lagging watch.
+#[tokio::test]
+async fn blocks_missing_from_the_watch_store_are_read_from_the_api() {
+    let mut h = Harness::new(None).await;
+    let (empty, _writer) = kube::runtime::reflector::store();
+    h.driver = Arc::new(h.new_driver(None).with_blocks(empty));
+    let claim = h.claim("lagging-watch", &[&h.devices[0]], rails_params(json!({})));
+    h.api.clear_requests();
+    h.driver.prepare(&claim).await.unwrap();
+    let reads = h
+        .api
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains("nicnodeblocks"))
+        .count();
+    assert_eq!(reads, 1);
 }
