@@ -82,7 +82,8 @@ def main():
                     info.type == "DRAPlugin"
                     and info.name == args.driver
                     and info.endpoint == args.dra
-                    and list(info.supported_versions) == ["v1.DRAPlugin", "v1beta1.DRAPlugin"],
+                    and list(info.supported_versions) == ["v1.DRAPlugin", "v1beta1.DRAPlugin", "v1.DRAResourceHealth",
+                                                      "v1alpha1.DRAResourceHealth"],
                     {"type": info.type, "name": info.name, "endpoint": info.endpoint,
                      "supported_versions": list(info.supported_versions)},
                 )

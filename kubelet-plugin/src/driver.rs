@@ -254,6 +254,16 @@ impl<A: ClaimApi> Driver<A> {
         self
     }
 
+    /// The published devices this driver prepares.
+    pub fn table(&self) -> DeviceTable {
+        self.table.clone()
+    }
+
+    /// The node (and pool) this driver serves.
+    pub fn node_name(&self) -> &str {
+        &self.opts.node_name
+    }
+
     /// Claim UIDs with a plan.
     pub async fn prepared_claims(&self) -> Vec<String> {
         self.leases.plans().await.into_iter().map(|p| p.claim_uid).collect()

@@ -20,6 +20,8 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::authority::AuthorityFix;
+use crate::health::HealthService;
+use multinic_proto::health::{v1 as health_v1, v1alpha1 as health_v1alpha1};
 
 use crate::driver::{ClaimApi, ClaimRef, Driver, PrepareError};
 use crate::metrics::Metrics;
@@ -252,6 +254,8 @@ impl registration_server::Registration for RegistrationService {
             supported_versions: vec![
                 multinic_proto::DRA_PLUGIN_SERVICE_V1.into(),
                 multinic_proto::DRA_PLUGIN_SERVICE_V1BETA1.into(),
+                multinic_proto::DRA_RESOURCE_HEALTH_SERVICE_V1.into(),
+                multinic_proto::DRA_RESOURCE_HEALTH_SERVICE_V1ALPHA1.into(),
             ],
         }))
     }
@@ -318,9 +322,14 @@ pub async fn serve_dra<A: ClaimApi>(
     service: DraService<A>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let health = HealthService::new(service.driver.table(), service.driver.node_name());
     tonic::transport::Server::builder()
         .add_service(v1::dra_plugin_server::DraPluginServer::new(service.clone()))
         .add_service(v1beta1::dra_plugin_server::DraPluginServer::new(service))
+        .add_service(health_v1alpha1::dra_resource_health_server::DraResourceHealthServer::new(health.clone()))
+        .add_service(health_v1::dra_resource_health_server::DraResourceHealthServer::new(
+            health,
+        ))
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await
         .map_err(|source| ServeError::Serve {

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod daemon;
 pub mod driver;
 pub mod grpc;
+pub mod health;
 pub mod inventory;
 pub mod leases;
 pub mod ledger;

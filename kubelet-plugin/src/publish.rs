@@ -15,6 +15,7 @@ use multinic_api::retry::{Backoff, RepeatGate};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::health::HealthInputs;
 use crate::inventory::{self, Filters, Inventory, SysfsReader};
 use crate::ledger::{DeviceLedger, LedgerError, LedgerFile};
 use crate::slices::{PublishedDevice, SliceOptions, build_rail_devices, build_slices, device_name, validate_device};
@@ -222,15 +223,23 @@ pub struct DeviceTable {
     inner: Arc<std::sync::RwLock<Option<BTreeMap<String, PublishedDevice>>>>,
     /// Bumped whenever the contents change (the first inventory included).
     version: Arc<tokio::sync::watch::Sender<u64>>,
-    /// Device names held by each plan, by claim UID.
-    held: Arc<std::sync::RwLock<BTreeMap<String, Vec<String>>>>,
+    /// Device names held by each plan, by claim UID, each with whether the pod has a child link
+    /// of it (the NIC stays on the host) rather than the NIC itself.
+    held: Arc<std::sync::RwLock<Held>>,
 }
+
+/// Claim UID → (device name, the pod has a child link of it).
+type Held = BTreeMap<String, Vec<(String, bool)>>;
 
 impl DeviceTable {
     /// Records the devices a plan holds (idempotent: the same claim replaces its entry).
     pub fn hold(&self, plan: &multinic_api::plan::Plan) {
         if let Ok(mut held) = self.held.write() {
-            let names = plan.devices.iter().map(|d| d.device.clone()).collect();
+            let names = plan
+                .devices
+                .iter()
+                .map(|d| (d.device.clone(), d.mode.is_shared()))
+                .collect();
             held.insert(plan.claim_uid.clone(), names);
         }
     }
@@ -244,9 +253,24 @@ impl DeviceTable {
 
     /// Every device name some plan holds.
     pub fn in_pods(&self) -> BTreeSet<String> {
+        self.held_where(|_| true)
+    }
+
+    /// The device names plans hold as the parent of a pod's child link.
+    pub fn parents(&self) -> BTreeSet<String> {
+        self.held_where(|child| child)
+    }
+
+    fn held_where(&self, keep: impl Fn(bool) -> bool) -> BTreeSet<String> {
         self.held
             .read()
-            .map(|h| h.values().flatten().cloned().collect())
+            .map(|h| {
+                h.values()
+                    .flatten()
+                    .filter(|(_, child)| keep(*child))
+                    .map(|(name, _)| name.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -381,7 +405,12 @@ impl<S: SliceStore> Publisher<S> {
         }
         *ledger = next;
         let rails = ledger.rails(&inventory.nics, &self.table.in_pods(), device_name);
-        Ok(build_rail_devices(&rails, &self.opts))
+        let parents = self.table.parents();
+        let health = HealthInputs {
+            links: &inventory.links,
+            parents: &parents,
+        };
+        Ok(build_rail_devices(&rails, &self.opts, health))
     }
 
     /// The devices of the last inventory (updated even when publishing fails).
@@ -558,6 +587,84 @@ mod tests {
             nics: (0..n).map(nic).collect(),
             ..Default::default()
         }
+    }
+
+    /// Issue 16.3: a NIC whose carrier drops is published with the `NoSchedule` taint and reported
+    /// unhealthy to the kubelet; with the carrier back both go, and the table signals each change.
+    #[tokio::test]
+    async fn carrier_down_taints_the_device_and_reports_it_unhealthy() {
+        use crate::health::{self, Status};
+        use crate::inventory::LinkState;
+        use futures::StreamExt;
+        let store = MemorySliceStore::new();
+        let publisher = Publisher::new(store.clone(), SliceOptions::new("node-a"));
+        let with_carrier = |carrier: bool| {
+            let mut inventory = inv(2);
+            for nic in &inventory.nics {
+                let carrier = carrier || nic.if_name != inventory.nics[1].if_name;
+                inventory.links.insert(
+                    nic.if_name.clone(),
+                    LinkState {
+                        up: true,
+                        carrier: Some(carrier),
+                    },
+                );
+            }
+            inventory
+        };
+        let taints = |store: &MemorySliceStore| -> Vec<Option<String>> {
+            store
+                .slices()
+                .values()
+                .flat_map(|s| s.spec.devices.clone().unwrap_or_default())
+                .map(|d| {
+                    d.taints.and_then(|t| {
+                        t.first()
+                            .map(|t| format!("{}={}:{}", t.key, t.value.clone().unwrap_or_default(), t.effect))
+                    })
+                })
+                .collect()
+        };
+        let mut changes = Box::pin(publisher.table().changes());
+        publisher.publish(&with_carrier(true)).await.unwrap();
+        changes.next().await.unwrap();
+        assert_eq!(taints(&store), vec![None, None]);
+        let statuses = |p: &Publisher<MemorySliceStore>| -> Vec<Status> {
+            p.table().all().iter().map(|d| d.health.status).collect()
+        };
+        assert_eq!(statuses(&publisher), vec![Status::Healthy, Status::Healthy]);
+
+        assert!(matches!(
+            publisher.publish(&with_carrier(false)).await.unwrap(),
+            PublishOutcome::Published { generation: 2, .. }
+        ));
+        changes.next().await.unwrap();
+        assert_eq!(
+            taints(&store),
+            vec![None, Some(format!("{}=CarrierDown:NoSchedule", health::TAINT_KEY))]
+        );
+        assert_eq!(statuses(&publisher), vec![Status::Healthy, Status::Unhealthy]);
+        let sent = health::response("node-a", &publisher.table().all(), 7);
+        let unhealthy: Vec<_> = sent.devices.iter().filter(|d| d.health == 2).collect();
+        assert_eq!(unhealthy.len(), 1);
+        assert_eq!(unhealthy[0].device.as_ref().unwrap().pool_name, "node-a");
+        assert!(
+            unhealthy[0].message.contains("carrier down"),
+            "{}",
+            unhealthy[0].message
+        );
+        assert_eq!(
+            (
+                unhealthy[0].last_updated_time,
+                unhealthy[0].health_check_timeout_seconds
+            ),
+            (7, health::TIMEOUT_SECONDS)
+        );
+
+        publisher.publish(&with_carrier(true)).await.unwrap();
+        changes.next().await.unwrap();
+        assert_eq!(taints(&store), vec![None, None]);
+        assert_eq!(statuses(&publisher), vec![Status::Healthy, Status::Healthy]);
     }
 
     #[tokio::test]

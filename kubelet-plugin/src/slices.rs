@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use multinic_api::hash::fnv1a64;
 use multinic_api::names::{DRIVER_NAME, PCIE_ROOT_ATTRIBUTE};
 
+use crate::health::{Health, HealthInputs};
 use crate::inventory::Nic;
 use crate::ledger::{Presence, Rail};
 
@@ -180,6 +181,8 @@ pub struct PublishedDevice {
     pub rail_index: u32,
     /// On the host now, or in a pod (then `nic` holds the facts it had on the host).
     pub presence: Presence,
+    /// What the node sees of it ([`crate::health`]); an unhealthy device is published tainted.
+    pub health: Health,
 }
 
 /// Devices for the NICs, `railIndex` by PCI order, names unique within the pool.
@@ -192,11 +195,19 @@ pub fn build_devices(nics: &[Nic], opts: &SliceOptions) -> Vec<Device> {
 pub fn build_device_table(nics: &[Nic], opts: &SliceOptions) -> Vec<PublishedDevice> {
     let mut ledger = crate::ledger::DeviceLedger::default();
     ledger.observe(nics);
-    build_rail_devices(&ledger.rails(nics, &Default::default(), device_name), opts)
+    let (links, parents) = (BTreeMap::new(), std::collections::BTreeSet::new());
+    build_rail_devices(
+        &ledger.rails(nics, &Default::default(), device_name),
+        opts,
+        HealthInputs {
+            links: &links,
+            parents: &parents,
+        },
+    )
 }
 
-/// The devices of NICs whose rails the node ledger decided, in the order given.
-pub fn build_rail_devices(rails: &[Rail<'_>], opts: &SliceOptions) -> Vec<PublishedDevice> {
+/// The devices of NICs whose rails the node ledger decided, in the order given, with their health.
+pub fn build_rail_devices(rails: &[Rail<'_>], opts: &SliceOptions, health: HealthInputs<'_>) -> Vec<PublishedDevice> {
     let mut used = std::collections::HashSet::new();
     rails
         .iter()
@@ -220,14 +231,22 @@ pub fn build_rail_devices(rails: &[Rail<'_>], opts: &SliceOptions) -> Vec<Publis
                 tracing::warn!(device = %name, dropped = attrs.len() - room, "attribute limit reached; lowest-priority attributes left out");
                 attrs.truncate(room);
             }
+            let health = crate::health::assess(&name, &nic.if_name, presence, health);
             let device = Device {
                 name,
                 attributes: Some(attrs.into_iter().collect()),
                 capacity: (!capacity.is_empty()).then_some(capacity),
                 allow_multiple_allocations: opts.shared_pods.map(|_| true),
+                taints: crate::health::taint(&health).map(|t| vec![t]),
                 ..Default::default()
             };
-            PublishedDevice { device, nic: nic.clone(), rail_index: rail, presence }
+            PublishedDevice {
+                device,
+                nic: nic.clone(),
+                rail_index: rail,
+                presence,
+                health,
+            }
         })
         .collect()
 }

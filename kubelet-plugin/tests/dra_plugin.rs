@@ -227,7 +227,15 @@ async fn kubelet_registers_then_prepares_and_unprepares_over_v1_and_v1beta1() {
     assert_eq!(info.r#type, "DRAPlugin");
     assert_eq!(info.name, "multinic.dev");
     assert_eq!(info.endpoint, dra.display().to_string());
-    assert_eq!(info.supported_versions, ["v1.DRAPlugin", "v1beta1.DRAPlugin"]);
+    assert_eq!(
+        info.supported_versions,
+        [
+            "v1.DRAPlugin",
+            "v1beta1.DRAPlugin",
+            "v1.DRAResourceHealth",
+            "v1alpha1.DRAResourceHealth"
+        ]
+    );
     registration
         .notify_registration_status(RegistrationStatus {
             plugin_registered: true,
@@ -237,6 +245,47 @@ async fn kubelet_registers_then_prepares_and_unprepares_over_v1_and_v1beta1() {
         .unwrap();
 
     let channel = connect(&dra).await;
+    // The health stream (both versions) opens with every published device of the pool.
+    let mut health =
+        multinic_proto::health::v1alpha1::dra_resource_health_client::DraResourceHealthClient::new(channel.clone());
+    let first = health
+        .node_watch_resources(multinic_proto::health::v1alpha1::NodeWatchResourcesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    let named: Vec<(String, String)> = first
+        .devices
+        .iter()
+        .map(|d| {
+            d.device
+                .clone()
+                .map(|i| (i.pool_name, i.device_name))
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(
+        named,
+        h.devices
+            .iter()
+            .map(|d| (NODE.to_string(), d.clone()))
+            .collect::<Vec<_>>()
+    );
+    let mut health_v1 =
+        multinic_proto::health::v1::dra_resource_health_client::DraResourceHealthClient::new(channel.clone());
+    let first_v1 = health_v1
+        .node_watch_resources(multinic_proto::health::v1::NodeWatchResourcesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .message()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first_v1.devices.len(), h.devices.len());
     let mut v1c = v1::dra_plugin_client::DraPluginClient::new(channel.clone());
     let mut v1b = v1beta1::dra_plugin_client::DraPluginClient::new(channel);
     let a = h.claim("a", &[&h.devices[0], &h.devices[1]], rails_params(json!({})));

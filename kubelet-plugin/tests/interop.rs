@@ -214,7 +214,8 @@ async fn grpc_go_client_dialling_like_the_kubelet_registers_and_prepares() {
             "GetInfo",
             "NotifyRegistrationStatus",
             "NodePrepareResources v1",
-            "NodeUnprepareResources v1beta1"
+            "NodeUnprepareResources v1beta1",
+            "NodeWatchResources v1alpha1"
         ]
     );
 }

@@ -34,7 +34,7 @@ fn nic(rail: usize) -> Nic {
 fn inventory(n: usize) -> Inventory {
     Inventory {
         nics: (0..n).map(nic).collect(),
-        excluded: Default::default(),
+        ..Default::default()
     }
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	drahealthv1alpha1 "k8s.io/kubelet/pkg/apis/dra-health/v1alpha1"
 	drav1 "k8s.io/kubelet/pkg/apis/dra/v1"
 	drav1beta1 "k8s.io/kubelet/pkg/apis/dra/v1beta1"
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
@@ -60,9 +61,9 @@ func main() {
 		if err != nil {
 			check("GetInfo", false, err.Error())
 		} else {
+			want := []string{"v1.DRAPlugin", "v1beta1.DRAPlugin", "v1.DRAResourceHealth", "v1alpha1.DRAResourceHealth"}
 			ok := info.Type == "DRAPlugin" && info.Name == *driver && info.Endpoint == *dra &&
-				len(info.SupportedVersions) == 2 && info.SupportedVersions[0] == "v1.DRAPlugin" &&
-				info.SupportedVersions[1] == "v1beta1.DRAPlugin"
+				fmt.Sprint(info.SupportedVersions) == fmt.Sprint(want)
 			check("GetInfo", ok, fmt.Sprintf("%s %s %s %v", info.Type, info.Name, info.Endpoint, info.SupportedVersions))
 		}
 		_, err = client.NotifyRegistrationStatus(ctx, &registerapi.RegistrationStatus{PluginRegistered: true})
@@ -92,6 +93,21 @@ func main() {
 		} else {
 			r := uresp.Claims[*uid]
 			check("NodeUnprepareResources v1beta1", r != nil && r.Error == "", fmt.Sprint(r))
+		}
+		// The health stream as pkg/kubelet/cm/dra/plugin (DRAPlugin.NodeWatchResources) opens it:
+		// v1alpha1, on the DRA connection; the first message lists the pool's devices at once.
+		stream, err := drahealthv1alpha1.NewDRAResourceHealthClient(dconn).NodeWatchResources(ctx, &drahealthv1alpha1.NodeWatchResourcesRequest{})
+		if err != nil {
+			check("NodeWatchResources v1alpha1", false, err.Error())
+		} else if first, err := stream.Recv(); err != nil {
+			check("NodeWatchResources v1alpha1", false, err.Error())
+		} else {
+			ok := true
+			for _, d := range first.Devices {
+				ok = ok && d.GetDevice().GetPoolName() != "" && d.GetDevice().GetDeviceName() != "" &&
+					d.GetHealthCheckTimeoutSeconds() == 30 && d.GetLastUpdatedTime() > 0
+			}
+			check("NodeWatchResources v1alpha1", ok, fmt.Sprintf("%d devices: %v", len(first.Devices), first.Devices))
 		}
 		dconn.Close()
 	}

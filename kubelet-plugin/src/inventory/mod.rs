@@ -45,6 +45,9 @@ pub struct LinkInfo {
     /// `IFLA_LINK`: the parent of a vlan/macvlan/ipvlan child.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<u32>,
+    /// Administratively up (`IFF_UP`) and the carrier (`IFLA_CARRIER`, `None` when not reported).
+    #[serde(default)]
+    pub state: LinkState,
     /// `ARPHRD_*` type.
     #[serde(default)]
     pub link_type: u16,
@@ -157,11 +160,36 @@ pub enum Exclusion {
     Filtered(String),
 }
 
+/// Whether a link can pass traffic, as rtnetlink reports it. Kept apart from [`Nic`]: it changes
+/// with cables and peers, not with the NIC's identity, so the node ledger does not store it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkState {
+    /// `IFF_UP`.
+    pub up: bool,
+    /// `IFLA_CARRIER`; `None` when the message has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<bool>,
+}
+
+impl Default for LinkState {
+    /// An up link of unknown carrier (what a fixture without link state describes).
+    fn default() -> Self {
+        Self {
+            up: true,
+            carrier: None,
+        }
+    }
+}
+
 /// The decision for every netdev of the host.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inventory {
     /// Published NICs, in rail order.
     pub nics: Vec<Nic>,
+    /// The link state of each published NIC, by interface name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub links: BTreeMap<String, LinkState>,
     /// Netdevs left out, by name, with the reason.
     pub excluded: BTreeMap<String, Exclusion>,
 }
@@ -206,6 +234,7 @@ pub fn build_inventory(snapshot: &HostSnapshot, sysfs: &HashMap<String, SysfsNet
         } else {
             LinkType::Ethernet
         };
+        inventory.links.insert(link.name.clone(), link.state);
         inventory.nics.push(Nic {
             if_name: link.name.clone(),
             if_index: link.index,
@@ -287,6 +316,7 @@ mod tests {
             parent: None,
             link_type: 1,
             loopback: false,
+            state: LinkState::default(),
         }
     }
 

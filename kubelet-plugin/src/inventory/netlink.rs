@@ -92,6 +92,10 @@ pub fn link_from_message(msg: &LinkMessage) -> Option<LinkInfo> {
         parent: None,
         link_type: u16::from(msg.header.link_layer_type),
         loopback: msg.header.flags.contains(LinkFlags::Loopback),
+        state: super::LinkState {
+            up: msg.header.flags.contains(LinkFlags::Up),
+            carrier: None,
+        },
     };
     // With IFLA_LINK_NETNSID, IFLA_LINK is an ifindex in *another* namespace (a veth whose peer
     // lives elsewhere): it names no link here, even when a local link has that index.
@@ -104,6 +108,7 @@ pub fn link_from_message(msg: &LinkMessage) -> Option<LinkInfo> {
             LinkAttribute::IfName(name) => info.name = name.clone(),
             LinkAttribute::Address(mac) if !mac.is_empty() => info.mac = Some(format_mac(mac)),
             LinkAttribute::Mtu(mtu) => info.mtu = *mtu,
+            LinkAttribute::Carrier(c) => info.state.carrier = Some(*c != 0),
             LinkAttribute::Controller(m) => info.master = Some(*m),
             LinkAttribute::Link(p) if *p != 0 && *p != msg.header.index && !parent_elsewhere => info.parent = Some(*p),
             LinkAttribute::LinkInfo(infos) => {
