@@ -184,7 +184,7 @@ plans() { find /var/lib/multinic/plans -maxdepth 1 -name '*.json' 2>/dev/null | 
 
 # ------------------------------------------------------------------------------------------------
 kc delete ns "$NS" --ignore-not-found --wait=true >/dev/null 2>&1
-kc delete multinicnetwork "$NET" e2e-impossible ipvlan-l3 --ignore-not-found --wait=true >/dev/null 2>&1
+kc delete multinicnetwork "$NET" e2e-impossible ipvlan-l3 e2e-health --ignore-not-found --wait=true >/dev/null 2>&1
 kc create ns "$NS" >/dev/null
 
 scenario "1. MultiNicNetwork -> DeviceClass + NicNodeBlocks; an impossible spec is rejected at admission"
@@ -384,6 +384,48 @@ else
 	tail -n 60 "$suite_log"
 	fail "the real-API suite does not build (log $suite_log)"
 fi
+
+scenario "8. NIC health: rail 3 loses its carrier -> the pod's allocatedResourcesStatus is Unhealthy and the slice taints the device; carrier back -> Healthy, no taint"
+# A macvlan network on rail 3 only: the NIC stays on the host, where the plugin sees its carrier.
+# Taking the fabric end of the veth down drops the carrier of the node's end.
+HNET=e2e-health
+kc apply -f - >/dev/null <<EOF
+apiVersion: multinic.dev/v1alpha1
+kind: MultiNicNetwork
+metadata: {name: $HNET}
+spec:
+  selector: 'device.attributes["multinic.dev"].railIndex == 3'
+  attachment: {mode: macvlan}
+  ipam: {type: rails, subnet: 10.78.0.0/16, hostBlock: 8, interfaceBlock: 2}
+EOF
+check "network $HNET Ready" kc wait --for=condition=Ready "multinicnetwork/$HNET" --timeout=90s
+template_yaml one-macvlan 1 "" "$HNET" | kc apply -f - >/dev/null
+pod_yaml pod-h one-macvlan | kc apply -f - >/dev/null
+check "pod-h Running (macvlan on rail 3)" running 180 pod-h
+hdev=$(awk '$2 == 3 {print $1}' "$DEVMAP")
+nic_health() {
+	kc -n "$NS" get pod pod-h -o json |
+		jq -r '[.status.containerStatuses[]?.allocatedResourcesStatus[]?.resources[]?.health] | join(",")'
+}
+nic_taint() {
+	kc get resourceslices -o json | jq -r --arg d "$hdev" '[.items[] | select(.spec.driver == "multinic.dev") |
+		.spec.devices[] | select(.name == $d) | .taints[]? | "\(.key)=\(.value):\(.effect)"] | join(",")'
+}
+health_is() { [ "$(nic_health)" = "$1" ]; }
+taint_is() { [ "$(nic_taint)" = "$1" ]; }
+check "pod-h reports its NIC ($hdev) Healthy" wait_for 60 "Healthy" health_is Healthy
+check "no taint on $hdev while its carrier is up" taint_is ""
+ip -n "$FABRIC_NS" link set "${NIC_PREFIX}3f" down
+check "carrier down: pod-h reports its NIC Unhealthy" wait_for 30 "Unhealthy" health_is Unhealthy
+check "carrier down: $hdev tainted multinic.dev/unhealthy=CarrierDown:NoSchedule" wait_for 30 "taint" \
+	taint_is "multinic.dev/unhealthy=CarrierDown:NoSchedule"
+echo "pod-h allocatedResourcesStatus: $(kc -n "$NS" get pod pod-h -o jsonpath='{.status.containerStatuses[0].allocatedResourcesStatus}')"
+echo "slice device $hdev taints: $(nic_taint)"
+ip -n "$FABRIC_NS" link set "${NIC_PREFIX}3f" up
+check "carrier back: pod-h reports its NIC Healthy" wait_for 30 "Healthy again" health_is Healthy
+check "carrier back: the taint is gone" wait_for 30 "no taint" taint_is ""
+kc -n "$NS" delete pod pod-h --wait=true --timeout=90s >/dev/null
+kc delete multinicnetwork "$HNET" --wait=true --timeout=60s >/dev/null
 
 scenario "end: nothing leaked"
 check "no plan files left" [ "$(plans)" = 0 ]
