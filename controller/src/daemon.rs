@@ -12,6 +12,7 @@ use kube::Api;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use multinic_api::crd::{MultiNicNetwork, NicNodeBlocks};
+use multinic_api::names::DRIVER_NAME;
 use multinic_api::observe;
 use multinic_api::retry::RepeatGate;
 use multinic_api::setup::{LogFormat, SetupError, hostname, kube_client};
@@ -19,6 +20,8 @@ use multinic_api::setup::{LogFormat, SetupError, hostname, kube_client};
 use crate::lease::LeaseLock;
 use crate::metrics::Metrics;
 use crate::reconcile::{self, Context};
+use crate::selector::networks_for_slice;
+use crate::slices;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -116,17 +119,20 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let controller = Controller::new(networks, watcher::Config::default())
         .owns(Api::<DeviceClass>::all(client.clone()), watcher::Config::default())
         .owns(Api::<NicNodeBlocks>::all(client.clone()), watcher::Config::default());
-    let store = controller.store();
-    let slices = watcher::Config::default().fields("spec.driver=multinic.dev");
-    let ctx = Arc::new(Context { client: client.clone() });
+    let networks = controller.store();
+    let (slices, slice_changes) = slices::watch(
+        Api::<ResourceSlice>::all(client.clone()),
+        watcher::Config::default().fields(&format!("spec.driver={DRIVER_NAME}")),
+    );
+    let ctx = Arc::new(Context { client, slices });
     let mut watch_gate = RepeatGate::default();
     let reconciling = controller
-        // Any slice change may change which nodes a network covers.
-        .watches(Api::<ResourceSlice>::all(client), slices, move |_| {
-            store
-                .state()
+        // A slice change concerns the networks that select its devices, before or after it.
+        .watches_stream(slice_changes, move |slice| {
+            let networks = networks.state();
+            networks_for_slice(DRIVER_NAME, &slice, networks.iter().map(Arc::as_ref))
                 .into_iter()
-                .map(|n| ObjectRef::from_obj(n.as_ref()))
+                .map(ObjectRef::from_obj)
                 .collect::<Vec<_>>()
         })
         .shutdown_on_signal()

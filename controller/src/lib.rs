@@ -7,3 +7,4 @@ pub mod lease;
 pub mod metrics;
 pub mod reconcile;
 pub mod selector;
+pub mod slices;

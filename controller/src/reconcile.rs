@@ -4,13 +4,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::resource::v1::{DeviceClass, ResourceSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::api::resource::v1::{
+    CELDeviceSelector, DeviceClass, DeviceClassConfiguration, DeviceClassSpec, DeviceSelector,
+    OpaqueDeviceConfiguration, ResourceSlice,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use multinic_api::config::{ConfigError, IpamType, NetworkConfig};
-use multinic_api::crd::{MultiNicNetwork, MultiNicNetworkSpec, MultiNicNetworkStatus, NicNodeBlocks, node_blocks_name};
+use multinic_api::crd::{
+    MultiNicNetwork, MultiNicNetworkSpec, MultiNicNetworkStatus, NicNodeBlocks, NicNodeBlocksSpec, RailBlock,
+    node_blocks_name,
+};
 use multinic_api::names::{API_VERSION, DRIVER_NAME};
 use multinic_api::rails::RailsLayout;
 use serde_json::{Value, json};
@@ -33,11 +42,21 @@ pub enum ReconcileError {
         what: String,
         source: kube::Error,
     },
+    #[error(
+        "MultiNicNetwork {network}: the finalizer {FINALIZER}: {message}; the object as read from the API server is malformed"
+    )]
+    Finalizer { network: String, message: String },
+    #[error(
+        "MultiNicNetwork {network}: the ResourceSlice watch ended before its first list; the controller is stopping"
+    )]
+    SlicesGone { network: String },
 }
 
 /// Shared by all reconciles.
 pub struct Context {
     pub client: kube::Client,
+    /// The driver's ResourceSlices, from the controller's one watch of them.
+    pub slices: Store<ResourceSlice>,
 }
 
 /// What a reconcile decided (for status and tests).
@@ -46,7 +65,6 @@ pub enum Outcome {
     Ready { nodes: usize },
     Invalid(String),
     Exhausted { nodes: usize, message: String },
-    Deleted,
 }
 
 /// The opaque parameters the DeviceClass carries: the network as our driver reads it.
@@ -68,58 +86,99 @@ pub fn network_config(name: &str, spec: &MultiNicNetworkSpec) -> Result<(Network
 
 /// The DeviceClass of a network: our driver, the network's selector, the config as opaque
 /// parameters, owned by the network.
-pub fn device_class(net: &MultiNicNetwork, params: &Value) -> Value {
-    let mut selectors = vec![json!({"cel": {"expression": format!("device.driver == \"{DRIVER_NAME}\"")}})];
-    if let Some(selector) = &net.spec.selector {
-        selectors.push(json!({"cel": {"expression": selector}}));
+pub fn device_class(net: &MultiNicNetwork, params: &Value) -> DeviceClass {
+    let cel = |expression: String| DeviceSelector {
+        cel: Some(CELDeviceSelector { expression }),
+    };
+    let mut selectors = vec![cel(format!("device.driver == \"{DRIVER_NAME}\""))];
+    selectors.extend(net.spec.selector.clone().map(cel));
+    DeviceClass {
+        metadata: owned_meta(net, net.name_any()),
+        spec: DeviceClassSpec {
+            selectors: Some(selectors),
+            config: Some(vec![DeviceClassConfiguration {
+                opaque: Some(OpaqueDeviceConfiguration {
+                    driver: DRIVER_NAME.to_string(),
+                    parameters: RawExtension(params.clone()),
+                }),
+            }]),
+            ..Default::default()
+        },
     }
-    json!({
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "DeviceClass",
-        "metadata": {
-            "name": net.name_any(),
-            "labels": {NETWORK_LABEL: net.name_any()},
-            "ownerReferences": [owner_reference(net)],
-        },
-        "spec": {
-            "selectors": selectors,
-            "config": [{"opaque": {"driver": DRIVER_NAME, "parameters": params}}],
-        },
-    })
 }
 
-fn owner_reference(net: &MultiNicNetwork) -> Value {
-    json!({
-        "apiVersion": API_VERSION,
-        "kind": "MultiNicNetwork",
-        "name": net.name_any(),
-        "uid": net.meta().uid.clone().unwrap_or_default(),
-        "controller": true,
-        "blockOwnerDeletion": true,
-    })
-}
-
-fn blocks_object(net: &MultiNicNetwork, node: &str, host: u32, blocks: &[multinic_api::crd::RailBlock]) -> Value {
-    json!({
-        "apiVersion": API_VERSION,
-        "kind": "NicNodeBlocks",
-        "metadata": {
-            "name": node_blocks_name(&net.name_any(), node),
-            "labels": {NETWORK_LABEL: net.name_any()},
-            "ownerReferences": [owner_reference(net)],
+/// The NicNodeBlocks of `node` in a network, owned by the network.
+pub fn blocks_object(net: &MultiNicNetwork, node: &str, host: u32, blocks: Vec<RailBlock>) -> NicNodeBlocks {
+    let name = node_blocks_name(&net.name_any(), node);
+    let mut object = NicNodeBlocks::new(
+        &name,
+        NicNodeBlocksSpec {
+            network: net.name_any(),
+            node_name: node.to_string(),
+            host_index: host,
+            blocks,
         },
-        "spec": {"network": net.name_any(), "nodeName": node, "hostIndex": host, "blocks": blocks},
-    })
+    );
+    object.metadata = owned_meta(net, name);
+    object
 }
 
-/// Reconciles one network.
+/// `name`, the network label and the network as controlling owner.
+fn owned_meta(net: &MultiNicNetwork, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        labels: Some(BTreeMap::from([(NETWORK_LABEL.to_string(), net.name_any())])),
+        owner_references: Some(vec![OwnerReference {
+            api_version: MultiNicNetwork::api_version(&()).into_owned(),
+            kind: MultiNicNetwork::kind(&()).into_owned(),
+            name: net.name_any(),
+            uid: net.meta().uid.clone().unwrap_or_default(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]),
+        ..Default::default()
+    }
+}
+
+/// Reconciles one network behind the finalizer [`FINALIZER`]: it is added before anything is
+/// created, and removed once [`cleanup_network`] has deleted what the network created.
 pub async fn reconcile(net: Arc<MultiNicNetwork>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let outcome = reconcile_network(&ctx.client, &net).await?;
-    tracing::info!(network = %net.name_any(), ?outcome, "reconciled");
-    Ok(match outcome {
-        Outcome::Deleted => Action::await_change(),
-        _ => Action::requeue(Duration::from_secs(300)),
+    let name = net.name_any();
+    let networks: Api<MultiNicNetwork> = Api::all(ctx.client.clone());
+    finalizer(&networks, FINALIZER, net, |event| async {
+        match event {
+            FinalizerEvent::Apply(net) => {
+                let outcome = apply_network(&ctx, &net).await?;
+                tracing::info!(network = %net.name_any(), ?outcome, "reconciled");
+                Ok(Action::requeue(Duration::from_secs(300)))
+            }
+            FinalizerEvent::Cleanup(net) => {
+                cleanup_network(&ctx.client, &net).await?;
+                tracing::info!(network = %net.name_any(), "deleted its DeviceClass and NicNodeBlocks");
+                Ok(Action::await_change())
+            }
+        }
     })
+    .await
+    .map_err(|error| finalizer_error(&name, error))
+}
+
+/// The finalizer's errors as ours, each naming the network.
+fn finalizer_error(network: &str, error: finalizer::Error<ReconcileError>) -> ReconcileError {
+    let kube = |what: &str, source| ReconcileError::Kube {
+        network: network.to_string(),
+        what: format!("{what} the finalizer {FINALIZER}"),
+        source,
+    };
+    match error {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        finalizer::Error::AddFinalizer(source) => kube("adding", source),
+        finalizer::Error::RemoveFinalizer(source) => kube("removing", source),
+        other @ (finalizer::Error::UnnamedObject | finalizer::Error::InvalidFinalizer) => ReconcileError::Finalizer {
+            network: network.to_string(),
+            message: other.to_string(),
+        },
+    }
 }
 
 /// Retries failed reconciles with a delay.
@@ -128,52 +187,43 @@ pub fn error_policy(net: Arc<MultiNicNetwork>, error: &ReconcileError, _: Arc<Co
     Action::requeue(Duration::from_secs(10))
 }
 
-/// The reconcile body, callable directly (tests, one-shot runs).
-pub async fn reconcile_network(client: &kube::Client, net: &MultiNicNetwork) -> Result<Outcome, ReconcileError> {
+/// Deletes the DeviceClass and the NicNodeBlocks of a network that is going away.
+pub async fn cleanup_network(client: &kube::Client, net: &MultiNicNetwork) -> Result<(), ReconcileError> {
     let name = net.name_any();
-    let kube_err = |what: &str| {
-        let (network, what) = (name.clone(), what.to_string());
-        move |source| ReconcileError::Kube { network, what, source }
-    };
+    let classes: Api<DeviceClass> = Api::all(client.clone());
+    let node_blocks: Api<NicNodeBlocks> = Api::all(client.clone());
+    delete_ignoring_missing(&classes, &name)
+        .await
+        .map_err(kube_err(&name, "deleting the DeviceClass"))?;
+    for nb in node_blocks
+        .list(&ours(&name))
+        .await
+        .map_err(kube_err(&name, "listing NicNodeBlocks"))?
+    {
+        delete_ignoring_missing(&node_blocks, &nb.name_any())
+            .await
+            .map_err(kube_err(&name, "deleting NicNodeBlocks"))?;
+    }
+    Ok(())
+}
+
+fn kube_err(network: &str, what: &str) -> impl FnOnce(kube::Error) -> ReconcileError {
+    let (network, what) = (network.to_string(), what.to_string());
+    move |source| ReconcileError::Kube { network, what, source }
+}
+
+fn ours(network: &str) -> ListParams {
+    ListParams::default().labels(&format!("{NETWORK_LABEL}={network}"))
+}
+
+/// Makes the DeviceClass, the NicNodeBlocks and the status of a network match its spec and the
+/// nodes' slices in `ctx.slices` (callable directly: tests, one-shot runs).
+pub async fn apply_network(ctx: &Context, net: &MultiNicNetwork) -> Result<Outcome, ReconcileError> {
+    let name = net.name_any();
+    let client = &ctx.client;
     let networks: Api<MultiNicNetwork> = Api::all(client.clone());
     let classes: Api<DeviceClass> = Api::all(client.clone());
     let node_blocks: Api<NicNodeBlocks> = Api::all(client.clone());
-    let ours = ListParams::default().labels(&format!("{NETWORK_LABEL}={name}"));
-
-    if net.meta().deletion_timestamp.is_some() {
-        delete_ignoring_missing(&classes, &name)
-            .await
-            .map_err(kube_err("deleting the DeviceClass"))?;
-        for nb in node_blocks
-            .list(&ours)
-            .await
-            .map_err(kube_err("listing NicNodeBlocks"))?
-        {
-            delete_ignoring_missing(&node_blocks, &nb.name_any())
-                .await
-                .map_err(kube_err("deleting NicNodeBlocks"))?;
-        }
-        let remaining: Vec<String> = net.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
-        let patch = json!({"metadata": {"finalizers": remaining, "resourceVersion": net.resource_version()}});
-        match networks
-            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(kube_err("removing the finalizer")(e)),
-        }
-        return Ok(Outcome::Deleted);
-    }
-    if !net.finalizers().iter().any(|f| f == FINALIZER) {
-        let mut finalizers = net.finalizers().to_vec();
-        finalizers.push(FINALIZER.to_string());
-        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": net.resource_version()}});
-        networks
-            .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .map_err(kube_err("adding the finalizer"))?;
-    }
 
     let validated = network_config(&name, &net.spec)
         .map_err(|e| e.to_string())
@@ -191,7 +241,7 @@ pub async fn reconcile_network(client: &kube::Client, net: &MultiNicNetwork) -> 
             let outcome = Outcome::Invalid(message);
             write_status(&networks, net, &outcome)
                 .await
-                .map_err(kube_err("writing the status"))?;
+                .map_err(kube_err(&name, "writing the status"))?;
             return Ok(outcome);
         }
     };
@@ -200,28 +250,29 @@ pub async fn reconcile_network(client: &kube::Client, net: &MultiNicNetwork) -> 
     classes
         .patch(&name, &apply, &Patch::Apply(device_class(net, &params)))
         .await
-        .map_err(kube_err("applying the DeviceClass"))?;
+        .map_err(kube_err(&name, "applying the DeviceClass"))?;
 
-    let slices: Api<ResourceSlice> = Api::all(client.clone());
-    let slices = slices
-        .list(&ListParams::default().fields(&format!("spec.driver={DRIVER_NAME}")))
+    // Until the first list of slices is in, no node is known: blocks would be deleted.
+    ctx.slices
+        .wait_until_ready()
         .await
-        .map_err(kube_err("listing ResourceSlices"))?;
-    let nodes = match matching_nodes(DRIVER_NAME, &selector, &slices.items) {
+        .map_err(|_| ReconcileError::SlicesGone { network: name.clone() })?;
+    let slices = ctx.slices.state();
+    let nodes = match matching_nodes(DRIVER_NAME, &selector, slices.iter().map(Arc::as_ref)) {
         Ok(nodes) => nodes,
         Err(e) => {
             let outcome = Outcome::Invalid(e.to_string());
             write_status(&networks, net, &outcome)
                 .await
-                .map_err(kube_err("writing the status"))?;
+                .map_err(kube_err(&name, "writing the status"))?;
             return Ok(outcome);
         }
     };
 
     let existing = node_blocks
-        .list(&ours)
+        .list(&ours(&name))
         .await
-        .map_err(kube_err("listing NicNodeBlocks"))?
+        .map_err(kube_err(&name, "listing NicNodeBlocks"))?
         .items;
     let outcome = match layout {
         Some(layout) => {
@@ -254,15 +305,15 @@ pub async fn reconcile_network(client: &kube::Client, net: &MultiNicNetwork) -> 
                         continue;
                     }
                 };
-                let body = blocks_object(net, node, host, &rail_blocks);
+                let body = blocks_object(net, node, host, rail_blocks);
                 node_blocks
                     .patch(&node_blocks_name(&name, node), &apply, &Patch::Apply(body))
                     .await
-                    .map_err(kube_err("applying NicNodeBlocks"))?;
+                    .map_err(kube_err(&name, "applying NicNodeBlocks"))?;
             }
             delete_stale(&node_blocks, &existing, &assignment)
                 .await
-                .map_err(kube_err("deleting NicNodeBlocks"))?;
+                .map_err(kube_err(&name, "deleting NicNodeBlocks"))?;
             if problems.is_empty() {
                 Outcome::Ready {
                     nodes: assignment.hosts.len(),
@@ -278,13 +329,13 @@ pub async fn reconcile_network(client: &kube::Client, net: &MultiNicNetwork) -> 
             // Not a rails network (any more): it owns no blocks.
             delete_stale(&node_blocks, &existing, &Assignment::default())
                 .await
-                .map_err(kube_err("deleting NicNodeBlocks"))?;
+                .map_err(kube_err(&name, "deleting NicNodeBlocks"))?;
             Outcome::Ready { nodes: nodes.len() }
         }
     };
     write_status(&networks, net, &outcome)
         .await
-        .map_err(kube_err("writing the status"))?;
+        .map_err(kube_err(&name, "writing the status"))?;
     Ok(outcome)
 }
 
@@ -333,7 +384,6 @@ pub fn conditions(outcome: &Outcome, previous: &[Condition], generation: Option<
         ),
         Outcome::Invalid(m) => ((false, "Invalid", m.clone()), Some(m.clone()), None),
         Outcome::Exhausted { message, .. } => ((false, "Exhausted", message.clone()), None, Some(message.clone())),
-        Outcome::Deleted => ((false, "Deleting", String::new()), None, None),
     };
     let make = |type_: &str, status: bool, reason: &str, message: String| {
         let status = if status { "True" } else { "False" }.to_string();
@@ -369,7 +419,7 @@ async fn write_status(api: &Api<MultiNicNetwork>, net: &MultiNicNetwork, outcome
     let previous = net.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
     let nodes = match outcome {
         Outcome::Ready { nodes } | Outcome::Exhausted { nodes, .. } => Some(u32::try_from(*nodes).unwrap_or(u32::MAX)),
-        _ => None,
+        Outcome::Invalid(_) => None,
     };
     let status = MultiNicNetworkStatus {
         conditions: conditions(outcome, &previous, net.meta().generation),
@@ -384,4 +434,57 @@ async fn write_status(api: &Api<MultiNicNetwork>, net: &MultiNicNetwork, outcome
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net() -> MultiNicNetwork {
+        serde_json::from_value(json!({"apiVersion": API_VERSION, "kind": "MultiNicNetwork",
+            "metadata": {"name": "rails", "uid": "u-1"},
+            "spec": {"selector": "device.attributes[\"multinic.dev\"].rdma",
+                     "ipam": {"type": "rails", "subnet": "10.10.0.0/16", "hostBlock": 8, "interfaceBlock": 2}}}))
+        .unwrap()
+    }
+
+    fn owned_metadata(name: &str) -> Value {
+        json!({"name": name, "labels": {NETWORK_LABEL: "rails"},
+            "ownerReferences": [{"apiVersion": API_VERSION, "kind": "MultiNicNetwork", "name": "rails",
+                                 "uid": "u-1", "controller": true, "blockOwnerDeletion": true}]})
+    }
+
+    // The apply bodies are whole objects (apiVersion, kind, metadata, spec) with exactly the
+    // fields the controller owns.
+    #[test]
+    fn the_device_class_body_is_the_whole_object() {
+        let net = net();
+        let (_, params) = network_config("rails", &net.spec).unwrap();
+        assert_eq!(
+            serde_json::to_value(device_class(&net, &params)).unwrap(),
+            json!({"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass",
+            "metadata": owned_metadata("rails"),
+            "spec": {
+                "selectors": [{"cel": {"expression": "device.driver == \"multinic.dev\""}},
+                              {"cel": {"expression": "device.attributes[\"multinic.dev\"].rdma"}}],
+                "config": [{"opaque": {"driver": "multinic.dev", "parameters": params}}],
+            }})
+        );
+    }
+
+    #[test]
+    fn the_node_blocks_body_is_the_whole_object() {
+        let blocks = vec![RailBlock {
+            rail_index: 0,
+            cidr: "10.10.1.0/26".parse().unwrap(),
+            node_address: Some("192.168.0.7".parse().unwrap()),
+        }];
+        assert_eq!(
+            serde_json::to_value(blocks_object(&net(), "n1", 1, blocks)).unwrap(),
+            json!({"apiVersion": API_VERSION, "kind": "NicNodeBlocks",
+                "metadata": owned_metadata("rails.n1"),
+                "spec": {"network": "rails", "nodeName": "n1", "hostIndex": 1,
+                         "blocks": [{"railIndex": 0, "cidr": "10.10.1.0/26", "nodeAddress": "192.168.0.7"}]}})
+        );
+    }
 }

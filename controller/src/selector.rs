@@ -8,6 +8,7 @@ use ipnet::Ipv4Net;
 
 use k8s_openapi::api::resource::v1::{Device, DeviceAttribute, ResourceSlice};
 use kube::core::cel::{KubeCelExt, cel};
+use multinic_api::crd::MultiNicNetwork;
 use serde_json::{Map, Value, json};
 
 #[derive(Debug, thiserror::Error)]
@@ -104,10 +105,10 @@ pub struct NodeRails {
 }
 
 /// Node → its rails, over the slices of `driver` and the devices `selector` matches.
-pub fn matching_nodes(
+pub fn matching_nodes<'a>(
     driver: &str,
     selector: &Selector,
-    slices: &[ResourceSlice],
+    slices: impl IntoIterator<Item = &'a ResourceSlice>,
 ) -> Result<BTreeMap<String, NodeRails>, SelectorError> {
     let mut nodes: BTreeMap<String, NodeRails> = BTreeMap::new();
     let attr = |device: &Device, id: &str| {
@@ -117,7 +118,7 @@ pub fn matching_nodes(
             .and_then(|a| a.get(&format!("{driver}/{id}")))
             .cloned()
     };
-    for slice in slices.iter().filter(|s| s.spec.driver == driver) {
+    for slice in slices.into_iter().filter(|s| s.spec.driver == driver) {
         let Some(node) = &slice.spec.node_name else { continue };
         for device in slice.spec.devices.iter().flatten() {
             if selector.matches(driver, device)? {
@@ -143,8 +144,40 @@ pub fn matching_nodes(
     Ok(nodes)
 }
 
+/// The networks that one version of a node's slice concerns: those whose selector matches one of
+/// its devices (a device the selector fails on counts: the network reports the failure). Only
+/// these can see the node's rails change when the slice changes, so only these are reconciled;
+/// the watch hands over the slice's version before and after a change, so a device that stops
+/// matching still reaches the network it left. Slices of other drivers or without a node concern
+/// no network (`matching_nodes` skips them), nor do networks whose selector does not compile
+/// (they are invalid whatever the nodes publish).
+pub fn networks_for_slice<'a>(
+    driver: &str,
+    slice: &ResourceSlice,
+    networks: impl IntoIterator<Item = &'a MultiNicNetwork>,
+) -> Vec<&'a MultiNicNetwork> {
+    if slice.spec.driver != driver || slice.spec.node_name.is_none() {
+        return Vec::new();
+    }
+    networks
+        .into_iter()
+        .filter(|net| {
+            Selector::compile(net.spec.selector.as_deref()).is_ok_and(|selector| {
+                slice
+                    .spec
+                    .devices
+                    .iter()
+                    .flatten()
+                    .any(|device| selector.matches(driver, device).unwrap_or(true))
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    use kube::ResourceExt;
+
     use super::*;
 
     fn device(name: &str, rdma: bool, rail: i64) -> Device {
@@ -236,5 +269,56 @@ mod tests {
             matching_nodes("multinic.dev", &s, &broken),
             Err(SelectorError::NoRailIndex { node, device }) if node == "n3" && device == "x"
         ));
+    }
+
+    fn network(name: &str, selector: Option<&str>) -> MultiNicNetwork {
+        serde_json::from_value(json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "MultiNicNetwork",
+            "metadata": {"name": name}, "spec": {"selector": selector}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_slice_concerns_only_the_networks_that_select_its_devices() {
+        let networks = [
+            network("rdma", Some(r#"device.attributes["multinic.dev"].rdma == true"#)),
+            network("plain", Some(r#"device.attributes["multinic.dev"].rdma == false"#)),
+            network("all", None),
+            network(
+                "elsewhere",
+                Some(r#"device.attributes["resource.kubernetes.io"].pcieRoot == "pci0000:99""#),
+            ),
+            network("broken", Some("device.attributes[")),
+            // Fails on every device (an int is no bool): the network must learn of it.
+            network("failing", Some(r#"device.attributes["multinic.dev"].railIndex"#)),
+        ];
+        let slice = |driver: &str, node: Option<&str>, devices: Vec<Device>| ResourceSlice {
+            metadata: Default::default(),
+            spec: k8s_openapi::api::resource::v1::ResourceSliceSpec {
+                driver: driver.into(),
+                node_name: node.map(str::to_string),
+                devices: Some(devices),
+                ..Default::default()
+            },
+        };
+        let names = |s: &ResourceSlice| -> Vec<String> {
+            networks_for_slice("multinic.dev", s, &networks)
+                .iter()
+                .map(|n| n.name_any())
+                .collect()
+        };
+        let rdma_node = slice(
+            "multinic.dev",
+            Some("n1"),
+            vec![device("a", true, 0), device("b", true, 1)],
+        );
+        assert_eq!(names(&rdma_node), ["rdma", "all", "failing"]);
+        let plain_node = slice("multinic.dev", Some("n2"), vec![device("a", false, 0)]);
+        assert_eq!(names(&plain_node), ["plain", "all", "failing"]);
+        let empty = slice("multinic.dev", Some("n3"), vec![]);
+        assert!(names(&empty).is_empty(), "a node without devices is in no network");
+        let foreign = slice("gpu.example.com", Some("n1"), vec![device("a", true, 0)]);
+        assert!(names(&foreign).is_empty(), "another driver's slice");
+        let unattached = slice("multinic.dev", None, vec![device("a", true, 0)]);
+        assert!(names(&unattached).is_empty(), "a slice without a node");
     }
 }

@@ -46,7 +46,7 @@ async fn the_controller_binary_reconciles_networks_it_watches() {
         .insert(json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "MultiNicNetwork", "metadata": {"name": "rails"},
             "spec": {"selector": "device.attributes[\"multinic.dev\"].rdma", "ipam": {"type": "rails", "subnet": "10.10.0.0/16", "hostBlock": 8, "interfaceBlock": 2}}}))
         .unwrap();
-    let _controller = controller(&kubeconfig, &[]);
+    let running = controller(&kubeconfig, &[]);
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     loop {
@@ -56,9 +56,99 @@ async fn the_controller_binary_reconciles_networks_it_watches() {
         if class.is_some() && blocks.is_some() {
             break;
         }
-        assert!(Instant::now() < deadline, "no DeviceClass/NicNodeBlocks after 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "no DeviceClass/NicNodeBlocks after 30 s: {:#?}",
+            running.lines()
+        );
     }
     assert_eq!(lease_holder(&server), Some(json!("replica-a")));
+}
+
+fn slice(node: &str, rdma: bool) -> serde_json::Value {
+    json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice", "metadata": {"name": format!("{node}-multinic.dev-0")},
+        "spec": {"driver": "multinic.dev", "nodeName": node, "pool": {"name": node, "generation": 1, "resourceSliceCount": 1},
+                 "devices": [{"name": "pci-0000-16-00-0", "attributes": {"multinic.dev/rdma": {"bool": rdma}, "multinic.dev/railIndex": {"int": 0}}}]}})
+}
+
+fn network(name: &str, rdma: bool, subnet: &str) -> serde_json::Value {
+    json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "MultiNicNetwork", "metadata": {"name": name},
+        "spec": {"selector": format!("device.attributes[\"multinic.dev\"].rdma == {rdma}"),
+                 "ipam": {"type": "rails", "subnet": subnet, "hostBlock": 8, "interfaceBlock": 2}}})
+}
+
+async fn wait_for(what: &str, running: &Watched, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what} after 30 s: {:#?}", running.lines());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_slice_change_reconciles_only_the_networks_it_concerns_from_one_watch() {
+    let server = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    server.insert(slice("n1", true)).unwrap();
+    server.insert(network("rdma", true, "10.10.0.0/16")).unwrap();
+    server.insert(network("plain", false, "10.20.0.0/16")).unwrap();
+    let running = controller(&kubeconfig, &[]);
+    let blocks = |name: &str| {
+        server
+            .get("multinic.dev/v1alpha1", "NicNodeBlocks", None, name)
+            .is_some()
+    };
+    let status = |name: &str| {
+        server
+            .get("multinic.dev/v1alpha1", "MultiNicNetwork", None, name)
+            .is_some_and(|n| n["status"]["nodes"].is_number())
+    };
+    wait_for("no blocks rdma.n1 and no status of plain", &running, || {
+        blocks("rdma.n1") && status("plain")
+    })
+    .await;
+    // Let the first reconciles (and those their own writes trigger) settle.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let status_writes = |server: &FakeApiServer, name: &str| {
+        server
+            .requests()
+            .iter()
+            .filter(|r| r.method == "PATCH" && r.path.ends_with(&format!("/multinicnetworks/{name}/status")))
+            .count()
+    };
+    server.clear_requests();
+
+    // A new rdma node concerns "rdma" only.
+    server.insert(slice("n2", true)).unwrap();
+    wait_for("no blocks rdma.n2", &running, || blocks("rdma.n2")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(status_writes(&server, "rdma") > 0, "rdma was reconciled");
+    assert_eq!(
+        status_writes(&server, "plain"),
+        0,
+        "plain selects no device of n2 and was reconciled"
+    );
+
+    // n2's NIC stops being rdma: "rdma" (which it leaves) and "plain" (which it joins) follow.
+    server.insert(slice("n2", false)).unwrap();
+    wait_for("rdma.n2 still there or no plain.n2", &running, || {
+        !blocks("rdma.n2") && blocks("plain.n2")
+    })
+    .await;
+    assert!(blocks("rdma.n1"), "n1 is untouched");
+
+    // One watch of slices, no list per reconcile: only the watch's own list and watch requests.
+    let slice_requests: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("resourceslices"))
+        .collect();
+    assert!(
+        slice_requests.iter().all(|r| r.has_query("watch", "true")),
+        "slices are not listed again: {slice_requests:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

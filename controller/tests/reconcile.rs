@@ -1,10 +1,14 @@
 //! Acceptance: the controller against the in-process test API server.
 
-use k8s_openapi::api::resource::v1::DeviceClass;
+use std::sync::Arc;
+
+use k8s_openapi::api::resource::v1::{DeviceClass, ResourceSlice};
 use kube::Api;
 use kube::api::DeleteParams;
+use kube::runtime::watcher::Event;
 use multinic_api::crd::{MultiNicNetwork, NicNodeBlocks};
-use multinic_controller::reconcile::{FINALIZER, Outcome, reconcile_network};
+use multinic_controller::reconcile::{Context, FINALIZER, Outcome, apply_network, reconcile};
+use multinic_controller::slices::SliceTracker;
 use multinic_testkit::FakeApiServer;
 use serde_json::{Value, json};
 
@@ -35,10 +39,36 @@ fn rails(subnet: &str, host: u8, iface: u8) -> Value {
 
 const RDMA: &str = r#"device.attributes["multinic.dev"].rdma == true"#;
 
-async fn reconcile(server: &FakeApiServer, name: &str) -> Outcome {
-    let api: Api<MultiNicNetwork> = Api::all(server.client());
-    let net = api.get(name).await.unwrap();
-    reconcile_network(&server.client(), &net).await.unwrap()
+/// The context of a reconcile: the slices the server holds now, in a ready store, filled without
+/// a request (the reconcile must not list slices itself).
+fn context(server: &FakeApiServer) -> Context {
+    let (slices, mut tracker) = SliceTracker::new();
+    tracker.apply(Event::Init);
+    for slice in server.list("resource.k8s.io/v1", "ResourceSlice", None) {
+        let slice: ResourceSlice = serde_json::from_value(slice).unwrap();
+        tracker.apply(Event::InitApply(slice));
+    }
+    tracker.apply(Event::InitDone);
+    Context {
+        client: server.client(),
+        slices,
+    }
+}
+
+async fn get(server: &FakeApiServer, name: &str) -> MultiNicNetwork {
+    Api::<MultiNicNetwork>::all(server.client()).get(name).await.unwrap()
+}
+
+/// One pass of the spec-to-objects body on the network as the server has it.
+async fn apply(server: &FakeApiServer, name: &str) -> Outcome {
+    let net = get(server, name).await;
+    apply_network(&context(server), &net).await.unwrap()
+}
+
+/// One pass of the controller's reconcile (with the finalizer).
+async fn reconcile_once(server: &FakeApiServer, name: &str) {
+    let net = Arc::new(get(server, name).await);
+    reconcile(net, Arc::new(context(server))).await.unwrap();
 }
 
 fn blocks(server: &FakeApiServer) -> Vec<(String, u32, Vec<String>)> {
@@ -66,8 +96,22 @@ async fn network_yields_class_and_blocks_follows_edits_and_cleans_up_on_delete()
         .insert(network("rails", RDMA, rails("10.10.0.0/16", 8, 2)))
         .unwrap();
 
-    assert_eq!(reconcile(&server, "rails").await, Outcome::Ready { nodes: 2 });
+    // The first pass only adds the finalizer; the next one creates the objects.
     let classes: Api<DeviceClass> = Api::all(server.client());
+    reconcile_once(&server, "rails").await;
+    let net = get(&server, "rails").await;
+    assert_eq!(net.metadata.finalizers.as_deref(), Some(&[FINALIZER.to_string()][..]));
+    assert!(
+        classes.get_opt("rails").await.unwrap().is_none(),
+        "nothing before the finalizer"
+    );
+    server.clear_requests();
+    reconcile_once(&server, "rails").await;
+    assert!(
+        server.requests().iter().all(|r| !r.path.contains("resourceslices")),
+        "nodes come from the store, not a list: {:?}",
+        server.requests()
+    );
     let class = classes.get("rails").await.unwrap();
     let selectors: Vec<String> = class
         .spec
@@ -102,7 +146,7 @@ async fn network_yields_class_and_blocks_follows_edits_and_cleans_up_on_delete()
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!(ready.status, "True");
     // Idempotent: a second pass changes nothing.
-    assert_eq!(reconcile(&server, "rails").await, Outcome::Ready { nodes: 2 });
+    assert_eq!(apply(&server, "rails").await, Outcome::Ready { nodes: 2 });
     assert_eq!(blocks(&server).len(), 2);
 
     // Editing the selector updates the class and moves the blocks (n1 still matches through its rail-2 device).
@@ -111,7 +155,7 @@ async fn network_yields_class_and_blocks_follows_edits_and_cleans_up_on_delete()
         .unwrap();
     edited["spec"]["selector"] = json!(r#"device.attributes["multinic.dev"].rdma == false"#);
     server.insert(edited).unwrap();
-    assert_eq!(reconcile(&server, "rails").await, Outcome::Ready { nodes: 2 });
+    assert_eq!(apply(&server, "rails").await, Outcome::Ready { nodes: 2 });
     let class = classes.get("rails").await.unwrap();
     assert_eq!(
         class.spec.selectors.as_ref().unwrap()[1]
@@ -132,7 +176,7 @@ async fn network_yields_class_and_blocks_follows_edits_and_cleans_up_on_delete()
     let net = networks.get("rails").await.unwrap();
     assert!(net.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER));
     networks.delete("rails", &DeleteParams::default()).await.unwrap();
-    assert_eq!(reconcile(&server, "rails").await, Outcome::Deleted);
+    reconcile_once(&server, "rails").await;
     assert!(classes.get_opt("rails").await.unwrap().is_none());
     assert!(blocks(&server).is_empty());
     assert!(
@@ -152,7 +196,7 @@ async fn invalid_specs_that_get_through_are_reported_not_applied() {
         .insert(network("bad-cel", "device.attributes[", rails("10.0.0.0/16", 8, 2)))
         .unwrap();
     for (name, needle) in [("tiny", "hostBlock 8"), ("bad-cel", "does not compile")] {
-        let Outcome::Invalid(message) = reconcile(&server, name).await else {
+        let Outcome::Invalid(message) = apply(&server, name).await else {
             panic!("{name} should be invalid")
         };
         assert!(message.contains(needle), "{name}: {message}");
@@ -179,7 +223,7 @@ async fn exhaustion_is_a_condition_naming_the_nodes_and_the_fix() {
     server
         .insert(network("small", RDMA, rails("10.0.0.0/24", 1, 1)))
         .unwrap();
-    let Outcome::Exhausted { nodes, message } = reconcile(&server, "small").await else {
+    let Outcome::Exhausted { nodes, message } = apply(&server, "small").await else {
         panic!("not exhausted")
     };
     assert_eq!(nodes, 2);

@@ -346,8 +346,10 @@ fn route(
                     let ptype = match media.as_str() {
                         "application/apply-patch+yaml" => PatchType::Apply,
                         "application/merge-patch+json" => PatchType::Merge,
+                        "application/json-patch+json" => PatchType::Json,
                         _ => {
                             return Err(ApiError::unsupported_media_type(&[
+                                "application/json-patch+json",
                                 "application/merge-patch+json",
                                 "application/apply-patch+yaml",
                             ]));

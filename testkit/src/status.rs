@@ -173,6 +173,12 @@ impl ApiError {
         Self::new(400, "BadRequest", msg, None)
     }
 
+    /// 422 for a JSON patch that does not apply (a failed `test`, a missing path), as
+    /// kube-apiserver answers it.
+    pub fn patch_failed(msg: impl Into<String>) -> Self {
+        Self::new(422, "Invalid", msg, None)
+    }
+
     /// 405 MethodNotAllowed.
     pub fn method_not_allowed() -> Self {
         Self::new(

@@ -85,6 +85,8 @@ impl Sub {
 pub enum PatchType {
     Apply,
     Merge,
+    /// RFC 6902 (`application/json-patch+json`).
+    Json,
 }
 
 type Key = (String, String, String);
@@ -624,6 +626,26 @@ impl State {
                     .ok_or_else(|| ApiError::not_found(rd, name))?;
                 check_body_object(&patch)?;
                 json_patch::merge(&mut doc, &patch);
+                let out = self.write_existing(rd, ns, name, sub, doc, None, false, opts)?;
+                Ok((out, false))
+            }
+            PatchType::Json => {
+                let mut doc = self
+                    .stored(rd, ns, name)
+                    .map(|s| s.obj.clone())
+                    .ok_or_else(|| ApiError::not_found(rd, name))?;
+                let ops: json_patch::Patch = serde_json::from_value(patch)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding JSON patch: {e}")))?;
+                // kube-apiserver's JSON patch takes a missing member as null in `test`.
+                let ops: Vec<json_patch::PatchOperation> = ops
+                    .0
+                    .into_iter()
+                    .filter(|op| {
+                        !matches!(op, json_patch::PatchOperation::Test(t)
+                            if t.value.is_null() && doc.pointer(t.path.as_str()).is_none())
+                    })
+                    .collect();
+                json_patch::patch(&mut doc, &ops).map_err(|e| ApiError::patch_failed(e.to_string()))?;
                 let out = self.write_existing(rd, ns, name, sub, doc, None, false, opts)?;
                 Ok((out, false))
             }

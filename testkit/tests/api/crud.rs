@@ -513,6 +513,15 @@ async fn merge_and_json_patch() {
     let ops = json!([{"op": "test", "path": "/spec/pool/generation", "value": 6}]).to_string();
     let s = status(raw(&t.client, "PATCH", &path, "application/json-patch+json", &ops).await);
     assert_eq!(s.code, 422, "{}", s.message);
+    // A missing member tests as null (kube-runtime's finalizer helper relies on it).
+    let ops = json!([{"op": "test", "path": "/metadata/annotations", "value": null},
+                     {"op": "add", "path": "/metadata/annotations", "value": {"a": "b"}}])
+    .to_string();
+    raw(&t.client, "PATCH", &path, "application/json-patch+json", &ops)
+        .await
+        .expect("test of a missing member against null");
+    let annotations = api.get(&name).await.expect("get").metadata.annotations;
+    assert_eq!(annotations.unwrap_or_default().get("a").map(String::as_str), Some("b"));
     let s = status(
         api.patch(&t.name("nope"), &PatchParams::default(), &Patch::Merge(&json!({})))
             .await,
