@@ -15,10 +15,37 @@ mod stats;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
-
 use self::attach::{Bins, Mode};
 use self::stats::Row;
+
+/// This executable's path could not be read, so a binary beside it cannot be found.
+#[derive(Debug, thiserror::Error)]
+#[error("locating this executable to find {name} beside it: {source}; pass the path of {name} explicitly")]
+pub struct SiblingError {
+    name: String,
+    source: std::io::Error,
+}
+
+/// Why `multinic bench` could not run, or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(
+        "multinic bench needs root: it creates network namespaces, veth pairs and macvlan links (run it with sudo)"
+    )]
+    NotRoot,
+    #[error("--runs must be at least 1")]
+    NoRuns,
+    #[error("starting the bench's tokio runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("the bench thread panicked")]
+    Panicked,
+    #[error(transparent)]
+    Sibling(#[from] SiblingError),
+    #[error("{path} is missing: {fix}")]
+    Missing { path: PathBuf, fix: &'static str },
+    #[error("{failed} row(s) had a failed run")]
+    RowsFailed { failed: usize },
+}
 
 /// Arguments of `multinic bench`.
 #[derive(Debug, clap::Args)]
@@ -40,31 +67,33 @@ pub struct BenchArgs {
     pub rows: Vec<u8>,
 }
 
-pub(crate) fn sibling(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating this executable")?;
+pub(crate) fn sibling(name: &str) -> Result<PathBuf, SiblingError> {
+    let exe = std::env::current_exe().map_err(|source| SiblingError {
+        name: name.to_string(),
+        source,
+    })?;
     Ok(exe.parent().unwrap_or(Path::new(".")).join(name))
 }
 
 /// Runs the bench on its own multi-threaded runtime and prints the table.
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
     if !nix::unistd::geteuid().is_root() {
-        bail!(
-            "multinic bench needs root: it creates network namespaces, veth pairs and macvlan links (run it with sudo)"
-        );
+        return Err(BenchError::NotRoot);
     }
     if args.runs == 0 {
-        bail!("--runs must be at least 1");
+        return Err(BenchError::NoRuns);
     }
     let worker = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(BenchError::Runtime)?;
         rt.block_on(bench(args))
     });
-    worker
-        .join()
-        .map_err(|_| anyhow::anyhow!("the bench thread panicked"))?
+    worker.join().map_err(|_| BenchError::Panicked)?
 }
 
-async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+async fn bench(args: BenchArgs) -> Result<(), BenchError> {
     let want = |row: u8| args.rows.is_empty() || args.rows.contains(&row);
     let bins = Bins {
         cni: match &args.cni_bin {
@@ -151,7 +180,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     if !failed.is_empty() {
-        bail!("{} row(s) had a failed run", failed.len());
+        return Err(BenchError::RowsFailed { failed: failed.len() });
     }
     Ok(())
 }

@@ -6,15 +6,15 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail, ensure};
-use multinic_api::rails::RailsLayout;
-use multinic_controller::selector::Selector;
+use multinic_api::plan::PlanError;
+use multinic_api::rails::RailsError;
+use multinic_controller::selector::{Selector, SelectorError};
 use serde_json::{Value, json};
 
-use crate::bench::dra::{self, BenchClaim};
-use crate::bench::fixtures::{CniCall, Netns, VethNode, exec_cni_async, run_out};
-use crate::bench::rss::{NsApi, Proc, READY_TIMEOUT};
-use crate::bench::sibling;
+use crate::bench::dra::{self, BenchClaim, DraError, LayoutError};
+use crate::bench::fixtures::{CniCall, FixtureError, Netns, VethNode, exec_cni_async, run_out};
+use crate::bench::rss::{self, NsApi, Proc, READY_TIMEOUT, RssError};
+use crate::bench::{SiblingError, sibling};
 
 /// The demo network's device selector (veth NICs are published as virtual).
 const SELECTOR: &str = r#"device.attributes["multinic.dev"].virtual == true"#;
@@ -32,15 +32,77 @@ pub struct DemoArgs {
     cni_bin: Option<PathBuf>,
 }
 
+/// Why `multinic demo` could not run, or which of its checks failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("multinic demo needs root: it creates network namespaces and veth NICs (run it with sudo)")]
+    NotRoot,
+    #[error("--nics {nics} must be within 1..=16")]
+    Nics { nics: usize },
+    #[error("{path} is missing: `cargo build -p multinic-kubelet-plugin -p multinic-cni` first")]
+    MissingBinary { path: PathBuf },
+    #[error(transparent)]
+    Sibling(#[from] SiblingError),
+    #[error(transparent)]
+    Fixture(#[from] FixtureError),
+    #[error(transparent)]
+    Dra(#[from] DraError),
+    #[error(transparent)]
+    Rss(#[from] RssError),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error("creating the demo's temp dir: {0}")]
+    TempDir(#[source] std::io::Error),
+    #[error("the demo network's selector: {0}")]
+    Selector(#[from] SelectorError),
+    #[error("only {found} matching devices published, {wanted} wanted")]
+    TooFewDevices { found: usize, wanted: usize },
+    #[error("NodePrepareResources gave no answer for claim {uid}")]
+    NoAnswer { uid: String },
+    #[error("prepare of claim {uid} failed: {error}")]
+    PrepareFailed { uid: String, error: String },
+    #[error("block (host {}, rail {rail}): {source}", dra::HOST_INDEX)]
+    Block { rail: u32, source: RailsError },
+    #[error("the pod {pod} has no net{k}")]
+    NoInterface { pod: String, k: usize },
+    #[error("net{k} has no address in `ip -br addr` of pod {pod}")]
+    NoAddress { pod: String, k: usize },
+    #[error("net{k} address {text:?} is not an IPv4 CIDR: {source}")]
+    BadAddress {
+        k: usize,
+        text: String,
+        source: ipnet::AddrParseError,
+    },
+    #[error("net{k} = {ip} is not in block (host {}, rail {rail}) {want}", dra::HOST_INDEX)]
+    OutsideBlock {
+        k: usize,
+        ip: ipnet::Ipv4Net,
+        rail: u32,
+        want: ipnet::Ipv4Net,
+    },
+    #[error("ResourceClaim bench/{claim} vanished from the fake API server")]
+    ClaimVanished { claim: String },
+    #[error("the node's links differ after teardown:\nbefore {before:?}\nafter  {after:?}")]
+    LinksDiffer { before: Vec<String>, after: Vec<String> },
+    #[error("reading the plans left: {0}")]
+    Plans(#[from] PlanError),
+    #[error("plans left: {plans:?}")]
+    PlansLeft { plans: Vec<String> },
+    #[error("claim status entries left on ResourceClaim bench/{claim}")]
+    StatusLeft { claim: String },
+}
+
 fn step(text: &str) {
     println!("\n== {text}");
 }
 
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     if !nix::unistd::geteuid().is_root() {
-        bail!("multinic demo needs root: it creates network namespaces and veth NICs (run it with sudo)");
+        return Err(DemoError::NotRoot);
     }
-    ensure!((1..=16).contains(&args.nics), "--nics must be within 1..=16");
+    if !(1..=16).contains(&args.nics) {
+        return Err(DemoError::Nics { nics: args.nics });
+    }
     let plugin = match args.plugin_bin {
         Some(p) => p,
         None => sibling("multinic-kubelet-plugin")?,
@@ -50,14 +112,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         None => sibling("multinic-cni")?,
     };
     for bin in [&plugin, &cni_bin] {
-        ensure!(
-            bin.exists(),
-            "{} is missing: `cargo build -p multinic-kubelet-plugin -p multinic-cni` first",
-            bin.display()
-        );
+        if !bin.exists() {
+            return Err(DemoError::MissingBinary { path: bin.clone() });
+        }
     }
     let m = args.nics;
     let total = m + 1;
+    // total ≤ 17 (m is within 1..=16): it fits.
+    let rails = u32::try_from(total).map_err(|_| DemoError::Nics { nics: m })?;
 
     step(&format!(
         "sandbox node: a netns with {total} veth NICs (their peers in another netns)"
@@ -72,11 +134,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     step("the real multinic-kubelet-plugin publishes them to the in-process test API server");
     let api = NsApi::start(Some(node))?;
-    let layout = RailsLayout::new("10.10.0.0/16".parse()?, 8, 5)?;
-    dra::insert_blocks(&api.api, &layout, u32::try_from(total)?)?;
-    let dir = tempfile::tempdir()?;
+    let layout = dra::rails_layout("10.10.0.0/16", 8, 5)?;
+    dra::insert_blocks(&api.api, &layout, rails)?;
+    let dir = tempfile::tempdir().map_err(DemoError::TempDir)?;
     let kubeconfig = dir.path().join("kubeconfig");
-    api.api.write_kubeconfig(&kubeconfig)?;
+    rss::write_kubeconfig(&api.api, &kubeconfig)?;
     let proc = Proc::start(
         &plugin,
         Some(node),
@@ -118,11 +180,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             }
         }
     }
-    ensure!(
-        chosen.len() == m,
-        "only {} matching devices published, {m} wanted",
-        chosen.len()
-    );
+    if chosen.len() != m {
+        return Err(DemoError::TooFewDevices {
+            found: chosen.len(),
+            wanted: m,
+        });
+    }
     println!("allocated: {}", chosen.join(", "));
     let params = dra::params(&layout, "host-device");
     let refs: Vec<&str> = chosen.iter().map(String::as_str).collect();
@@ -131,8 +194,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     step("kubelet stand-in: NodePrepareResources over the plugin's unix socket");
     let mut client = dra::connect(&dir.path().join("plugins").join("dra.sock")).await?;
     let resp = dra::prepare(&mut client, vec![claim.v1()]).await?;
-    let prepared = resp.claims.get(&claim.uid).context("no answer for the claim")?;
-    ensure!(prepared.error.is_empty(), "prepare failed: {}", prepared.error);
+    let prepared = resp
+        .claims
+        .get(&claim.uid)
+        .ok_or_else(|| DemoError::NoAnswer { uid: claim.uid.clone() })?;
+    if !prepared.error.is_empty() {
+        return Err(DemoError::PrepareFailed {
+            uid: claim.uid.clone(),
+            error: prepared.error.clone(),
+        });
+    }
     for d in &prepared.devices {
         println!(
             "prepared {} / {} for request {:?}",
@@ -145,31 +216,33 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let call = |command| CniCall::for_pod(command, format!("demo-{}", claim.name), &pod, &claim.pod_uid, &cni_bin);
     let conf =
         json!({"cniVersion": "1.1.0", "name": "demo", "type": "multinic-cni", "stateDir": dir.path().join("state")});
-    let result = exec_cni_async(cni_bin.clone(), node.file.try_clone()?, call("ADD"), conf.clone()).await?;
+    let result = exec_cni_async(cni_bin.clone(), node.dup_file()?, call("ADD"), conf.clone()).await?;
     let pod_addrs = run_out("ip", &["-n", &pod.name, "-br", "addr", "show"])?;
     println!("{}", pod_addrs.trim_end());
-    for k in 1..=m {
-        let want = layout.block(dra::HOST_INDEX, u32::try_from(k - 1)?)?;
+    for (k, rail) in (1..=m).zip(0..rails) {
+        let want = layout
+            .block(dra::HOST_INDEX, rail)
+            .map_err(|source| DemoError::Block { rail, source })?;
         let line = pod_addrs
             .lines()
             .find(|l| l.split_whitespace().next().and_then(|n| n.split('@').next()) == Some(format!("net{k}").as_str()))
-            .with_context(|| format!("the pod has no net{k}"))?;
-        let ip: ipnet::Ipv4Net = line
-            .split_whitespace()
-            .nth(2)
-            .with_context(|| format!("net{k} has no address"))?
-            .parse()?;
-        ensure!(
-            want.contains(&ip.addr()),
-            "net{k} = {ip} is not in block (host {}, rail {}) {want}",
-            dra::HOST_INDEX,
-            k - 1
-        );
-        println!(
-            "net{k}: {ip} in block (host {}, rail {}) {want}",
-            dra::HOST_INDEX,
-            k - 1
-        );
+            .ok_or_else(|| DemoError::NoInterface {
+                pod: pod.name.clone(),
+                k,
+            })?;
+        let text = line.split_whitespace().nth(2).ok_or_else(|| DemoError::NoAddress {
+            pod: pod.name.clone(),
+            k,
+        })?;
+        let ip: ipnet::Ipv4Net = text.parse().map_err(|source| DemoError::BadAddress {
+            k,
+            text: text.to_string(),
+            source,
+        })?;
+        if !want.contains(&ip.addr()) {
+            return Err(DemoError::OutsideBlock { k, ip, rail, want });
+        }
+        println!("net{k}: {ip} in block (host {}, rail {rail}) {want}", dra::HOST_INDEX);
     }
     println!(
         "CNI result: {} interfaces, {} ips",
@@ -181,7 +254,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let status = api
         .api
         .get("resource.k8s.io/v1", "ResourceClaim", Some("bench"), &claim.name)
-        .context("claim vanished")?;
+        .ok_or_else(|| DemoError::ClaimVanished {
+            claim: claim.name.clone(),
+        })?;
     for d in status["status"]["devices"].as_array().into_iter().flatten() {
         println!(
             "{} {} -> {} {}",
@@ -196,7 +271,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
 
     step("teardown: CNI DEL, NodeUnprepareResources, plugin stopped, namespaces removed");
-    exec_cni_async(cni_bin.clone(), node.file.try_clone()?, call("DEL"), conf).await?;
+    exec_cni_async(cni_bin.clone(), node.dup_file()?, call("DEL"), conf).await?;
     dra::unprepare(&mut client, vec![claim.v1()]).await?;
     let after = run_out("ip", &["-n", &node.name, "-o", "link", "show"])?;
     let names = |text: &str| -> Vec<String> {
@@ -211,21 +286,22 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         v.sort();
         v
     };
-    ensure!(
-        names(&before) == names(&after),
-        "the node's links differ after teardown:\nbefore {:?}\nafter  {:?}",
-        names(&before),
-        names(&after)
-    );
+    let (before, after) = (names(&before), names(&after));
+    if before != after {
+        return Err(DemoError::LinksDiffer { before, after });
+    }
     let plans = multinic_api::plan::PlanStore::new(&dir.path().join("state")).claim_uids()?;
-    ensure!(plans.is_empty(), "plans left: {plans:?}");
+    if !plans.is_empty() {
+        return Err(DemoError::PlansLeft { plans });
+    }
     let left = api
         .api
         .get("resource.k8s.io/v1", "ResourceClaim", Some("bench"), &claim.name);
-    ensure!(
-        left.is_some_and(|c| c["status"]["devices"].as_array().is_none_or(|d| d.is_empty())),
-        "claim status entries left"
-    );
+    if !left.is_some_and(|c| c["status"]["devices"].as_array().is_none_or(|d| d.is_empty())) {
+        return Err(DemoError::StatusLeft {
+            claim: claim.name.clone(),
+        });
+    }
     drop(client);
     drop(proc);
     drop(pod);

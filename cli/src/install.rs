@@ -4,11 +4,38 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
 use serde_json::{Value, json};
+
+use crate::bench::SiblingError;
 
 /// The plugin type written into a conflist.
 const PLUGIN_TYPE: &str = "multinic-cni";
+
+/// A config that [`chained`] cannot chain into.
+#[derive(Debug, thiserror::Error)]
+#[error("not a conflist: no \"plugins\" array (only .conflist files can be chained into)")]
+pub struct NotAConflist;
+
+/// Why `multinic install-cni` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(transparent)]
+    Sibling(#[from] SiblingError),
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("writing {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("the primary CNI config {path} is not a .conflist; chain multinic-cni by hand or via Multus")]
+    NotConflistFile { path: PathBuf },
+    #[error("no CNI config in {dir}; install the primary CNI first")]
+    NoConfig { dir: PathBuf },
+    #[error("{path} is not JSON: {source}")]
+    NotJson { path: PathBuf, source: serde_json::Error },
+    #[error("{path}: {source}")]
+    Chain { path: PathBuf, source: NotAConflist },
+    #[error("encoding the chained conflist for {path}: {source}")]
+    Encode { path: PathBuf, source: serde_json::Error },
+}
 
 #[derive(Debug, clap::Args)]
 pub struct InstallArgs {
@@ -27,11 +54,8 @@ pub struct InstallArgs {
 }
 
 /// Pure: the conflist with our plugin appended last, unless it is already there (`None`).
-pub fn chained(conflist: &Value, state_dir: &Path) -> anyhow::Result<Option<Value>> {
-    let plugins = conflist
-        .get("plugins")
-        .and_then(Value::as_array)
-        .context("not a conflist: no \"plugins\" array (only .conflist files can be chained into)")?;
+pub fn chained(conflist: &Value, state_dir: &Path) -> Result<Option<Value>, NotAConflist> {
+    let plugins = conflist.get("plugins").and_then(Value::as_array).ok_or(NotAConflist)?;
     if plugins
         .iter()
         .any(|p| p.get("type").and_then(Value::as_str) == Some(PLUGIN_TYPE))
@@ -46,9 +70,12 @@ pub fn chained(conflist: &Value, state_dir: &Path) -> anyhow::Result<Option<Valu
 }
 
 /// The primary conflist: the first `*.conflist` in name order (what the runtime picks).
-fn primary_conflist(dir: &Path) -> anyhow::Result<PathBuf> {
+fn primary_conflist(dir: &Path) -> Result<PathBuf, InstallError> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
+        .map_err(|source| InstallError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             matches!(
@@ -60,35 +87,51 @@ fn primary_conflist(dir: &Path) -> anyhow::Result<PathBuf> {
     files.sort();
     match files.into_iter().next() {
         Some(p) if p.extension().is_some_and(|e| e == "conflist") => Ok(p),
-        Some(p) => bail!(
-            "the primary CNI config {} is not a .conflist; chain multinic-cni by hand or via Multus",
-            p.display()
-        ),
-        None => bail!("no CNI config in {}; install the primary CNI first", dir.display()),
+        Some(path) => Err(InstallError::NotConflistFile { path }),
+        None => Err(InstallError::NoConfig { dir: dir.to_path_buf() }),
     }
 }
 
 /// Writes `body` to `path` crash-safely (`multinic_api::fsutil::write_atomic`).
-fn write_atomically(path: &Path, body: &[u8], mode: u32) -> anyhow::Result<()> {
-    multinic_api::fsutil::write_atomic(path, body, mode).with_context(|| format!("writing {}", path.display()))
+fn write_atomically(path: &Path, body: &[u8], mode: u32) -> Result<(), InstallError> {
+    multinic_api::fsutil::write_atomic(path, body, mode).map_err(|source| InstallError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
-pub fn run(args: InstallArgs) -> anyhow::Result<()> {
+fn read_error(path: &Path) -> impl FnOnce(std::io::Error) -> InstallError {
+    let path = path.to_path_buf();
+    move |source| InstallError::Read { path, source }
+}
+
+pub fn run(args: InstallArgs) -> Result<(), InstallError> {
     let src = match args.cni_bin {
         Some(p) => p,
         None => crate::bench::sibling(PLUGIN_TYPE)?,
     };
-    let body = fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+    let body = fs::read(&src).map_err(read_error(&src))?;
     let dst = args.bin_dir.join(PLUGIN_TYPE);
     write_atomically(&dst, &body, 0o755)?;
     println!("installed {}", dst.display());
     if let Some(dir) = args.chain_into {
         let path = primary_conflist(&dir)?;
-        let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let conflist: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-        match chained(&conflist, &args.state_dir)? {
+        let text = fs::read_to_string(&path).map_err(read_error(&path))?;
+        let conflist: Value = serde_json::from_str(&text).map_err(|source| InstallError::NotJson {
+            path: path.clone(),
+            source,
+        })?;
+        let chain = chained(&conflist, &args.state_dir).map_err(|source| InstallError::Chain {
+            path: path.clone(),
+            source,
+        })?;
+        match chain {
             Some(updated) => {
-                write_atomically(&path, serde_json::to_string_pretty(&updated)?.as_bytes(), 0o644)?;
+                let body = serde_json::to_string_pretty(&updated).map_err(|source| InstallError::Encode {
+                    path: path.clone(),
+                    source,
+                })?;
+                write_atomically(&path, body.as_bytes(), 0o644)?;
                 println!("chained {PLUGIN_TYPE} into {}", path.display());
             }
             None => println!("{} already chains {PLUGIN_TYPE}", path.display()),

@@ -73,10 +73,10 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Bench(args) => bench::run(args).await,
-        Command::Demo(args) => demo::run(args).await,
-        Command::InstallCni(args) => install::run(args),
-        Command::VmCheck(args) => vmcheck::run(args).await,
+        Command::Bench(args) => Ok(bench::run(args).await?),
+        Command::Demo(args) => Ok(demo::run(args).await?),
+        Command::InstallCni(args) => Ok(install::run(args)?),
+        Command::VmCheck(args) => Ok(vmcheck::run(args).await?),
         Command::Crd => {
             print!("{}", multinic_api::crd::crds_yaml()?);
             Ok(())

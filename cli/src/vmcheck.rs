@@ -14,18 +14,146 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
 use k8s_openapi::api::resource::v1::{Device, ResourceSlice};
-use multinic_api::rails::RailsLayout;
+use multinic_api::plan::PlanError;
+use multinic_api::rails::{RailsError, RailsLayout};
+use multinic_controller::selector::SelectorError;
+use multinic_kubelet_plugin::inventory::netlink::NetlinkError;
 use multinic_kubelet_plugin::inventory::{self, Exclusion, Filters, HostSnapshot, SysfsReader, netlink};
 use multinic_kubelet_plugin::slices::{SliceOptions, build_devices, build_slices};
+use multinic_kubelet_plugin::uevent::UeventError;
 use multinic_testkit::FakeApiServer;
 use serde_json::{Value, json};
 
-use crate::bench::dra;
-use crate::bench::fixtures::{CniCall, Netns, exec_cni_async, run_out};
-use crate::bench::rss::{NsApi, Proc};
-use crate::bench::sibling;
+use crate::bench::dra::{self, DraError, LayoutError};
+use crate::bench::fixtures::{CniCall, FixtureError, Netns, exec_cni_async, run_out};
+use crate::bench::rss::{self, NsApi, Proc, RssError};
+use crate::bench::{SiblingError, sibling};
+
+/// A failed check of the guest suite, or a suite that could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum VmCheckError {
+    /// What the check saw is not what it wants; the message says both.
+    #[error("{0}")]
+    Unmet(String),
+    #[error(transparent)]
+    Fixture(#[from] FixtureError),
+    #[error(transparent)]
+    Dra(#[from] DraError),
+    #[error(transparent)]
+    Rss(#[from] RssError),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error(transparent)]
+    Sibling(#[from] SiblingError),
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error("opening rtnetlink: {0}")]
+    NetlinkOpen(#[source] NetlinkError),
+    #[error("reading the guest's links over rtnetlink: {0}")]
+    Netlink(#[source] NetlinkError),
+    #[error("the kernel uevent socket: {0}")]
+    Uevent(#[from] UeventError),
+    #[error("the guest's network namespace /proc/self/ns/net: {0}")]
+    HostNetns(#[source] std::io::Error),
+    #[error("creating {path}: {source}")]
+    Create { path: PathBuf, source: std::io::Error },
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("writing {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("writing {value} to {path}: {source}")]
+    Sysfs {
+        path: String,
+        value: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Json { what: String, source: serde_json::Error },
+    #[error("{what}: {source}")]
+    Yaml { what: String, source: serde_yaml::Error },
+    #[error("creating the plugin's temp dir: {0}")]
+    TempDir(#[source] std::io::Error),
+    #[error("{ifname} is not published")]
+    NotPublished { ifname: String },
+    #[error("NodePrepareResources gave no answer for claim {uid}")]
+    NoAnswer { uid: String },
+    #[error("CNI {command}: {source}")]
+    Cni {
+        command: &'static str,
+        source: FixtureError,
+    },
+    #[error("{ifname} not in the pod: {source}")]
+    NotInPod { ifname: &'static str, source: FixtureError },
+    #[error("no rxe device on {pf}")]
+    NoRxe { pf: String },
+    #[error("{path} named by the CDI spec: {source}")]
+    CdiNode { path: String, source: std::io::Error },
+    #[error("reading the plans left: {0}")]
+    Plans(#[from] PlanError),
+    #[error("the controller's selector: {0}")]
+    Selector(#[from] SelectorError),
+    #[error("{node} publishes no devices")]
+    NoDevices { node: String },
+    #[error("blocks of {node}: {source}")]
+    Blocks { node: String, source: RailsError },
+    #[error("block (host {host}, rail {rail}): {source}")]
+    Block { host: u32, rail: u32, source: RailsError },
+    #[error("{path} did not appear within {timeout:?}; is vm-check running in the other guest?")]
+    Rendezvous { path: PathBuf, timeout: Duration },
+    #[error("--peer-id is required for the l3 suite")]
+    NoPeer,
+    #[error("{failed} checks failed")]
+    ChecksFailed { failed: usize },
+}
+
+/// What a check returns: its detail, or why it failed.
+type CheckResult = Result<String, VmCheckError>;
+
+/// A [`VmCheckError::Unmet`] with the formatted message.
+macro_rules! unmet {
+    ($($msg:tt)+) => {
+        VmCheckError::Unmet(format!($($msg)+))
+    };
+}
+
+/// Fails the check ([`VmCheckError::Unmet`] with the formatted message) unless `cond` holds.
+macro_rules! require {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(unmet!($($msg)+));
+        }
+    };
+}
+
+/// The recorded sysfs tree could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("resolving {path}: {source}")]
+    Resolve { path: PathBuf, source: std::io::Error },
+    #[error("{path} is outside {root}")]
+    Outside { path: PathBuf, root: PathBuf },
+    #[error("creating {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("writing {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("symlink {path}: {source}")]
+    Symlink { path: PathBuf, source: std::io::Error },
+}
+
+fn create_dir_all(path: &Path) -> Result<(), CaptureError> {
+    fs::create_dir_all(path).map_err(|source| CaptureError::CreateDir {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn symlink(target: &Path, at: &Path) -> Result<(), CaptureError> {
+    std::os::unix::fs::symlink(target, at).map_err(|source| CaptureError::Symlink {
+        path: at.to_path_buf(),
+        source,
+    })
+}
 
 #[derive(Debug, clap::Args)]
 pub struct VmCheckArgs {
@@ -63,7 +191,7 @@ struct Report {
 impl Report {
     /// A check of a known product gap: its failure is printed as `known-gap` and does not fail the
     /// run; if it passes, the gap is closed and the run fails until the expectation is updated.
-    fn known_gap(&mut self, name: &str, gap: &str, r: anyhow::Result<String>) {
+    fn known_gap(&mut self, name: &str, gap: &str, r: CheckResult) {
         match r {
             Ok(detail) => {
                 self.failed += 1;
@@ -71,13 +199,13 @@ impl Report {
             }
             Err(e) => {
                 self.known += 1;
-                let e = format!("{e:#}").replace('\n', " | ");
+                let e = e.to_string().replace('\n', " | ");
                 println!("MULTINIC-RESULT known-gap {name}: {gap}: {e}");
             }
         }
     }
 
-    fn check(&mut self, name: &str, r: anyhow::Result<String>) {
+    fn check(&mut self, name: &str, r: CheckResult) {
         match r {
             Ok(detail) => {
                 self.passed += 1;
@@ -85,15 +213,18 @@ impl Report {
             }
             Err(e) => {
                 self.failed += 1;
-                println!("MULTINIC-RESULT fail {name}: {}", format!("{e:#}").replace('\n', " | "));
+                println!("MULTINIC-RESULT fail {name}: {}", e.to_string().replace('\n', " | "));
             }
         }
     }
 }
 
-pub async fn run(args: VmCheckArgs) -> anyhow::Result<()> {
+pub async fn run(args: VmCheckArgs) -> Result<(), VmCheckError> {
     let mut report = Report::default();
-    fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    fs::create_dir_all(&args.out).map_err(|source| VmCheckError::Create {
+        path: args.out.clone(),
+        source,
+    })?;
     if matches!(args.suite.as_str(), "all" | "inventory") {
         inventory_suite(&args, &mut report).await;
     }
@@ -111,7 +242,9 @@ pub async fn run(args: VmCheckArgs) -> anyhow::Result<()> {
         "vm-check: {} passed, {} failed, {} known gaps",
         report.passed, report.failed, report.known
     );
-    ensure!(report.failed == 0, "{} checks failed", report.failed);
+    if report.failed != 0 {
+        return Err(VmCheckError::ChecksFailed { failed: report.failed });
+    }
     Ok(())
 }
 
@@ -137,8 +270,8 @@ fn m(d: &Device, key: &str) -> String {
 
 async fn inventory_suite(args: &VmCheckArgs, report: &mut Report) {
     let snapshot = match async {
-        let handle = netlink::connect().context("opening rtnetlink")?;
-        Ok::<_, anyhow::Error>(netlink::read_snapshot(&handle).await?)
+        let handle = netlink::connect().map_err(VmCheckError::NetlinkOpen)?;
+        netlink::read_snapshot(&handle).await.map_err(VmCheckError::Netlink)
     }
     .await
     {
@@ -156,42 +289,42 @@ async fn inventory_suite(args: &VmCheckArgs, report: &mut Report) {
 
     report.check(
         "inventory-count",
-        (|| {
+        (|| -> CheckResult {
             let pfs: Vec<&&Device> = devs.iter().filter(|d| m(d, "driver") == "igb").collect();
             let vfs: Vec<&&Device> = devs.iter().filter(|d| m(d, "driver") == "igbvf").collect();
-            ensure!(pfs.len() == 8, "{} igb PFs published, want 8", pfs.len());
-            ensure!(vfs.len() == 4, "{} igbvf VFs published, want 4", vfs.len());
-            ensure!(devs.len() == 12, "{} devices published, want 12", devs.len());
+            require!(pfs.len() == 8, "{} igb PFs published, want 8", pfs.len());
+            require!(vfs.len() == 4, "{} igbvf VFs published, want 4", vfs.len());
+            require!(devs.len() == 12, "{} devices published, want 12", devs.len());
             Ok(format!("{} devices: 8 PFs (igb) + 4 VFs (igbvf)", devs.len()))
         })(),
     );
     report.check(
         "inventory-uplink-excluded",
-        (|| {
+        (|| -> CheckResult {
             let up: Vec<(&String, &Exclusion)> = inv
                 .excluded
                 .iter()
                 .filter(|(_, r)| matches!(r, Exclusion::Uplink))
                 .collect();
-            ensure!(up.len() == 1, "uplink exclusions: {up:?}");
-            ensure!(!by_if.contains_key(up[0].0), "{} is published", up[0].0);
+            require!(up.len() == 1, "uplink exclusions: {up:?}");
+            require!(!by_if.contains_key(up[0].0), "{} is published", up[0].0);
             Ok(format!("{} excluded as {:?}", up[0].0, up[0].1))
         })(),
     );
     report.check(
         "inventory-pci",
-        (|| {
+        (|| -> CheckResult {
             let mut lines = Vec::new();
             for d in &devs {
                 let (addr, vendor, device) = (m(d, "pciAddress"), m(d, "pciVendor"), m(d, "pciDevice"));
-                ensure!(inventory::sysfs::is_bdf(&addr), "{}: pciAddress {addr:?}", d.name);
-                ensure!(vendor == "8086", "{}: pciVendor {vendor}", d.name);
+                require!(inventory::sysfs::is_bdf(&addr), "{}: pciAddress {addr:?}", d.name);
+                require!(vendor == "8086", "{}: pciVendor {vendor}", d.name);
                 let want = if m(d, "driver") == "igb" { "10c9" } else { "10ca" };
-                ensure!(device == want, "{}: pciDevice {device}, want {want}", d.name);
+                require!(device == want, "{}: pciDevice {device}, want {want}", d.name);
                 let real = fs::read_link(args.sysfs_root.join("class/net").join(m(d, "ifName")))
                     .map(|p| p.display().to_string())
                     .unwrap_or_default();
-                ensure!(
+                require!(
                     real.contains(&addr),
                     "{}: sysfs path {real} does not hold {addr}",
                     d.name
@@ -203,23 +336,23 @@ async fn inventory_suite(args: &VmCheckArgs, report: &mut Report) {
     );
     report.check(
         "inventory-numa-pcieroot",
-        (|| {
+        (|| -> CheckResult {
             let mut roots: BTreeMap<String, (String, usize)> = BTreeMap::new();
             for d in &devs {
-                let root =
-                    attr_str(d, "resource.kubernetes.io/pcieRoot").context(format!("{} has no pcieRoot", d.name))?;
+                let root = attr_str(d, "resource.kubernetes.io/pcieRoot")
+                    .ok_or_else(|| unmet!("{} has no pcieRoot", d.name))?;
                 let numa = m(d, "numaNode");
                 let e = roots.entry(root.clone()).or_insert((numa.clone(), 0));
-                ensure!(e.0 == numa, "{root} holds NUMA nodes {} and {numa}", e.0);
+                require!(e.0 == numa, "{root} holds NUMA nodes {} and {numa}", e.0);
                 e.1 += 1;
             }
-            ensure!(roots.len() == 2, "pcieRoots {roots:?}, want two");
+            require!(roots.len() == 2, "pcieRoots {roots:?}, want two");
             let want: BTreeMap<String, (String, usize)> = [
                 ("pci0000:20".to_string(), ("0".to_string(), 6)),
                 ("pci0000:80".to_string(), ("1".to_string(), 6)),
             ]
             .into();
-            ensure!(
+            require!(
                 roots == want,
                 "pcieRoot -> (numaNode, devices) = {roots:?}, want {want:?}"
             );
@@ -228,11 +361,11 @@ async fn inventory_suite(args: &VmCheckArgs, report: &mut Report) {
     );
     report.check(
         "inventory-sriov",
-        (|| {
+        (|| -> CheckResult {
             let mut lines = Vec::new();
             for d in devs.iter().filter(|d| m(d, "driver") == "igb") {
-                ensure!(m(d, "sriovPF") == "true", "{}: sriovPF {}", d.name, m(d, "sriovPF"));
-                ensure!(
+                require!(m(d, "sriovPF") == "true", "{}: sriovPF {}", d.name, m(d, "sriovPF"));
+                require!(
                     m(d, "sriovTotalVFs") == "7",
                     "{}: sriovTotalVFs {}",
                     d.name,
@@ -244,12 +377,12 @@ async fn inventory_suite(args: &VmCheckArgs, report: &mut Report) {
                 .filter(|d| m(d, "sriovNumVFs") == "2")
                 .map(|d| m(d, "ifName"))
                 .collect();
-            ensure!(with_vfs.len() == 2, "PFs with sriovNumVFs=2: {with_vfs:?}");
+            require!(with_vfs.len() == 2, "PFs with sriovNumVFs=2: {with_vfs:?}");
             for d in devs.iter().filter(|d| m(d, "driver") == "igbvf") {
                 let (pf, idx, name) = (m(d, "pfName"), m(d, "vfIndex"), m(d, "ifName"));
-                ensure!(m(d, "sriovVF") == "true", "{name}: sriovVF");
-                ensure!(name == format!("{pf}v{idx}"), "{name}: pfName {pf} vfIndex {idx}");
-                ensure!(with_vfs.contains(&pf), "{name}: pfName {pf} has no VFs published");
+                require!(m(d, "sriovVF") == "true", "{name}: sriovVF");
+                require!(name == format!("{pf}v{idx}"), "{name}: pfName {pf} vfIndex {idx}");
+                require!(with_vfs.contains(&pf), "{name}: pfName {pf} has no VFs published");
                 lines.push(format!("{name}(pf={pf},vf={idx})"));
             }
             Ok(format!("PFs with 2 VFs: {}; {}", with_vfs.join(","), lines.join(" ")))
@@ -257,25 +390,25 @@ async fn inventory_suite(args: &VmCheckArgs, report: &mut Report) {
     );
     report.check(
         "inventory-rdma",
-        (|| {
+        (|| -> CheckResult {
             let mut lines = Vec::new();
             let mut pfs: Vec<&&Device> = devs.iter().filter(|d| m(d, "driver") == "igb").collect();
             pfs.sort_by_key(|d| m(d, "railIndex").parse::<i64>().unwrap_or(-1));
             for d in pfs {
                 let (rdma, dev, lt) = (m(d, "rdma"), m(d, "rdmaDevice"), m(d, "linkType"));
-                ensure!(rdma == "true", "{}: rdma {rdma}", d.name);
+                require!(rdma == "true", "{}: rdma {rdma}", d.name);
                 let parent = fs::read_to_string(args.sysfs_root.join("class/infiniband").join(&dev).join("parent"))
                     .unwrap_or_default();
-                ensure!(
+                require!(
                     parent.trim() == m(d, "ifName"),
                     "{}: rdmaDevice {dev} has parent {parent:?}",
                     d.name
                 );
-                ensure!(lt == "ethernet", "{}: linkType {lt}", d.name);
+                require!(lt == "ethernet", "{}: linkType {lt}", d.name);
                 lines.push(format!("{}={dev}", m(d, "ifName")));
             }
             for d in devs.iter().filter(|d| m(d, "driver") == "igbvf") {
-                ensure!(
+                require!(
                     m(d, "rdma") == "false",
                     "{}: a VF without rxe has rdma {}",
                     d.name,
@@ -287,7 +420,7 @@ async fn inventory_suite(args: &VmCheckArgs, report: &mut Report) {
     );
     report.check(
         "inventory-rails",
-        (|| {
+        (|| -> CheckResult {
             let mut rails: Vec<(i64, String, String)> = devs
                 .iter()
                 .map(|d| {
@@ -300,11 +433,11 @@ async fn inventory_suite(args: &VmCheckArgs, report: &mut Report) {
                 .collect();
             rails.sort();
             let idx: Vec<i64> = rails.iter().map(|r| r.0).collect();
-            ensure!(idx == (0..12).collect::<Vec<i64>>(), "railIndex values {idx:?}");
+            require!(idx == (0..12).collect::<Vec<i64>>(), "railIndex values {idx:?}");
             let addrs: Vec<&String> = rails.iter().map(|r| &r.1).collect();
             let mut sorted = addrs.clone();
             sorted.sort();
-            ensure!(addrs == sorted, "rails not in PCI order: {rails:?}");
+            require!(addrs == sorted, "rails not in PCI order: {rails:?}");
             Ok(rails
                 .iter()
                 .map(|r| format!("{}:{}", r.0, r.2))
@@ -316,24 +449,39 @@ async fn inventory_suite(args: &VmCheckArgs, report: &mut Report) {
     // Record the fixture and prove it is complete: the recorded tree + snapshot give the same slices.
     report.check(
         "fixture-recorded",
-        (|| {
+        (|| -> CheckResult {
             let dir = args.out.join("fixture");
             let _ = fs::remove_dir_all(&dir);
             let names: Vec<String> = snapshot.links.iter().map(|l| l.name.clone()).collect();
             let n = capture_sysfs(&args.sysfs_root, &dir.join("sys"), &names)?;
-            fs::write(
-                dir.join("netlink.json"),
-                serde_json::to_string_pretty(&snapshot)? + "\n",
-            )?;
-            let snap: HostSnapshot = serde_json::from_str(&fs::read_to_string(dir.join("netlink.json"))?)?;
+            let path = dir.join("netlink.json");
+            let text = serde_json::to_string_pretty(&snapshot).map_err(|source| VmCheckError::Json {
+                what: "encoding the netlink snapshot".into(),
+                source,
+            })?;
+            fs::write(&path, text + "\n").map_err(|source| VmCheckError::Write {
+                path: path.clone(),
+                source,
+            })?;
+            let text = fs::read_to_string(&path).map_err(|source| VmCheckError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let snap: HostSnapshot = serde_json::from_str(&text).map_err(|source| VmCheckError::Json {
+                what: format!("parsing {}", path.display()),
+                source,
+            })?;
             let inv2 = inventory::collect(&snap, &SysfsReader::new(dir.join("sys")), &Filters::default());
             let slices2 = build_slices(&build_devices(&inv2.nics, &opts), &opts, 1);
-            let yaml2 = serde_yaml::to_string(&slices2)?;
-            ensure!(
+            let yaml2 = serde_yaml::to_string(&slices2).map_err(|source| VmCheckError::Yaml {
+                what: "encoding the slices of the recorded fixture".into(),
+                source,
+            })?;
+            require!(
                 yaml2 == yaml,
                 "slices from the recorded fixture differ from the live ones"
             );
-            ensure!(
+            require!(
                 inv2.excluded == inv.excluded,
                 "exclusions differ: {:?} vs {:?}",
                 inv2.excluded,
@@ -346,8 +494,11 @@ async fn inventory_suite(args: &VmCheckArgs, report: &mut Report) {
 
 /// Copies what `SysfsReader` reads for `netdevs` from `sys` into `out`, as a tree of the same
 /// shape (directories, small files, relative symlinks). Returns the number of entries written.
-pub fn capture_sysfs(sys: &Path, out: &Path, netdevs: &[String]) -> anyhow::Result<usize> {
-    let sys = fs::canonicalize(sys).with_context(|| format!("resolving {}", sys.display()))?;
+pub fn capture_sysfs(sys: &Path, out: &Path, netdevs: &[String]) -> Result<usize, CaptureError> {
+    let sys = fs::canonicalize(sys).map_err(|source| CaptureError::Resolve {
+        path: sys.to_path_buf(),
+        source,
+    })?;
     let mut c = Capture {
         sys,
         out: out.to_path_buf(),
@@ -396,42 +547,45 @@ struct Capture {
 }
 
 impl Capture {
-    fn rel(&self, p: &Path) -> anyhow::Result<PathBuf> {
+    fn rel(&self, p: &Path) -> Result<PathBuf, CaptureError> {
         Ok(p.strip_prefix(&self.sys)
-            .with_context(|| format!("{} is outside {}", p.display(), self.sys.display()))?
+            .map_err(|_| CaptureError::Outside {
+                path: p.to_path_buf(),
+                root: self.sys.clone(),
+            })?
             .to_path_buf())
     }
 
-    fn dir(&mut self, p: &Path) -> anyhow::Result<()> {
+    fn dir(&mut self, p: &Path) -> Result<(), CaptureError> {
         let at = self.out.join(self.rel(p)?);
         if !at.exists() {
-            fs::create_dir_all(&at)?;
+            create_dir_all(&at)?;
             self.entries += 1;
         }
         Ok(())
     }
 
     /// Copies a small attribute file if the kernel lets us read it.
-    fn file(&mut self, p: &Path) -> anyhow::Result<()> {
+    fn file(&mut self, p: &Path) -> Result<(), CaptureError> {
         let Ok(text) = fs::read_to_string(p) else {
             return Ok(());
         };
         let at = self.out.join(self.rel(p)?);
         if let Some(parent) = at.parent() {
-            fs::create_dir_all(parent)?;
+            create_dir_all(parent)?;
         }
-        fs::write(&at, text)?;
+        fs::write(&at, text).map_err(|source| CaptureError::Write { path: at, source })?;
         self.entries += 1;
         Ok(())
     }
 
     /// A symlink at `<out>/<rel>` pointing (relatively) at the canonical `target`.
-    fn link(&mut self, rel: &str, target: &Path) -> anyhow::Result<()> {
+    fn link(&mut self, rel: &str, target: &Path) -> Result<(), CaptureError> {
         let at = self.sys.join(rel);
         self.link_at(&at, target)
     }
 
-    fn link_at(&mut self, at_in_sys: &Path, target: &Path) -> anyhow::Result<()> {
+    fn link_at(&mut self, at_in_sys: &Path, target: &Path) -> Result<(), CaptureError> {
         let at_rel = self.rel(at_in_sys)?;
         let target_rel = self.rel(target)?;
         let depth = at_rel.components().count().saturating_sub(1);
@@ -442,16 +596,16 @@ impl Capture {
         rel.push(target_rel);
         let at = self.out.join(&at_rel);
         if let Some(parent) = at.parent() {
-            fs::create_dir_all(parent)?;
+            create_dir_all(parent)?;
         }
         if fs::symlink_metadata(&at).is_err() {
-            std::os::unix::fs::symlink(&rel, &at).with_context(|| format!("symlink {}", at.display()))?;
+            symlink(&rel, &at)?;
             self.entries += 1;
         }
         Ok(())
     }
 
-    fn netdev(&mut self, name: &str) -> anyhow::Result<()> {
+    fn netdev(&mut self, name: &str) -> Result<(), CaptureError> {
         let class = self.sys.join("class/net").join(name);
         let Ok(target) = fs::canonicalize(&class) else {
             return Ok(());
@@ -472,7 +626,7 @@ impl Capture {
         Ok(())
     }
 
-    fn pci(&mut self, dev: &Path) -> anyhow::Result<()> {
+    fn pci(&mut self, dev: &Path) -> Result<(), CaptureError> {
         let Some(bdf) = dev.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
             return Ok(());
         };
@@ -489,7 +643,7 @@ impl Capture {
         if let Ok(link) = fs::read_link(dev.join("driver")) {
             let at = self.out.join(self.rel(dev)?).join("driver");
             if fs::symlink_metadata(&at).is_err() {
-                std::os::unix::fs::symlink(&link, &at).with_context(|| format!("symlink {}", at.display()))?;
+                symlink(&link, &at)?;
                 self.entries += 1;
             }
             let mut target = at.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -503,7 +657,7 @@ impl Capture {
                 }
             }
             if target.starts_with(&self.out) {
-                fs::create_dir_all(&target)?;
+                create_dir_all(&target)?;
             }
         }
         if let Ok(pf) = fs::canonicalize(dev.join("physfn")) {
@@ -546,7 +700,7 @@ struct PrepareOut {
 
 const READY: Duration = Duration::from_secs(60);
 
-fn host_links() -> anyhow::Result<Vec<String>> {
+fn host_links() -> Result<Vec<String>, FixtureError> {
     Ok(run_out("ip", &["-o", "link", "show"])?
         .lines()
         .filter_map(|l| {
@@ -557,7 +711,7 @@ fn host_links() -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-fn rdma_links(netns: Option<&str>) -> anyhow::Result<String> {
+fn rdma_links(netns: Option<&str>) -> Result<String, FixtureError> {
     match netns {
         Some(ns) => run_out("ip", &["netns", "exec", ns, "rdma", "link", "show"]),
         None => run_out("rdma", &["link", "show"]),
@@ -578,18 +732,11 @@ struct Ctx {
 impl Ctx {
     /// Prepare, ADD into a new pod netns, run `inside` with the pod, DEL, unprepare; `after` runs
     /// once the pod is torn down. Returns the details of both.
-    async fn claim<B, F, G>(
-        &mut self,
-        ifs: &[&str],
-        mode: &str,
-        before: B,
-        inside: F,
-        after: G,
-    ) -> anyhow::Result<String>
+    async fn claim<B, F, G>(&mut self, ifs: &[&str], mode: &str, before: B, inside: F, after: G) -> CheckResult
     where
-        B: FnOnce(&PrepareOut) -> anyhow::Result<()>,
-        F: FnOnce(&Netns, &PrepareOut) -> anyhow::Result<String>,
-        G: FnOnce() -> anyhow::Result<String>,
+        B: FnOnce(&PrepareOut) -> Result<(), VmCheckError>,
+        F: FnOnce(&Netns, &PrepareOut) -> CheckResult,
+        G: FnOnce() -> CheckResult,
     {
         let names: Vec<&str> = ifs
             .iter()
@@ -597,13 +744,16 @@ impl Ctx {
                 self.devices
                     .get(*i)
                     .map(String::as_str)
-                    .context(format!("{i} is not published"))
+                    .ok_or_else(|| VmCheckError::NotPublished { ifname: i.to_string() })
             })
-            .collect::<anyhow::Result<_>>()?;
+            .collect::<Result<_, _>>()?;
         let params = dra::params(&self.layout, mode);
         let claim = dra::insert_claim(&self.api.api, &names, &params)?;
         let resp = dra::prepare(&mut self.client, vec![claim.v1()]).await?;
-        let prepared = resp.claims.get(&claim.uid).context("no answer for the claim")?;
+        let prepared = resp
+            .claims
+            .get(&claim.uid)
+            .ok_or_else(|| VmCheckError::NoAnswer { uid: claim.uid.clone() })?;
         let out = PrepareOut {
             cdi_ids: prepared.devices.iter().flat_map(|d| d.cdi_device_ids.clone()).collect(),
             cdi_dir: self.dir.path().join("cdi"),
@@ -617,11 +767,12 @@ impl Ctx {
         let conf = json!({"cniVersion": "1.1.0", "name": "vm", "type": "multinic-cni",
                           "stateDir": self.dir.path().join("state")});
         // A refused ADD is a result too: DEL and unprepare still run, so nothing is left behind.
-        let inside_r = match exec_cni_async(self.cni.clone(), self.host.try_clone()?, call("ADD"), conf.clone()).await {
+        let host = || self.host.try_clone().map_err(VmCheckError::HostNetns);
+        let inside_r = match exec_cni_async(self.cni.clone(), host()?, call("ADD"), conf.clone()).await {
             Ok(_) => inside(&pod, &out),
-            Err(e) => Err(e.context("CNI ADD")),
+            Err(source) => Err(VmCheckError::Cni { command: "ADD", source }),
         };
-        let del = exec_cni_async(self.cni.clone(), self.host.try_clone()?, call("DEL"), conf).await;
+        let del = exec_cni_async(self.cni.clone(), host()?, call("DEL"), conf).await;
         let unprep = dra::unprepare(&mut self.client, vec![claim.v1()]).await;
         drop(pod);
         let inside_detail = inside_r?;
@@ -632,34 +783,34 @@ impl Ctx {
     }
 }
 
-fn pod_link(pod: &Netns, ifname: &str) -> anyhow::Result<String> {
+fn pod_link(pod: &Netns, ifname: &str) -> Result<String, FixtureError> {
     run_out("ip", &["-d", "-n", &pod.name, "link", "show", ifname])
 }
 
-fn pod_addr(pod: &Netns, ifname: &str) -> anyhow::Result<String> {
+fn pod_addr(pod: &Netns, ifname: &str) -> Result<String, FixtureError> {
     let out = run_out("ip", &["-br", "-4", "-n", &pod.name, "addr", "show", ifname])?;
     Ok(out.split_whitespace().nth(2).unwrap_or("").to_string())
 }
 
-async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
+async fn attach_suite(report: &mut Report) -> Result<(), VmCheckError> {
     let plugin_bin = sibling("multinic-kubelet-plugin")?;
     let cni = sibling("multinic-cni")?;
     // Exclusive mode: each RDMA device belongs to one netns. Set before any netns exists.
     report.check(
         "rdma-netns-exclusive",
-        run_out("rdma", &["system", "set", "netns", "exclusive"])
-            .and_then(|_| run_out("rdma", &["system", "show"]))
-            .and_then(|s| {
-                ensure!(s.contains("exclusive"), "rdma system show: {s}");
-                Ok(s.trim().to_string())
-            }),
+        (|| -> CheckResult {
+            run_out("rdma", &["system", "set", "netns", "exclusive"])?;
+            let s = run_out("rdma", &["system", "show"])?;
+            require!(s.contains("exclusive"), "rdma system show: {s}");
+            Ok(s.trim().to_string())
+        })(),
     );
     let api = NsApi::start(None)?;
-    let layout = RailsLayout::new("10.10.0.0/16".parse()?, 8, 5)?;
+    let layout = dra::rails_layout("10.10.0.0/16", 8, 5)?;
     dra::insert_blocks(&api.api, &layout, 16)?;
-    let dir = tempfile::tempdir()?;
+    let dir = tempfile::tempdir().map_err(VmCheckError::TempDir)?;
     let kubeconfig = dir.path().join("kubeconfig");
-    api.api.write_kubeconfig(&kubeconfig)?;
+    rss::write_kubeconfig(&api.api, &kubeconfig)?;
     let t = Instant::now();
     let resync = RESYNC_S.to_string();
     let plugin = Proc::start(
@@ -692,7 +843,7 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
         cni,
         layout,
         devices,
-        host: fs::File::open("/proc/self/ns/net")?,
+        host: fs::File::open("/proc/self/ns/net").map_err(VmCheckError::HostNetns)?,
     };
 
     // sriov-vf: the two VFs of the first PF move into the pod and back.
@@ -704,7 +855,7 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
             |_| Ok(()),
             |pod, _| {
                 let host = host_links()?;
-                ensure!(
+                require!(
                     !vfs.iter().any(|v| host.iter().any(|h| h == v)),
                     "VFs still on the host: {host:?}"
                 );
@@ -713,7 +864,7 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
                     let ifn = format!("net{}", k + 1);
                     let link = pod_link(pod, &ifn)?;
                     let addr = pod_addr(pod, &ifn)?;
-                    ensure!(!addr.is_empty(), "{ifn} has no address");
+                    require!(!addr.is_empty(), "{ifn} has no address");
                     let drv = run_out(
                         "ip",
                         &[
@@ -724,7 +875,7 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
                             &format!("/sys/class/net/{ifn}/device/uevent"),
                         ],
                     )?;
-                    ensure!(drv.contains("DRIVER=igbvf"), "{ifn} is not an igbvf VF: {drv}");
+                    require!(drv.contains("DRIVER=igbvf"), "{ifn} is not an igbvf VF: {drv}");
                     d.push(format!(
                         "{vf}->{ifn} {addr} {}",
                         link.lines()
@@ -740,7 +891,7 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
             },
             || {
                 let host = host_links()?;
-                ensure!(
+                require!(
                     vfs.iter().all(|v| host.iter().any(|h| h == v)),
                     "VFs not back on the host: {host:?}"
                 );
@@ -752,11 +903,16 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
 
     // host-device on an RDMA PF: CDI names the real verbs devices; the RDMA link follows the netdev.
     let pf = "enp34s0";
-    let rxe = fs::read_dir("/sys/class/infiniband")?
+    let infiniband = Path::new("/sys/class/infiniband");
+    let rxe = fs::read_dir(infiniband)
+        .map_err(|source| VmCheckError::Read {
+            path: infiniband.to_path_buf(),
+            source,
+        })?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().to_string())
         .find(|n| fs::read_to_string(format!("/sys/class/infiniband/{n}/parent")).is_ok_and(|p| p.trim() == pf))
-        .context(format!("no rxe device on {pf}"))?;
+        .ok_or_else(|| VmCheckError::NoRxe { pf: pf.to_string() })?;
     let rxe2 = rxe.clone();
     let rxe3 = rxe.clone();
     let rxe4 = rxe.clone();
@@ -768,17 +924,27 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
             "host-device",
             move |out| {
                 // CDI: the ids returned, and the spec on disk names existing char devices.
-                ensure!(
+                require!(
                     !out.cdi_ids.is_empty(),
                     "NodePrepareResources returned no CDI device ids"
                 );
+                let read = |path: &Path| {
+                    let path = path.to_path_buf();
+                    move |source| VmCheckError::Read { path, source }
+                };
                 let mut spec_text = String::new();
-                for e in fs::read_dir(&out.cdi_dir)?.filter_map(|e| e.ok()) {
-                    spec_text.push_str(&fs::read_to_string(e.path())?);
+                for e in fs::read_dir(&out.cdi_dir)
+                    .map_err(read(&out.cdi_dir))?
+                    .filter_map(|e| e.ok())
+                {
+                    spec_text.push_str(&fs::read_to_string(e.path()).map_err(read(&e.path()))?);
                 }
                 let spec: Value = serde_json::from_str(&spec_text)
                     .or_else(|_| serde_yaml::from_str(&spec_text))
-                    .context("parsing the CDI spec")?;
+                    .map_err(|source| VmCheckError::Yaml {
+                        what: format!("parsing the CDI spec in {}", out.cdi_dir.display()),
+                        source,
+                    })?;
                 let nodes: Vec<String> = spec["devices"]
                     .as_array()
                     .into_iter()
@@ -794,14 +960,17 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
                 let uverbs = nodes
                     .iter()
                     .find(|n| n.starts_with("/dev/infiniband/uverbs"))
-                    .context(format!("CDI spec has no uverbs node: {nodes:?}"))?;
-                ensure!(
+                    .ok_or_else(|| unmet!("CDI spec has no uverbs node: {nodes:?}"))?;
+                require!(
                     nodes.iter().any(|n| n == "/dev/infiniband/rdma_cm"),
                     "no rdma_cm in {nodes:?}"
                 );
                 for n in &nodes {
-                    let meta = fs::metadata(n).with_context(|| format!("{n} named by the CDI spec"))?;
-                    ensure!(
+                    let meta = fs::metadata(n).map_err(|source| VmCheckError::CdiNode {
+                        path: n.clone(),
+                        source,
+                    })?;
+                    require!(
                         std::os::unix::fs::FileTypeExt::is_char_device(&meta.file_type()),
                         "{n} is not a char device"
                     );
@@ -811,7 +980,7 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
                     uverbs.trim_start_matches("/dev/infiniband/")
                 ))
                 .unwrap_or_default();
-                ensure!(
+                require!(
                     ibdev.trim() == rxe2,
                     "{uverbs} belongs to {:?}, not {rxe2}",
                     ibdev.trim()
@@ -826,7 +995,7 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
             },
             move |pod, _| {
                 // The netdev is in the pod; in exclusive mode its RDMA link must be there too.
-                pod_link(pod, "net1").context("net1 not in the pod")?;
+                pod_link(pod, "net1").map_err(|source| VmCheckError::NotInPod { ifname: "net1", source })?;
                 let in_pod = rdma_links(Some(&pod.name))?;
                 let on_host = rdma_links(None)?;
                 let ib: Vec<String> = fs::read_dir("/sys/class/infiniband")
@@ -836,14 +1005,14 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
                             .collect()
                     })
                     .unwrap_or_default();
-                ensure!(
+                require!(
                     in_pod.contains(&format!("link {rxe4}/")),
                     "after ADD net1 is in the pod but RDMA link {rxe4} is not in the pod netns (pod `rdma link`: {:?}; \
                      host `rdma link` has {rxe4}: {}; host /sys/class/infiniband: {ib:?})",
                     in_pod.trim(),
                     on_host.contains(&format!("link {rxe4}/"))
                 );
-                ensure!(
+                require!(
                     !on_host.contains(&format!("link {rxe4}/")),
                     "{rxe4} still visible on the host"
                 );
@@ -854,8 +1023,8 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
                 let line = host
                     .lines()
                     .find(|l| l.contains(&format!("link {rxe3}/")))
-                    .context(format!("{rxe3} not back on the host: {host:?}"))?;
-                ensure!(line.contains(&format!("netdev {pf}")), "{rxe3} back but on {line}");
+                    .ok_or_else(|| unmet!("{rxe3} not back on the host: {host:?}"))?;
+                require!(line.contains(&format!("netdev {pf}")), "{rxe3} back but on {line}");
                 Ok(line.to_string())
             },
         )
@@ -864,9 +1033,9 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
     report.check(
         "attach-host-device-cdi",
         if cdi.is_empty() {
-            Err(anyhow::anyhow!(
+            Err(unmet!(
                 "CDI not checked: {}",
-                r.as_ref().err().map(|e| format!("{e:#}")).unwrap_or_default()
+                r.as_ref().err().map(|e| e.to_string()).unwrap_or_default()
             ))
         } else {
             Ok(cdi)
@@ -874,27 +1043,27 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
     );
     // Exclusive mode with soft-RoCE: the CNI moves the RDMA device before the netdev, rxe cannot
     // change namespace, so the ADD must be refused with the reason and leave both on the host.
-    let refused = r.as_ref().err().map(|e| format!("{e:#}")).unwrap_or_default();
+    let refused = r.as_ref().err().map(|e| e.to_string()).unwrap_or_default();
     let rxe5 = rxe.clone();
     report.check(
         "attach-host-device-rdma-exclusive-refused",
-        (|| {
+        (|| -> CheckResult {
             if r.is_ok() {
                 return Ok(format!(
                     "{rxe5} moved with the netdev (a driver with namespace support)"
                 ));
             }
-            ensure!(
+            require!(
                 refused.contains(&format!("RDMA device {rxe5}")) && refused.contains("exclusive"),
                 "the ADD failed for another reason: {refused}"
             );
             let host = rdma_links(None)?;
-            ensure!(
+            require!(
                 host.lines()
                     .any(|l| l.contains(&format!("link {rxe5}/")) && l.contains(&format!("netdev {pf}"))),
                 "{rxe5} on {pf} not on the host after the refused ADD: {host:?}"
             );
-            ensure!(
+            require!(
                 Path::new(&format!("/sys/class/net/{pf}")).exists(),
                 "{pf} not on the host after the refused ADD"
             );
@@ -918,18 +1087,18 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
                 |_| Ok(()),
                 |pod, _| {
                     let link = pod_link(pod, "net1")?;
-                    ensure!(
+                    require!(
                         link.contains("ipvlan") && link.contains(want),
                         "net1 in the pod: {link}"
                     );
                     let addr = pod_addr(pod, "net1")?;
-                    ensure!(!addr.is_empty(), "net1 has no address");
-                    ensure!(host_links()?.iter().any(|h| h == parent), "{parent} left the host");
+                    require!(!addr.is_empty(), "net1 has no address");
+                    require!(host_links()?.iter().any(|h| h == parent), "{parent} left the host");
                     Ok(format!("net1 ipvlan {want} {addr} on {parent}"))
                 },
                 || {
                     let host = host_links()?;
-                    ensure!(host.iter().any(|h| h == parent), "{parent} missing");
+                    require!(host.iter().any(|h| h == parent), "{parent} missing");
                     Ok(format!("{parent} on the host, child gone with the pod"))
                 },
             )
@@ -943,7 +1112,7 @@ async fn attach_suite(report: &mut Report) -> anyhow::Result<()> {
         if plans.is_empty() {
             Ok("no plan left".into())
         } else {
-            Err(anyhow::anyhow!("plans left: {plans:?}"))
+            Err(unmet!("plans left: {plans:?}"))
         },
     );
     drop(plugin);
@@ -971,14 +1140,20 @@ fn l3_network(layout: &RailsLayout) -> Value {
 /// This node's NicNodeBlocks as the controller writes them from the node's published slices: a
 /// block per rail, with the rail NIC's own address where it has one (the controller's own
 /// functions, so the peer routes are what a cluster would get).
-fn own_blocks(layout: &RailsLayout, host: u32, node: &str, slices: &[ResourceSlice]) -> anyhow::Result<Value> {
+fn own_blocks(layout: &RailsLayout, host: u32, node: &str, slices: &[ResourceSlice]) -> Result<Value, VmCheckError> {
     let all = multinic_controller::selector::Selector::compile(None)?;
     let nodes = multinic_controller::selector::matching_nodes(dra::DRIVER, &all, slices)?;
     let rails = nodes
         .get(node)
-        .with_context(|| format!("{node} publishes no devices"))?;
-    let blocks = multinic_controller::blocks::node_blocks(layout, host, rails.rails, &rails.addresses)?;
-    Ok(serde_json::to_value(multinic_api::crd::NicNodeBlocks::new(
+        .ok_or_else(|| VmCheckError::NoDevices { node: node.to_string() })?;
+    let blocks =
+        multinic_controller::blocks::node_blocks(layout, host, rails.rails, &rails.addresses).map_err(|source| {
+            VmCheckError::Blocks {
+                node: node.to_string(),
+                source,
+            }
+        })?;
+    serde_json::to_value(multinic_api::crd::NicNodeBlocks::new(
         &multinic_api::crd::node_blocks_name(L3_NETWORK, node),
         multinic_api::crd::NicNodeBlocksSpec {
             network: L3_NETWORK.into(),
@@ -986,7 +1161,11 @@ fn own_blocks(layout: &RailsLayout, host: u32, node: &str, slices: &[ResourceSli
             host_index: host,
             blocks,
         },
-    ))?)
+    ))
+    .map_err(|source| VmCheckError::Json {
+        what: format!("encoding the NicNodeBlocks of {node}"),
+        source,
+    })
 }
 
 fn tx_packets(ifname: &str) -> u64 {
@@ -996,7 +1175,7 @@ fn tx_packets(ifname: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn wait_file(path: &Path, timeout: Duration) -> anyhow::Result<String> {
+fn wait_file(path: &Path, timeout: Duration) -> Result<String, VmCheckError> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(text) = fs::read_to_string(path)
@@ -1004,27 +1183,28 @@ fn wait_file(path: &Path, timeout: Duration) -> anyhow::Result<String> {
         {
             return Ok(text);
         }
-        ensure!(
-            Instant::now() < deadline,
-            "{} did not appear within {timeout:?}",
-            path.display()
-        );
+        if Instant::now() >= deadline {
+            return Err(VmCheckError::Rendezvous {
+                path: path.to_path_buf(),
+                timeout,
+            });
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
-async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()> {
+async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> Result<(), VmCheckError> {
     let me = args.guest_id;
-    let peer = args.peer_id.context("--peer-id is required for the l3 suite")?;
+    let peer = args.peer_id.ok_or(VmCheckError::NoPeer)?;
     let node = format!("vm-{me}");
     let plugin_bin = sibling("multinic-kubelet-plugin")?;
     let cni = sibling("multinic-cni")?;
     let api = NsApi::start(None)?;
-    let layout = RailsLayout::new("10.10.0.0/16".parse()?, 8, 5)?;
-    api.api.insert(l3_network(&layout))?;
-    let dir = tempfile::tempdir()?;
+    let layout = dra::rails_layout("10.10.0.0/16", 8, 5)?;
+    dra::insert_object(&api.api, l3_network(&layout), &format!("MultiNicNetwork {L3_NETWORK}"))?;
+    let dir = tempfile::tempdir().map_err(VmCheckError::TempDir)?;
     let kubeconfig = dir.path().join("kubeconfig");
-    api.api.write_kubeconfig(&kubeconfig)?;
+    rss::write_kubeconfig(&api.api, &kubeconfig)?;
     let plugin = Proc::start(&plugin_bin, None, &node, dir.path(), &kubeconfig, &[])?;
     plugin.wait_ready(12, READY)?;
     let slices = api.slices()?;
@@ -1032,17 +1212,21 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
     // Rendezvous 1: each guest writes its own NicNodeBlocks (rail addresses from its slice) and
     // reads the peer's, as the controller would have written both.
     let mine_blocks = own_blocks(&layout, me, &node, &slices)?;
-    api.api.insert(mine_blocks.clone())?;
-    fs::write(
-        args.sync_dir.join(format!("blocks-{me}")),
+    dra::insert_object(&api.api, mine_blocks.clone(), &format!("the NicNodeBlocks of {node}"))?;
+    write_file(
+        &args.sync_dir.join(format!("blocks-{me}")),
         mine_blocks.to_string() + "\n",
     )?;
-    let peer_blocks = wait_file(&args.sync_dir.join(format!("blocks-{peer}")), Duration::from_secs(300))?;
-    let peer_blocks: Value = serde_json::from_str(&peer_blocks)?;
+    let peer_path = args.sync_dir.join(format!("blocks-{peer}"));
+    let peer_blocks = wait_file(&peer_path, Duration::from_secs(300))?;
+    let peer_blocks: Value = serde_json::from_str(&peer_blocks).map_err(|source| VmCheckError::Json {
+        what: format!("parsing {}", peer_path.display()),
+        source,
+    })?;
     let peer_addresses = peer_blocks["spec"]["blocks"]
         .as_array()
         .map_or(0, |b| b.iter().filter(|b| b["nodeAddress"].is_string()).count());
-    api.api.insert(peer_blocks)?;
+    dra::insert_object(&api.api, peer_blocks, &format!("the NicNodeBlocks of vm-{peer}"))?;
 
     // Peer routes: one per peer block whose rail this node has (12 published rails).
     let t = Instant::now();
@@ -1056,17 +1240,24 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
     };
     report.check(
         "l3-peer-routes",
-        (|| {
+        (|| -> CheckResult {
             let n = routes.lines().count();
-            ensure!(n == 12, "{n} proto-201 routes after {:?}:\n{routes}", t.elapsed());
+            require!(n == 12, "{n} proto-201 routes after {:?}:\n{routes}", t.elapsed());
             let via = routes.lines().filter(|l| l.contains(" via ")).count();
-            ensure!(
+            require!(
                 via == peer_addresses && via == 8,
                 "{via} routes via the peer's rail address, want one per peer PF (8; the peer's blocks name {peer_addresses}):\n{routes}"
             );
             for k in 0..12u32 {
-                let block = layout.block(peer, k)?.to_string();
-                ensure!(
+                let block = layout
+                    .block(peer, k)
+                    .map_err(|source| VmCheckError::Block {
+                        host: peer,
+                        rail: k,
+                        source,
+                    })?
+                    .to_string();
+                require!(
                     routes.contains(&block),
                     "no route to the peer's rail-{k} block {block}:\n{routes}"
                 );
@@ -1086,7 +1277,7 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
         .map(|d| (m(d, "railIndex").parse().unwrap_or(-1), d.name.clone(), m(d, "ifName")))
         .collect();
     pfs.sort();
-    ensure!(pfs.len() == 8, "{} PFs published", pfs.len());
+    require!(pfs.len() == 8, "{} PFs published", pfs.len());
     let names: Vec<&str> = pfs.iter().map(|p| p.1.as_str()).collect();
     let params = json!({
         "apiVersion": "multinic.dev/v1alpha1", "kind": "NetworkConfig", "network": L3_NETWORK,
@@ -1103,9 +1294,9 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
     {
         r["pool"] = json!(node);
     }
-    let uid = api.api.insert(obj)?["metadata"]["uid"]
+    let uid = dra::insert_object(&api.api, obj, "ResourceClaim bench/l3")?["metadata"]["uid"]
         .as_str()
-        .context("no uid")?
+        .ok_or_else(|| DraError::NoUid { claim: "l3".into() })?
         .to_string();
     let claim = dra::BenchClaim {
         name: "l3".into(),
@@ -1118,24 +1309,25 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
     let call = |command| CniCall::for_pod(command, "vm-l3".into(), &pod, &claim.pod_uid, &cni);
     let conf = json!({"cniVersion": "1.1.0", "name": "vm", "type": "multinic-cni",
                       "stateDir": dir.path().join("state")});
-    let host = fs::File::open("/proc/self/ns/net")?;
-    exec_cni_async(cni.clone(), host.try_clone()?, call("ADD"), conf.clone()).await?;
+    let host = fs::File::open("/proc/self/ns/net").map_err(VmCheckError::HostNetns)?;
+    let dup = || host.try_clone().map_err(VmCheckError::HostNetns);
+    exec_cni_async(cni.clone(), dup()?, call("ADD"), conf.clone()).await?;
     let mut mine = Vec::new();
     for k in 1..=8 {
         let a = pod_addr(&pod, &format!("net{k}"))?;
         let ip = a.split('/').next().unwrap_or("").to_string();
-        ensure!(!ip.is_empty(), "net{k} has no address");
+        require!(!ip.is_empty(), "net{k} has no address");
         mine.push(ip);
     }
     report.check("l3-pod", Ok(format!("net1..net8 = {}", mine.join(" "))));
 
     // Rendezvous: publish our pod's addresses, read the peer's.
-    fs::write(args.sync_dir.join(format!("ready-{me}")), mine.join(" ") + "\n")?;
+    write_file(&args.sync_dir.join(format!("ready-{me}")), mine.join(" ") + "\n")?;
     let theirs: Vec<String> = wait_file(&args.sync_dir.join(format!("ready-{peer}")), Duration::from_secs(300))?
         .split_whitespace()
         .map(str::to_string)
         .collect();
-    ensure!(theirs.len() == 8, "peer published {theirs:?}");
+    require!(theirs.len() == 8, "peer published {theirs:?}");
 
     // The plugin's peer routes go via the peer's address on each rail (NicNodeBlocks
     // `nodeAddress`): an ipvlan-l3 child never answers ARP, so on-link routes would reach nobody.
@@ -1144,9 +1336,9 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
     }
 
     // Keep answering until the peer is done too.
-    fs::write(args.sync_dir.join(format!("done-{me}")), "done\n")?;
+    write_file(&args.sync_dir.join(format!("done-{me}")), "done\n".into())?;
     let _ = wait_file(&args.sync_dir.join(format!("done-{peer}")), Duration::from_secs(300));
-    exec_cni_async(cni.clone(), host.try_clone()?, call("DEL"), conf).await?;
+    exec_cni_async(cni.clone(), dup()?, call("DEL"), conf).await?;
     dra::unprepare(&mut client, vec![claim.v1()]).await?;
     drop(pod);
     drop(plugin);
@@ -1161,6 +1353,14 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> anyhow::Result<()>
     Ok(())
 }
 
+/// `fs::write`, the error naming the file.
+fn write_file(path: &Path, text: String) -> Result<(), VmCheckError> {
+    fs::write(path, text).map_err(|source| VmCheckError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// Echo requests per rail and attempt.
 const PINGS: u64 = 5;
 
@@ -1173,7 +1373,7 @@ fn ping_rails(
     theirs: &[String],
     peer: u32,
     attempts: usize,
-) -> Vec<(i64, anyhow::Result<String>)> {
+) -> Vec<(i64, CheckResult)> {
     let mut out = Vec::new();
     for (i, (rail, _, ifname)) in pfs.iter().enumerate() {
         let (src, dst) = (&mine[i], &theirs[i]);
@@ -1218,20 +1418,20 @@ fn ping_rails(
                 .to_string();
             if !ok {
                 let neigh = run_out("ip", &["neigh", "show", "dev", ifname]).unwrap_or_default();
-                bail!(
+                return Err(unmet!(
                     "pod net{} {src} -> vm-{peer} {dst} failed ({loss}); host neigh on {ifname}: {:?}; \
                      tx packets per rail {delta:?}",
                     i + 1,
                     neigh.trim().replace('\n', "; ")
-                );
+                ));
             }
-            ensure!(
+            require!(
                 delta[i] >= PINGS,
                 "rail {rail} ({ifname}) sent {} packets for {PINGS} pings",
                 delta[i]
             );
             for (j, d) in delta.iter().enumerate() {
-                ensure!(
+                require!(
                     j == i || *d < PINGS,
                     "rail {} ({}) also sent {d} packets",
                     pfs[j].0,
@@ -1362,7 +1562,7 @@ async fn hotplug_checks(api: &FakeApiServer, report: &mut Report) {
         let r = next_uevent(ev, Duration::from_secs(60))
             .await
             .map(|t| format!("a pci add/bind uevent {t:?} after device_add"))
-            .context("no pci uevent within 60 s of device_add");
+            .ok_or_else(|| VmCheckError::Unmet("no pci uevent within 60 s of device_add".into()));
         report.check("uevent-hotplug", r);
     }
     let added = poll(Duration::from_secs(60), || {
@@ -1370,7 +1570,7 @@ async fn hotplug_checks(api: &FakeApiServer, report: &mut Report) {
     })
     .await;
     let r = match added {
-        Err(waited) => Err(anyhow::anyhow!("no new igb netdev {waited:?} after device_add")),
+        Err(waited) => Err(unmet!("no new igb netdev {waited:?} after device_add")),
         Ok(((ifname, bdf), seen)) => {
             match poll(REPUBLISH, || published(api).into_iter().find(|p| p.pci == bdf)).await {
                 Ok((p, t)) => {
@@ -1381,16 +1581,14 @@ async fn hotplug_checks(api: &FakeApiServer, report: &mut Report) {
                             p.name, p.rail
                         ))
                     } else {
-                        Err(anyhow::anyhow!(
+                        Err(unmet!(
                             "{} published with railIndex {}, want the next free {want}",
                             p.name,
                             p.rail
                         ))
                     }
                 }
-                Err(t) => Err(anyhow::anyhow!(
-                    "{ifname} ({bdf}) not published {t:?} after it appeared"
-                )),
+                Err(t) => Err(unmet!("{ifname} ({bdf}) not published {t:?} after it appeared")),
             }
         }
     };
@@ -1405,22 +1603,20 @@ async fn hotplug_checks(api: &FakeApiServer, report: &mut Report) {
     // device_del: the guest's pciehp releases the slot (attention button, ~5 s), then republish.
     println!("MULTINIC-QMP del");
     let r = match hot {
-        None => Err(anyhow::anyhow!("nothing to remove: the add failed")),
+        None => Err(unmet!("nothing to remove: the add failed")),
         Some(bdf) => match poll(Duration::from_secs(60), || {
             (!netdevs_of("igb").values().any(|b| *b == bdf)).then_some(())
         })
         .await
         {
-            Err(w) => Err(anyhow::anyhow!("{bdf} still present {w:?} after device_del")),
+            Err(w) => Err(unmet!("{bdf} still present {w:?} after device_del")),
             Ok((_, gone)) => match poll(REPUBLISH, || {
                 (!published(api).iter().any(|p| p.pci == bdf)).then_some(())
             })
             .await
             {
                 Ok((_, t)) => Ok(format!("{bdf} gone {gone:?} after device_del, unpublished after {t:?}")),
-                Err(t) => Err(anyhow::anyhow!(
-                    "{bdf} still published {t:?} after its netdev went away"
-                )),
+                Err(t) => Err(unmet!("{bdf} still published {t:?} after its netdev went away")),
             },
         },
     };
@@ -1431,18 +1627,22 @@ async fn hotplug_checks(api: &FakeApiServer, report: &mut Report) {
     let numvfs = format!("/sys/class/net/{pf}/device/sriov_numvfs");
     let vfs_before = netdevs_of("igbvf");
     let r = async {
-        fs::write(&numvfs, "1").with_context(|| format!("writing 1 to {numvfs}"))?;
+        fs::write(&numvfs, "1").map_err(|source| VmCheckError::Sysfs {
+            path: numvfs.clone(),
+            value: "1",
+            source,
+        })?;
         let ((vf, bdf), seen) = poll(Duration::from_secs(30), || {
             netdevs_of("igbvf")
                 .into_iter()
                 .find(|(n, _)| !vfs_before.contains_key(n))
         })
         .await
-        .map_err(|w| anyhow::anyhow!("no VF netdev {w:?} after sriov_numvfs=1"))?;
+        .map_err(|w| unmet!("no VF netdev {w:?} after sriov_numvfs=1"))?;
         let (p, t) = poll(REPUBLISH, || published(api).into_iter().find(|p| p.pci == bdf))
             .await
-            .map_err(|t| anyhow::anyhow!("VF {vf} ({bdf}) not published {t:?} after it appeared"))?;
-        Ok::<_, anyhow::Error>((
+            .map_err(|t| unmet!("VF {vf} ({bdf}) not published {t:?} after it appeared"))?;
+        Ok::<_, VmCheckError>((
             bdf.clone(),
             format!(
                 "{vf} ({bdf}) appeared {seen:?} after sriov_numvfs=1, published as {} railIndex {} after {t:?}",
@@ -1467,26 +1667,27 @@ async fn hotplug_checks(api: &FakeApiServer, report: &mut Report) {
         if moved.is_empty() {
             Ok(format!("{} devices kept their railIndex", before.len()))
         } else {
-            Err(anyhow::anyhow!(
-                "a new VF moved existing NICs' railIndex: {}",
-                moved.join(", ")
-            ))
+            Err(unmet!("a new VF moved existing NICs' railIndex: {}", moved.join(", ")))
         },
     );
     let r = async {
-        let bdf = vf_bdf.context("no VF to remove")?;
-        fs::write(&numvfs, "0").with_context(|| format!("writing 0 to {numvfs}"))?;
+        let bdf = vf_bdf.ok_or_else(|| VmCheckError::Unmet("no VF to remove".into()))?;
+        fs::write(&numvfs, "0").map_err(|source| VmCheckError::Sysfs {
+            path: numvfs.clone(),
+            value: "0",
+            source,
+        })?;
         poll(Duration::from_secs(30), || {
             (!netdevs_of("igbvf").values().any(|b| *b == bdf)).then_some(())
         })
         .await
-        .map_err(|w| anyhow::anyhow!("VF {bdf} still there {w:?} after sriov_numvfs=0"))?;
+        .map_err(|w| unmet!("VF {bdf} still there {w:?} after sriov_numvfs=0"))?;
         let (_, t) = poll(REPUBLISH, || {
             (!published(api).iter().any(|p| p.pci == bdf)).then_some(())
         })
         .await
-        .map_err(|t| anyhow::anyhow!("VF {bdf} still published {t:?} after it went away"))?;
-        Ok(format!("{bdf} removed by sriov_numvfs=0, unpublished after {t:?}"))
+        .map_err(|t| unmet!("VF {bdf} still published {t:?} after it went away"))?;
+        Ok::<_, VmCheckError>(format!("{bdf} removed by sriov_numvfs=0, unpublished after {t:?}"))
     }
     .await;
     report.check("sriov-numvfs-down", r);
@@ -1508,7 +1709,7 @@ async fn hotplug_checks(api: &FakeApiServer, report: &mut Report) {
     ] {
         let r = async {
             let other = if want == "true" { "false" } else { "true" };
-            ensure!(
+            require!(
                 rdma_of(api).as_deref() == Some(other),
                 "{vf} published with rdma {:?} before",
                 rdma_of(api)
@@ -1532,12 +1733,12 @@ async fn hotplug_checks(api: &FakeApiServer, report: &mut Report) {
             })
             .await
             .map_err(|t| {
-                anyhow::anyhow!(
+                unmet!(
                     "{vf} not republished with rdma={want} {t:?} after `rdma {}`",
                     cmd.join(" ")
                 )
             })?;
-            Ok(t)
+            Ok::<_, VmCheckError>(t)
         }
         .await;
         match r {
@@ -1548,7 +1749,7 @@ async fn hotplug_checks(api: &FakeApiServer, report: &mut Report) {
             Ok(t) => report.known_gap(
                 name,
                 gap,
-                Err(anyhow::anyhow!(
+                Err(unmet!(
                     "`rdma {}`: {vf} republished with rdma={want} only after {t:?} (resync {RESYNC_S} s)",
                     cmd.join(" ")
                 )),
@@ -1560,7 +1761,7 @@ async fn hotplug_checks(api: &FakeApiServer, report: &mut Report) {
         let r = if uevent_seen.len() == 2 && uevent_seen.iter().all(|l| l.contains("uevent after")) {
             Ok(uevent_seen.join("; "))
         } else {
-            Err(anyhow::anyhow!("{}", uevent_seen.join("; ")))
+            Err(VmCheckError::Unmet(uevent_seen.join("; ")))
         };
         report.check("uevent-rdma", r);
     }

@@ -9,10 +9,9 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, bail, ensure};
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
-use multinic_api::rails::RailsLayout;
+use multinic_api::rails::{RailsError, RailsLayout};
 use multinic_testkit::fixtures::veth_nic;
 use netlink_packet_route::link::{LinkAttribute, MacVlanMode};
 use netlink_packet_route::route::RouteScope;
@@ -20,9 +19,53 @@ use netlink_packet_route::rule::RuleAction;
 use rtnetlink::{Handle, LinkMacVlan, LinkUnspec, RouteMessageBuilder};
 use serde_json::{Value, json};
 
-use super::dra::{self, HOST_INDEX, Plugin};
-use super::fixtures::{CniCall, Netns, exec_cni_async, link_names};
+use super::BenchError;
+use super::dra::{self, DraError, HOST_INDEX, LayoutError, Plugin};
+use super::fixtures::{CniCall, FixtureError, Netns, exec_cni_async, link_names};
 use super::stats::{Row, Summary, Unit, ms};
+
+/// A failed run of rows 1–3.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error(transparent)]
+    Fixture(#[from] FixtureError),
+    #[error(transparent)]
+    Dra(#[from] DraError),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error("block (host {HOST_INDEX}, rail {rail}): {source}")]
+    Block { rail: usize, source: RailsError },
+    #[error("block {block} has no host address")]
+    EmptyBlock { block: Ipv4Net },
+    #[error("rail {rail} does not fit a u32 rail index")]
+    RailIndex { rail: usize },
+    #[error("{op}: {source}")]
+    Netlink { op: String, source: rtnetlink::Error },
+    #[error("no link {name} in the bench's host netns")]
+    NoLink { name: String },
+    #[error("{what}: the pod has {names:?}, expected lo and {want} NICs")]
+    Links {
+        what: &'static str,
+        names: Vec<String>,
+        want: usize,
+    },
+    #[error("multinic-cni ADD returned {got} interfaces, expected {want}: {result}")]
+    Interfaces { got: usize, want: usize, result: Value },
+    #[error("{phase}: {source}")]
+    Phase { phase: String, source: Box<AttachError> },
+}
+
+impl AttachError {
+    /// The error of a netlink request; `op` names it (called only on failure: the floor is timed).
+    fn netlink(op: impl FnOnce() -> String) -> impl FnOnce(rtnetlink::Error) -> Self {
+        move |source| Self::Netlink { op: op(), source }
+    }
+}
+
+/// `u32::try_from(rail)`, the error naming the rail.
+fn rail_u32(rail: usize) -> Result<u32, AttachError> {
+    u32::try_from(rail).map_err(|_| AttachError::RailIndex { rail })
+}
 
 /// Policy tables start here, as the plugin's (`TABLE_BASE + position`).
 const TABLE_BASE: u32 = 100;
@@ -76,8 +119,8 @@ pub struct AttachResult {
 }
 
 /// The rails layout of the attach rows: /16, 64 hosts, 16 rails, /26 blocks.
-fn layout() -> anyhow::Result<RailsLayout> {
-    Ok(RailsLayout::new("10.10.0.0/16".parse()?, 6, 4)?)
+fn layout() -> Result<RailsLayout, LayoutError> {
+    dra::rails_layout("10.10.0.0/16", 6, 4)
 }
 
 struct Fixture {
@@ -91,7 +134,7 @@ struct Fixture {
 }
 
 impl Fixture {
-    async fn new(m: usize, mode: Mode) -> anyhow::Result<Self> {
+    async fn new(m: usize, mode: Mode) -> Result<Self, AttachError> {
         let host = Netns::new("h")?;
         let mut batch = Vec::new();
         for k in 1..=m {
@@ -108,8 +151,12 @@ impl Fixture {
         let plugin = Plugin::start(&nics, &layout, false).await?;
         let client = plugin.client().await?;
         let blocks = (0..m)
-            .map(|k| layout.block(HOST_INDEX, u32::try_from(k)?).map_err(anyhow::Error::from))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .map(|k| {
+                layout
+                    .block(HOST_INDEX, rail_u32(k)?)
+                    .map_err(|source| AttachError::Block { rail: k, source })
+            })
+            .collect::<Result<Vec<_>, AttachError>>()?;
         // Rail order = interface-name order (no PCI), which the zero-padded names keep.
         let nics = (1..=m).map(|k| format!("bv{k:02}")).zip(blocks).collect();
         Ok(Self {
@@ -122,8 +169,8 @@ impl Fixture {
         })
     }
 
-    fn first_ip(block: &Ipv4Net) -> anyhow::Result<Ipv4Addr> {
-        block.hosts().next().context("empty block")
+    fn first_ip(block: &Ipv4Net) -> Result<Ipv4Addr, AttachError> {
+        block.hosts().next().ok_or(AttachError::EmptyBlock { block: *block })
     }
 
     fn call(&self, command: &'static str, pod: &Netns, container: &str, ifname: &str, pod_uid: &str) -> CniCall {
@@ -138,17 +185,16 @@ impl Fixture {
     }
 }
 
-async fn expect_links(pod: &Handle, want: usize, what: &str) -> anyhow::Result<()> {
+async fn expect_links(pod: &Handle, want: usize, what: &'static str) -> Result<(), AttachError> {
     let names = link_names(pod).await?;
-    ensure!(
-        names.len() == want + 1,
-        "{what}: the pod has {names:?}, expected lo and {want} NICs"
-    );
+    if names.len() != want + 1 {
+        return Err(AttachError::Links { what, names, want });
+    }
     Ok(())
 }
 
 /// Our full path: NodePrepareResources over the socket, CNI ADD, CNI DEL, NodeUnprepareResources.
-async fn run_ours(fx: &mut Fixture, bins: &Bins, m: usize, p: &mut Phases) -> anyhow::Result<()> {
+async fn run_ours(fx: &mut Fixture, bins: &Bins, m: usize, p: &mut Phases) -> Result<(), AttachError> {
     let pod = Netns::new("p")?;
     let pod_nl = pod.netlink()?;
     let devices: Vec<&str> = fx.plugin.devices.iter().take(m).map(String::as_str).collect();
@@ -160,7 +206,7 @@ async fn run_ours(fx: &mut Fixture, bins: &Bins, m: usize, p: &mut Phases) -> an
     let container = format!("ctr-{}", claim.name);
     let mut call = fx.call("ADD", &pod, &container, "eth0", &claim.pod_uid);
     call.cni_path = bins.plugins_dir.clone();
-    let host = || fx.host.file.try_clone();
+    let host = || fx.host.dup_file();
 
     let t0 = Instant::now();
     dra::prepare(&mut fx.client, vec![claim.v1()]).await?;
@@ -169,10 +215,13 @@ async fn run_ours(fx: &mut Fixture, bins: &Bins, m: usize, p: &mut Phases) -> an
     let t_add = t0.elapsed();
 
     let ifaces = result["interfaces"].as_array().map_or(0, Vec::len);
-    ensure!(
-        ifaces == m,
-        "multinic-cni ADD returned {ifaces} interfaces, expected {m}: {result}"
-    );
+    if ifaces != m {
+        return Err(AttachError::Interfaces {
+            got: ifaces,
+            want: m,
+            result,
+        });
+    }
     expect_links(&pod_nl, m, "after multinic-cni ADD").await?;
 
     let t1 = Instant::now();
@@ -192,15 +241,16 @@ async fn run_ours(fx: &mut Fixture, bins: &Bins, m: usize, p: &mut Phases) -> an
     Ok(())
 }
 
-async fn link_index(handle: &Handle, name: &str) -> anyhow::Result<u32> {
+async fn link_index(handle: &Handle, name: &str) -> Result<u32, AttachError> {
     let msg = handle
         .link()
         .get()
         .match_name(name.to_string())
         .execute()
         .try_next()
-        .await?
-        .with_context(|| format!("no link {name}"))?;
+        .await
+        .map_err(AttachError::netlink(|| format!("looking up link {name}")))?
+        .ok_or_else(|| AttachError::NoLink { name: name.to_string() })?;
     Ok(msg.header.index)
 }
 
@@ -208,7 +258,7 @@ async fn link_index(handle: &Handle, name: &str) -> anyhow::Result<u32> {
 /// in the pod, in one link group), address, up, the two table routes and the rule the plan asks
 /// for; then back: per NIC the rule, and the move back (host-device), or one delete of the whole
 /// group (macvlan).
-async fn run_floor(fx: &Fixture, mode: Mode, p: &mut Phases) -> anyhow::Result<()> {
+async fn run_floor(fx: &Fixture, mode: Mode, p: &mut Phases) -> Result<(), AttachError> {
     let pod = Netns::new("p")?;
     let mut host_idx = Vec::with_capacity(fx.nics.len());
     for (name, _) in &fx.nics {
@@ -227,14 +277,24 @@ async fn run_floor(fx: &Fixture, mode: Mode, p: &mut Phases) -> anyhow::Result<(
         let idx = match mode {
             Mode::HostDevice => {
                 // The index survives the move into a fresh netns.
-                let msg = LinkUnspec::new_with_index(h).setns_by_fd(pod_fd).name(pod_name).build();
-                fx.host_nl.link().set(msg).execute().await?;
+                let msg = LinkUnspec::new_with_index(h)
+                    .setns_by_fd(pod_fd)
+                    .name(pod_name.clone())
+                    .build();
+                fx.host_nl
+                    .link()
+                    .set(msg)
+                    .execute()
+                    .await
+                    .map_err(AttachError::netlink(|| {
+                        format!("moving {name} into the pod as {pod_name}")
+                    }))?;
                 h
             }
             Mode::Macvlan => {
                 // Choose the child's index so no lookup is needed; the group lets detach delete
                 // all children in one request.
-                let idx = 100 + u32::try_from(k)?;
+                let idx = 100 + rail_u32(k)?;
                 let mut msg = LinkMacVlan::new(&pod_name, h, MacVlanMode::Bridge)
                     .setns_by_fd(pod_fd)
                     .build();
@@ -245,22 +305,26 @@ async fn run_floor(fx: &Fixture, mode: Mode, p: &mut Phases) -> anyhow::Result<(
                     .add(msg)
                     .execute()
                     .await
-                    .with_context(|| format!("macvlan child of {name}"))?;
+                    .map_err(AttachError::netlink(|| format!("macvlan child of {name}")))?;
                 idx
             }
         };
         let ip = Fixture::first_ip(block)?;
-        let table = TABLE_BASE + u32::try_from(k)? + 1;
+        let table = TABLE_BASE + rail_u32(k)? + 1;
         pod_nl
             .address()
             .add(idx, ip.into(), block.prefix_len())
             .execute()
-            .await?;
+            .await
+            .map_err(AttachError::netlink(|| {
+                format!("adding {ip}/{} to pod link {idx}", block.prefix_len())
+            }))?;
         pod_nl
             .link()
             .set(LinkUnspec::new_with_index(idx).up().build())
             .execute()
-            .await?;
+            .await
+            .map_err(AttachError::netlink(|| format!("setting pod link {idx} up")))?;
         let connected = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(block.network(), block.prefix_len())
             .output_interface(idx)
@@ -268,14 +332,26 @@ async fn run_floor(fx: &Fixture, mode: Mode, p: &mut Phases) -> anyhow::Result<(
             .pref_source(ip)
             .table_id(table)
             .build();
-        pod_nl.route().add(connected).replace().execute().await?;
+        pod_nl
+            .route()
+            .add(connected)
+            .replace()
+            .execute()
+            .await
+            .map_err(AttachError::netlink(|| format!("route to {block} in table {table}")))?;
         let planned = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(subnet.network(), subnet.prefix_len())
             .output_interface(idx)
             .scope(RouteScope::Link)
             .table_id(table)
             .build();
-        pod_nl.route().add(planned).replace().execute().await?;
+        pod_nl
+            .route()
+            .add(planned)
+            .replace()
+            .execute()
+            .await
+            .map_err(AttachError::netlink(|| format!("route to {subnet} in table {table}")))?;
         pod_nl
             .rule()
             .add()
@@ -285,7 +361,8 @@ async fn run_floor(fx: &Fixture, mode: Mode, p: &mut Phases) -> anyhow::Result<(
             .v4()
             .source_prefix(ip, 32)
             .execute()
-            .await?;
+            .await
+            .map_err(AttachError::netlink(|| format!("rule from {ip} to table {table}")))?;
         pod_idx.push((idx, ip, table));
     }
     let t_add = t0.elapsed();
@@ -303,19 +380,34 @@ async fn run_floor(fx: &Fixture, mode: Mode, p: &mut Phases) -> anyhow::Result<(
             .v4()
             .source_prefix(ip, 32);
         let msg = rule.message_mut().clone();
-        pod_nl.rule().del(msg).execute().await?;
+        pod_nl
+            .rule()
+            .del(msg)
+            .execute()
+            .await
+            .map_err(AttachError::netlink(|| {
+                format!("deleting the rule from {ip} to table {table}")
+            }))?;
         match mode {
             Mode::HostDevice => {
                 let back = LinkUnspec::new_with_index(idx)
                     .setns_by_fd(host_fd)
                     .name(name.clone())
                     .build();
-                pod_nl.link().set(back).execute().await?;
+                pod_nl
+                    .link()
+                    .set(back)
+                    .execute()
+                    .await
+                    .map_err(AttachError::netlink(|| {
+                        format!("moving pod link {idx} back to the host as {name}")
+                    }))?;
                 fx.host_nl
                     .link()
                     .set(LinkUnspec::new_with_index(idx).up().build())
                     .execute()
-                    .await?;
+                    .await
+                    .map_err(AttachError::netlink(|| format!("setting {name} up on the host")))?;
             }
             Mode::Macvlan => {}
         }
@@ -323,7 +415,9 @@ async fn run_floor(fx: &Fixture, mode: Mode, p: &mut Phases) -> anyhow::Result<(
     if mode == Mode::Macvlan {
         let mut del = pod_nl.link().del(0);
         del.message_mut().attributes.push(LinkAttribute::Group(FLOOR_GROUP));
-        del.execute().await?;
+        del.execute().await.map_err(AttachError::netlink(|| {
+            format!("deleting the macvlan children of group {FLOOR_GROUP:#x}")
+        }))?;
     }
     let t_del = t1.elapsed();
     expect_links(&pod_nl, 0, "after the floor detach").await?;
@@ -336,7 +430,7 @@ async fn run_floor(fx: &Fixture, mode: Mode, p: &mut Phases) -> anyhow::Result<(
 
 /// The Multus way: one reference-plugin invocation per NIC (`host-device` or `macvlan`, with
 /// `static` IPAM), ADD in order, DEL in reverse.
-async fn run_multus(fx: &Fixture, bins: &Bins, mode: Mode, p: &mut Phases) -> anyhow::Result<()> {
+async fn run_multus(fx: &Fixture, bins: &Bins, mode: Mode, p: &mut Phases) -> Result<(), AttachError> {
     let pod = Netns::new("p")?;
     let pod_nl = pod.netlink()?;
     let container = super::fixtures::unique("multus");
@@ -363,7 +457,7 @@ async fn run_multus(fx: &Fixture, bins: &Bins, mode: Mode, p: &mut Phases) -> an
             };
             Ok((format!("net{}", k + 1), conf))
         })
-        .collect::<anyhow::Result<_>>()?;
+        .collect::<Result<_, AttachError>>()?;
     let program = bins.plugins_dir.join(mode.as_str());
     let call = |command, ifname: &str| {
         let mut c = fx.call(command, &pod, &container, ifname, "multus-pod");
@@ -373,25 +467,13 @@ async fn run_multus(fx: &Fixture, bins: &Bins, mode: Mode, p: &mut Phases) -> an
 
     let t0 = Instant::now();
     for (ifname, conf) in &confs {
-        exec_cni_async(
-            program.clone(),
-            fx.host.file.try_clone()?,
-            call("ADD", ifname),
-            conf.clone(),
-        )
-        .await?;
+        exec_cni_async(program.clone(), fx.host.dup_file()?, call("ADD", ifname), conf.clone()).await?;
     }
     let t_add = t0.elapsed();
     expect_links(&pod_nl, confs.len(), "after the Multus-way ADDs").await?;
     let t1 = Instant::now();
     for (ifname, conf) in confs.iter().rev() {
-        exec_cni_async(
-            program.clone(),
-            fx.host.file.try_clone()?,
-            call("DEL", ifname),
-            conf.clone(),
-        )
-        .await?;
+        exec_cni_async(program.clone(), fx.host.dup_file()?, call("DEL", ifname), conf.clone()).await?;
     }
     let t_del = t1.elapsed();
     expect_links(&pod_nl, 0, "after the Multus-way DELs").await?;
@@ -415,32 +497,42 @@ pub async fn bench(bins: &Bins, mode: Mode, m: usize, runs: usize) -> AttachResu
     let mut floor_row = Row::new(floor_id, format!("{case}: ours vs netlink floor"), Unit::Ms);
     let mut multus_row = Row::new(multus_id, format!("{case}: Multus way vs ours"), Unit::Ms);
     let mut p = Phases::default();
-    let outcome: anyhow::Result<()> = async {
+    let phase = |phase: String| {
+        move |source| AttachError::Phase {
+            phase,
+            source: Box::new(source),
+        }
+    };
+    let outcome: Result<(), AttachError> = async {
         let mut fx = Fixture::new(m, mode).await?;
         // One untimed warm-up of each variant (page cache, binaries, first connections).
         let mut warm = Phases::default();
-        run_ours(&mut fx, bins, m, &mut warm).await.context("warm-up, ours")?;
-        run_floor(&fx, mode, &mut warm).await.context("warm-up, floor")?;
+        run_ours(&mut fx, bins, m, &mut warm)
+            .await
+            .map_err(phase("warm-up, ours".into()))?;
+        run_floor(&fx, mode, &mut warm)
+            .await
+            .map_err(phase("warm-up, floor".into()))?;
         run_multus(&fx, bins, mode, &mut warm)
             .await
-            .context("warm-up, Multus way")?;
+            .map_err(phase("warm-up, Multus way".into()))?;
         for run in 0..runs {
             run_ours(&mut fx, bins, m, &mut p)
                 .await
-                .with_context(|| format!("run {run}, ours"))?;
+                .map_err(phase(format!("run {run}, ours")))?;
             run_floor(&fx, mode, &mut p)
                 .await
-                .with_context(|| format!("run {run}, netlink floor"))?;
+                .map_err(phase(format!("run {run}, netlink floor")))?;
             run_multus(&fx, bins, mode, &mut p)
                 .await
-                .with_context(|| format!("run {run}, Multus way"))?;
+                .map_err(phase(format!("run {run}, Multus way")))?;
         }
         Ok(())
     }
     .await;
     if let Err(e) = &outcome {
-        floor_row.error = Some(format!("{e:#}"));
-        multus_row.error = Some(format!("{e:#}"));
+        floor_row.error = Some(e.to_string());
+        multus_row.error = Some(e.to_string());
     }
     floor_row.ours = Summary::of(&p.ours);
     floor_row.baseline = Some(("netlink floor".into(), Summary::of(&p.floor)));
@@ -480,21 +572,21 @@ pub async fn bench(bins: &Bins, mode: Mode, m: usize, runs: usize) -> AttachResu
 }
 
 /// Fails early with a readable message when a reference plugin is missing.
-pub fn check_plugins(bins: &Bins) -> anyhow::Result<()> {
+pub fn check_plugins(bins: &Bins) -> Result<(), BenchError> {
     for p in ["host-device", "macvlan", "static", "host-local"] {
         let path = bins.plugins_dir.join(p);
         if !path.exists() {
-            bail!(
-                "{} is missing: apt-get install -y containernetworking-plugins (or pass --cni-plugins-dir)",
-                path.display()
-            );
+            return Err(BenchError::Missing {
+                path,
+                fix: "apt-get install -y containernetworking-plugins (or pass --cni-plugins-dir)",
+            });
         }
     }
     if !bins.cni.exists() {
-        bail!(
-            "{} is missing: build it with `cargo build --release -p multinic-cni` (or pass --cni-bin)",
-            bins.cni.display()
-        );
+        return Err(BenchError::Missing {
+            path: bins.cni.clone(),
+            fix: "build it with `cargo build --release -p multinic-cni` (or pass --cni-bin)",
+        });
     }
     Ok(())
 }

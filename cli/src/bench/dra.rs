@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, bail};
 use k8s_openapi::api::resource::v1::{AllocatedDeviceStatus, ResourceClaim};
 use multinic_api::crd::{NicNodeBlocks, node_blocks_name};
-use multinic_api::rails::RailsLayout;
+use multinic_api::plan::PlanError;
+use multinic_api::rails::{RailsError, RailsLayout};
 use multinic_kubelet_plugin::driver::{ApiError, ClaimApi, ClaimRef, Driver, DriverOptions, KubeClaimApi};
-use multinic_kubelet_plugin::grpc::{self, DraService};
+use multinic_kubelet_plugin::grpc::{self, DraService, ServeError};
 use multinic_kubelet_plugin::inventory::Nic;
 use multinic_kubelet_plugin::metrics::Metrics;
 use multinic_kubelet_plugin::publish::DeviceTable;
@@ -29,6 +29,94 @@ pub const HOST_INDEX: u32 = 7;
 
 pub type Client = v1::dra_plugin_client::DraPluginClient<Channel>;
 
+/// A rails layout of the bench, demo or VM checks that does not hold.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error("subnet {subnet:?} is not an IPv4 CIDR: {source}")]
+    Subnet {
+        subnet: &'static str,
+        source: ipnet::AddrParseError,
+    },
+    #[error("rails layout {subnet} hostBlock {host_bits} interfaceBlock {iface_bits}: {source}")]
+    Layout {
+        subnet: &'static str,
+        host_bits: u8,
+        iface_bits: u8,
+        source: RailsError,
+    },
+}
+
+/// `e` followed by each of its sources not already in the text: a transport error's own message
+/// ("transport error") leaves out the cause (the socket's I/O error).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        next = cause.source();
+    }
+    text
+}
+
+/// `RailsLayout::new` on a subnet written as text.
+pub fn rails_layout(subnet: &'static str, host_bits: u8, iface_bits: u8) -> Result<RailsLayout, LayoutError> {
+    let net = subnet
+        .parse()
+        .map_err(|source| LayoutError::Subnet { subnet, source })?;
+    RailsLayout::new(net, host_bits, iface_bits).map_err(|source| LayoutError::Layout {
+        subnet,
+        host_bits,
+        iface_bits,
+        source,
+    })
+}
+
+/// A failure of the in-process node plugin, of the fake API server's objects, or of a kubelet-like
+/// gRPC call.
+#[derive(Debug, thiserror::Error)]
+pub enum DraError {
+    #[error(
+        "block (host {HOST_INDEX}, rail {rail}) of NicNodeBlocks {}: {source}",
+        node_blocks_name(NETWORK, NODE)
+    )]
+    Block { rail: u32, source: RailsError },
+    #[error("{what} does not decode: {source}")]
+    Decode { what: String, source: serde_json::Error },
+    #[error("the in-memory claim map is poisoned: a thread of the bench panicked while holding it")]
+    Poisoned,
+    #[error("the fake API server: {action}: {source}")]
+    Api {
+        action: String,
+        source: multinic_testkit::Error,
+    },
+    #[error("the fake API server assigned no uid to ResourceClaim bench/{claim}")]
+    NoUid { claim: String },
+    #[error("connecting to {path}: {}; is the plugin serving there?", with_causes(.source))]
+    Connect {
+        path: PathBuf,
+        source: tonic::transport::Error,
+    },
+    #[error("{call}: {source}")]
+    Rpc { call: &'static str, source: tonic::Status },
+    #[error("{call}: claim {uid}: {error}")]
+    Claim {
+        call: &'static str,
+        uid: String,
+        error: String,
+    },
+    #[error("{nics} NICs are more rails than a u32 counts")]
+    TooManyNics { nics: usize },
+    #[error("creating the plugin's {what} temp dir: {source}")]
+    TempDir { what: &'static str, source: std::io::Error },
+    #[error("starting the driver: {0}")]
+    Driver(#[from] PlanError),
+    #[error("serving the DRA socket: {0}")]
+    Serve(#[from] ServeError),
+}
+
 /// The opaque config of the bench network.
 pub fn params(layout: &RailsLayout, mode: &str) -> Value {
     json!({
@@ -41,10 +129,15 @@ pub fn params(layout: &RailsLayout, mode: &str) -> Value {
 }
 
 /// `NicNodeBlocks <network>.<node>` with blocks (HOST_INDEX, 0..rails).
-pub fn blocks_json(layout: &RailsLayout, rails: u32) -> anyhow::Result<Value> {
+pub fn blocks_json(layout: &RailsLayout, rails: u32) -> Result<Value, DraError> {
     let blocks = (0..rails)
-        .map(|k| Ok(json!({"railIndex": k, "cidr": layout.block(HOST_INDEX, k)?.to_string()})))
-        .collect::<anyhow::Result<Vec<Value>>>()?;
+        .map(|k| {
+            let cidr = layout
+                .block(HOST_INDEX, k)
+                .map_err(|source| DraError::Block { rail: k, source })?;
+            Ok(json!({"railIndex": k, "cidr": cidr.to_string()}))
+        })
+        .collect::<Result<Vec<Value>, DraError>>()?;
     Ok(json!({
         "apiVersion": "multinic.dev/v1alpha1", "kind": "NicNodeBlocks",
         "metadata": {"name": node_blocks_name(NETWORK, NODE)},
@@ -53,8 +146,12 @@ pub fn blocks_json(layout: &RailsLayout, rails: u32) -> anyhow::Result<Value> {
 }
 
 /// Seeds the node's blocks into the fake API server.
-pub fn insert_blocks(api: &FakeApiServer, layout: &RailsLayout, rails: u32) -> anyhow::Result<()> {
-    api.insert(blocks_json(layout, rails)?)?;
+pub fn insert_blocks(api: &FakeApiServer, layout: &RailsLayout, rails: u32) -> Result<(), DraError> {
+    insert_object(
+        api,
+        blocks_json(layout, rails)?,
+        &format!("NicNodeBlocks {}", node_blocks_name(NETWORK, NODE)),
+    )?;
     Ok(())
 }
 
@@ -67,20 +164,24 @@ pub struct MemApi {
 }
 
 impl MemApi {
-    pub fn new(layout: &RailsLayout, rails: u32) -> anyhow::Result<Self> {
+    pub fn new(layout: &RailsLayout, rails: u32) -> Result<Self, DraError> {
+        let blocks = serde_json::from_value(blocks_json(layout, rails)?).map_err(|source| DraError::Decode {
+            what: format!("NicNodeBlocks {}", node_blocks_name(NETWORK, NODE)),
+            source,
+        })?;
         Ok(Self {
             claims: Arc::default(),
-            blocks: Arc::new(serde_json::from_value(blocks_json(layout, rails)?)?),
+            blocks: Arc::new(blocks),
         })
     }
 
-    fn insert(&self, obj: Value) -> anyhow::Result<()> {
+    fn insert(&self, obj: Value) -> Result<(), DraError> {
         let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
-        let rc: ResourceClaim = serde_json::from_value(obj)?;
-        self.claims
-            .lock()
-            .map_err(|_| anyhow::anyhow!("claim map poisoned"))?
-            .insert(name, rc);
+        let rc: ResourceClaim = serde_json::from_value(obj).map_err(|source| DraError::Decode {
+            what: format!("ResourceClaim bench/{name}"),
+            source,
+        })?;
+        self.claims.lock().map_err(|_| DraError::Poisoned)?.insert(name, rc);
         Ok(())
     }
 
@@ -112,7 +213,7 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub fn insert_claim(&self, devices: &[&str], params: &Value) -> anyhow::Result<BenchClaim> {
+    pub fn insert_claim(&self, devices: &[&str], params: &Value) -> Result<BenchClaim, DraError> {
         match self {
             Backend::Fake(api) => insert_claim(api, devices, params),
             Backend::Mem(mem) => {
@@ -179,13 +280,13 @@ pub fn claim_json(name: &str, uid: &str, devices: &[&str], params: &Value) -> Va
 }
 
 /// Creates an allocated claim in the fake API server.
-pub fn insert_claim(api: &FakeApiServer, devices: &[&str], params: &Value) -> anyhow::Result<BenchClaim> {
+pub fn insert_claim(api: &FakeApiServer, devices: &[&str], params: &Value) -> Result<BenchClaim, DraError> {
     let n = CLAIMS.fetch_add(1, Ordering::Relaxed);
     let name = format!("c{n}");
     let obj = claim_json(&name, &format!("00000000-0000-0000-0000-{n:012}"), devices, params);
-    let uid = api.insert(obj)?["metadata"]["uid"]
+    let uid = insert_object(api, obj, &format!("ResourceClaim bench/{name}"))?["metadata"]["uid"]
         .as_str()
-        .context("the fake API server assigned no uid")?
+        .ok_or_else(|| DraError::NoUid { claim: name.clone() })?
         .to_string();
     Ok(BenchClaim {
         pod_uid: format!("pod-{name}"),
@@ -194,42 +295,68 @@ pub fn insert_claim(api: &FakeApiServer, devices: &[&str], params: &Value) -> an
     })
 }
 
+/// `api.insert(obj)`, the error naming `what` (kind and name).
+pub fn insert_object(api: &FakeApiServer, obj: Value, what: &str) -> Result<Value, DraError> {
+    api.insert(obj).map_err(|source| DraError::Api {
+        action: format!("inserting {what}"),
+        source,
+    })
+}
+
 pub fn delete_claim(api: &FakeApiServer, claim: &BenchClaim) {
     let _ = api.delete("resource.k8s.io/v1", "ResourceClaim", Some("bench"), &claim.name);
 }
 
 /// A gRPC channel over a unix socket (its `:authority` is one that h2 accepts).
-pub async fn unix_channel(path: &Path) -> anyhow::Result<tonic::transport::Channel> {
+pub async fn unix_channel(path: &Path) -> Result<tonic::transport::Channel, DraError> {
     grpc::unix_channel("http://localhost", path)
         .await
-        .with_context(|| format!("connecting to {}", path.display()))
+        .map_err(|source| DraError::Connect {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// A kubelet-side client over the DRA unix socket.
-pub async fn connect(path: &Path) -> anyhow::Result<Client> {
+pub async fn connect(path: &Path) -> Result<Client, DraError> {
     Ok(v1::dra_plugin_client::DraPluginClient::new(unix_channel(path).await?))
 }
 
 /// NodePrepareResources for `claims`; any per-claim error is an error.
-pub async fn prepare(client: &mut Client, claims: Vec<v1::Claim>) -> anyhow::Result<v1::NodePrepareResourcesResponse> {
+pub async fn prepare(
+    client: &mut Client,
+    claims: Vec<v1::Claim>,
+) -> Result<v1::NodePrepareResourcesResponse, DraError> {
+    const CALL: &str = "NodePrepareResources";
     let resp = client
         .node_prepare_resources(v1::NodePrepareResourcesRequest { claims })
-        .await?
+        .await
+        .map_err(|source| DraError::Rpc { call: CALL, source })?
         .into_inner();
     if let Some((uid, r)) = resp.claims.iter().find(|(_, r)| !r.error.is_empty()) {
-        bail!("NodePrepareResources: claim {uid}: {}", r.error);
+        return Err(DraError::Claim {
+            call: CALL,
+            uid: uid.clone(),
+            error: r.error.clone(),
+        });
     }
     Ok(resp)
 }
 
 /// NodeUnprepareResources for `claims`; any per-claim error is an error.
-pub async fn unprepare(client: &mut Client, claims: Vec<v1::Claim>) -> anyhow::Result<()> {
+pub async fn unprepare(client: &mut Client, claims: Vec<v1::Claim>) -> Result<(), DraError> {
+    const CALL: &str = "NodeUnprepareResources";
     let resp = client
         .node_unprepare_resources(v1::NodeUnprepareResourcesRequest { claims })
-        .await?
+        .await
+        .map_err(|source| DraError::Rpc { call: CALL, source })?
         .into_inner();
     if let Some((uid, r)) = resp.claims.iter().find(|(_, r)| !r.error.is_empty()) {
-        bail!("NodeUnprepareResources: claim {uid}: {}", r.error);
+        return Err(DraError::Claim {
+            call: CALL,
+            uid: uid.clone(),
+            error: r.error.clone(),
+        });
     }
     Ok(())
 }
@@ -248,8 +375,8 @@ pub struct Plugin {
 impl Plugin {
     /// Publishes `nics` into the driver's table, seeds the node's blocks and serves the DRA
     /// socket; claims are read from the fake API server, or from memory when `in_memory`.
-    pub async fn start(nics: &[Nic], layout: &RailsLayout, in_memory: bool) -> anyhow::Result<Self> {
-        let rails = u32::try_from(nics.len())?;
+    pub async fn start(nics: &[Nic], layout: &RailsLayout, in_memory: bool) -> Result<Self, DraError> {
+        let rails = u32::try_from(nics.len()).map_err(|_| DraError::TooManyNics { nics: nics.len() })?;
         let table = DeviceTable::default();
         let published = build_device_table(nics, &SliceOptions::new(NODE));
         let mut ordered: Vec<_> = published
@@ -258,8 +385,8 @@ impl Plugin {
             .collect();
         ordered.sort();
         table.set(&published);
-        let state = tempfile::tempdir()?;
-        let sockets = tempfile::tempdir()?;
+        let state = tempfile::tempdir().map_err(|source| DraError::TempDir { what: "state", source })?;
+        let sockets = tempfile::tempdir().map_err(|source| DraError::TempDir { what: "socket", source })?;
         let opts = DriverOptions::new(NODE, state.path(), Some(state.path().join("cdi")));
         let socket = sockets.path().join("plugins/multinic.dev").join(grpc::DRA_SOCKET);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -268,13 +395,16 @@ impl Plugin {
             serve(Driver::new(mem.clone(), table, opts)?, &socket, stopped)?;
             Backend::Mem(mem)
         } else {
-            let api = FakeApiServer::try_start().await?;
+            let api = FakeApiServer::try_start().await.map_err(|source| DraError::Api {
+                action: "starting".into(),
+                source,
+            })?;
             insert_blocks(&api, layout, rails)?;
-            serve(
-                Driver::new(KubeClaimApi::new(api.try_client()?), table, opts)?,
-                &socket,
-                stopped,
-            )?;
+            let client = api.try_client().map_err(|source| DraError::Api {
+                action: "building a client".into(),
+                source,
+            })?;
+            serve(Driver::new(KubeClaimApi::new(client), table, opts)?, &socket, stopped)?;
             Backend::Fake(api)
         };
         Ok(Self {
@@ -287,7 +417,7 @@ impl Plugin {
         })
     }
 
-    pub async fn client(&self) -> anyhow::Result<Client> {
+    pub async fn client(&self) -> Result<Client, DraError> {
         connect(&self.socket).await
     }
 }
@@ -296,7 +426,7 @@ fn serve<A: ClaimApi>(
     driver: Driver<A>,
     socket: &Path,
     stopped: tokio::sync::oneshot::Receiver<()>,
-) -> anyhow::Result<()> {
+) -> Result<(), DraError> {
     let listener = grpc::bind_socket(socket)?;
     let service = DraService::new(Arc::new(driver), Arc::new(Metrics::new()));
     let path = socket.to_path_buf();

@@ -9,8 +9,49 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use anyhow::{Context, bail};
 use serde_json::Value;
+
+/// A failure of a kernel fixture: a process (`ip`, a CNI plugin) that did not run or failed, a
+/// network namespace that could not be opened or entered.
+#[derive(Debug, thiserror::Error)]
+pub enum FixtureError {
+    #[error("running {program}: {source}; {fix}")]
+    Spawn {
+        program: String,
+        fix: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{command}: {stderr}")]
+    Failed { command: String, stderr: String },
+    #[error("talking to {program} over its stdin/stdout: {source}")]
+    Pipe { program: String, source: std::io::Error },
+    #[error("opening {path} (made by `ip netns add`): {source}")]
+    OpenNetns { path: String, source: std::io::Error },
+    #[error("duplicating the file of netns {netns}: {source}")]
+    DupNetns { netns: String, source: std::io::Error },
+    #[error("the helper thread opening a netlink socket in netns {netns} panicked")]
+    HelperPanicked { netns: String },
+    #[error("netlink socket in netns {netns}: {source}")]
+    NetlinkSocket { netns: String, source: std::io::Error },
+    #[error("{program} {command} printed non-JSON: {text}: {source}")]
+    CniOutput {
+        program: PathBuf,
+        command: &'static str,
+        text: String,
+        source: serde_json::Error,
+    },
+    #[error("{program} {command} failed: {stdout} / stderr: {stderr}")]
+    CniFailed {
+        program: PathBuf,
+        command: &'static str,
+        stdout: Value,
+        stderr: String,
+    },
+    #[error("the blocking task running a CNI plugin did not finish: {0}")]
+    CniTask(#[from] tokio::task::JoinError),
+    #[error("listing the links of a netns over rtnetlink: {0}")]
+    Links(#[source] rtnetlink::Error),
+}
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
@@ -20,28 +61,31 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// Runs `ip <args>`; the error carries its stderr.
-pub fn ip(args: &[&str]) -> anyhow::Result<()> {
+pub fn ip(args: &[&str]) -> Result<(), FixtureError> {
     run_out("ip", args).map(drop)
 }
 
 /// Runs `program args`: its stdout, or an error with its stderr.
-pub fn run_out(program: &str, args: &[&str]) -> anyhow::Result<String> {
+pub fn run_out(program: &str, args: &[&str]) -> Result<String, FixtureError> {
     let out = Command::new(program)
         .args(args)
         .output()
-        .with_context(|| format!("running {program} (is it installed?)"))?;
+        .map_err(|source| FixtureError::Spawn {
+            program: program.to_string(),
+            fix: "is it installed?",
+            source,
+        })?;
     if !out.status.success() {
-        bail!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        return Err(FixtureError::Failed {
+            command: format!("{program} {}", args.join(" ")),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
 /// Runs a batch of `ip` commands in one process (`ip -batch -`), for fixtures with many links.
-pub fn ip_batch(ns: Option<&str>, lines: &[String]) -> anyhow::Result<()> {
+pub fn ip_batch(ns: Option<&str>, lines: &[String]) -> Result<(), FixtureError> {
     let mut cmd = Command::new("ip");
     if let Some(ns) = ns {
         cmd.args(["-n", ns]);
@@ -52,14 +96,25 @@ pub fn ip_batch(ns: Option<&str>, lines: &[String]) -> anyhow::Result<()> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .context("running ip -batch (install iproute2)")?;
+        .map_err(|source| FixtureError::Spawn {
+            program: "ip -batch".into(),
+            fix: "install iproute2",
+            source,
+        })?;
+    let pipe = |source| FixtureError::Pipe {
+        program: "ip -batch".into(),
+        source,
+    };
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(lines.join("\n").as_bytes())?;
-        stdin.write_all(b"\n")?;
+        stdin.write_all(lines.join("\n").as_bytes()).map_err(pipe)?;
+        stdin.write_all(b"\n").map_err(pipe)?;
     }
-    let out = child.wait_with_output()?;
+    let out = child.wait_with_output().map_err(pipe)?;
     if !out.status.success() {
-        bail!("ip -batch: {}", String::from_utf8_lossy(&out.stderr).trim());
+        return Err(FixtureError::Failed {
+            command: format!("ip{} -batch", ns.map(|ns| format!(" -n {ns}")).unwrap_or_default()),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(())
 }
@@ -71,15 +126,15 @@ pub struct Netns {
 }
 
 impl Netns {
-    pub fn new(prefix: &str) -> anyhow::Result<Self> {
+    pub fn new(prefix: &str) -> Result<Self, FixtureError> {
         let name = format!("mnb-{}", unique(prefix));
         ip(&["netns", "add", &name])?;
         let path = format!("/run/netns/{name}");
         let file = match File::open(&path) {
             Ok(f) => f,
-            Err(e) => {
+            Err(source) => {
                 let _ = ip(&["netns", "del", &name]);
-                return Err(e).with_context(|| format!("opening {path}"));
+                return Err(FixtureError::OpenNetns { path, source });
             }
         };
         let ns = Self { name, file };
@@ -91,7 +146,15 @@ impl Netns {
         format!("/run/netns/{}", self.name)
     }
 
-    pub fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
+    /// A second handle on the namespace's file (for a CNI call's `setns`).
+    pub fn dup_file(&self) -> Result<File, FixtureError> {
+        self.file.try_clone().map_err(|source| FixtureError::DupNetns {
+            netns: self.name.clone(),
+            source,
+        })
+    }
+
+    pub fn ip(&self, args: &[&str]) -> Result<(), FixtureError> {
         let mut all = vec!["-n", self.name.as_str()];
         all.extend_from_slice(args);
         ip(&all)
@@ -99,8 +162,8 @@ impl Netns {
 
     /// A rtnetlink handle whose socket lives in this namespace (opened on a helper thread that
     /// `setns`es and exits); its connection runs on the current tokio runtime.
-    pub fn netlink(&self) -> anyhow::Result<rtnetlink::Handle> {
-        let fd = self.file.try_clone()?;
+    pub fn netlink(&self) -> Result<rtnetlink::Handle, FixtureError> {
+        let fd = self.dup_file()?;
         let rt = tokio::runtime::Handle::current();
         let made = std::thread::scope(|s| {
             s.spawn(|| {
@@ -112,8 +175,13 @@ impl Netns {
             .join()
         });
         let (conn, handle) = made
-            .map_err(|_| anyhow::anyhow!("netns helper thread panicked"))?
-            .with_context(|| format!("netlink socket in netns {}", self.name))?;
+            .map_err(|_| FixtureError::HelperPanicked {
+                netns: self.name.clone(),
+            })?
+            .map_err(|source| FixtureError::NetlinkSocket {
+                netns: self.name.clone(),
+                source,
+            })?;
         rt.spawn(conn);
         Ok(handle)
     }
@@ -139,7 +207,7 @@ impl VethNode {
         n: usize,
         mtu: Option<u32>,
         names: impl Fn(usize) -> (String, String),
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, FixtureError> {
         let node = Netns::new(tag)?;
         let peers = Netns::new(&format!("{tag}p"))?;
         let (mut links, mut up) = (Vec::new(), Vec::new());
@@ -190,8 +258,16 @@ impl CniCall {
 /// Runs `program` as a CNI plugin with its process in `host` (setns between fork and exec, as a
 /// runtime does). Returns the parsed stdout (`Null` when empty); a failed run is an error with
 /// the plugin's output.
-pub fn exec_cni(program: &Path, host: &File, call: &CniCall, conf: &Value) -> anyhow::Result<Value> {
-    let ns = host.try_clone()?;
+pub fn exec_cni(program: &Path, host: &File, call: &CniCall, conf: &Value) -> Result<Value, FixtureError> {
+    let name = || format!("{} {}", program.display(), call.command);
+    let pipe = |source| FixtureError::Pipe {
+        program: name(),
+        source,
+    };
+    let ns = host.try_clone().map_err(|source| FixtureError::DupNetns {
+        netns: format!("given to {}", name()),
+        source,
+    })?;
     let mut cmd = Command::new(program);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -217,38 +293,53 @@ pub fn exec_cni(program: &Path, host: &File, call: &CniCall, conf: &Value) -> an
             nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
         });
     }
-    let mut child = cmd.spawn().with_context(|| format!("spawning {}", program.display()))?;
+    let mut child = cmd.spawn().map_err(|source| FixtureError::Spawn {
+        program: name(),
+        fix: "check the plugin's path (--cni-bin, --cni-plugins-dir)",
+        source,
+    })?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(conf.to_string().as_bytes())?;
+        stdin.write_all(conf.to_string().as_bytes()).map_err(pipe)?;
     }
-    let out = child.wait_with_output()?;
+    let out = child.wait_with_output().map_err(pipe)?;
     let text = String::from_utf8_lossy(&out.stdout);
     let stdout: Value = if text.trim().is_empty() {
         Value::Null
     } else {
-        serde_json::from_str(&text).with_context(|| format!("{} printed non-JSON: {text}", program.display()))?
+        serde_json::from_str(&text).map_err(|source| FixtureError::CniOutput {
+            program: program.to_path_buf(),
+            command: call.command,
+            text: text.to_string(),
+            source,
+        })?
     };
     if !out.status.success() {
-        bail!(
-            "{} {} failed: {stdout} / stderr: {}",
-            program.display(),
-            call.command,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        return Err(FixtureError::CniFailed {
+            program: program.to_path_buf(),
+            command: call.command,
+            stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(stdout)
 }
 
 /// [`exec_cni`] on the blocking pool, so the runtime's workers keep serving.
-pub async fn exec_cni_async(program: PathBuf, host: File, call: CniCall, conf: Value) -> anyhow::Result<Value> {
+pub async fn exec_cni_async(program: PathBuf, host: File, call: CniCall, conf: Value) -> Result<Value, FixtureError> {
     tokio::task::spawn_blocking(move || exec_cni(&program, &host, &call, &conf)).await?
 }
 
 /// Names of the links in a namespace.
-pub async fn link_names(handle: &rtnetlink::Handle) -> anyhow::Result<Vec<String>> {
+pub async fn link_names(handle: &rtnetlink::Handle) -> Result<Vec<String>, FixtureError> {
     use futures::TryStreamExt;
     use netlink_packet_route::link::LinkAttribute;
-    let links: Vec<_> = handle.link().get().execute().try_collect().await?;
+    let links: Vec<_> = handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(FixtureError::Links)?;
     Ok(links
         .iter()
         .filter_map(|l| {

@@ -11,13 +11,27 @@ use std::time::Instant;
 use multinic_kubelet_plugin::authority::{
     AuthorityRewriter, FLAG_END_HEADERS, FLAG_END_STREAM, FRAME_HEADERS, PREFACE, inspect::client_frame,
 };
-use multinic_kubelet_plugin::grpc::{self, RegistrationService};
+use multinic_kubelet_plugin::grpc::{self, RegistrationService, ServeError};
 use multinic_kubelet_plugin::metrics::Metrics;
 use multinic_proto::registration::registration_client::RegistrationClient;
 use multinic_proto::registration::registration_server::RegistrationServer;
 use multinic_proto::registration::{InfoRequest, PluginInfo};
 
+use super::dra::DraError;
 use super::stats::{Row, Summary, Unit};
+
+/// A failed run of the round-trip row of row 9.
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcBenchError {
+    #[error("creating the sockets' temp dir: {0}")]
+    TempDir(#[source] std::io::Error),
+    #[error(transparent)]
+    Bind(#[from] ServeError),
+    #[error(transparent)]
+    Dra(#[from] DraError),
+    #[error("GetInfo: {0}")]
+    GetInfo(#[from] tonic::Status),
+}
 
 /// Calls per run of the round-trip row.
 const CALLS: usize = 200;
@@ -30,12 +44,12 @@ fn service(endpoint: &Path) -> RegistrationService {
     }
 }
 
-async fn client(path: PathBuf) -> anyhow::Result<RegistrationClient<tonic::transport::Channel>> {
+async fn client(path: PathBuf) -> Result<RegistrationClient<tonic::transport::Channel>, DraError> {
     Ok(RegistrationClient::new(super::dra::unix_channel(&path).await?))
 }
 
 /// µs per GetInfo over `CALLS` calls.
-async fn round_trips(client: &mut RegistrationClient<tonic::transport::Channel>) -> anyhow::Result<f64> {
+async fn round_trips(client: &mut RegistrationClient<tonic::transport::Channel>) -> Result<f64, GrpcBenchError> {
     let t = Instant::now();
     for _ in 0..CALLS {
         let info: PluginInfo = client.get_info(InfoRequest {}).await?.into_inner();
@@ -48,12 +62,12 @@ pub async fn bench(runs: usize) -> Vec<Row> {
     let case = format!("GetInfo round trip on a unix socket, {CALLS} calls per run");
     match round_trip_row(runs, &case).await {
         Ok(row) => vec![row, rewrite_row(runs)],
-        Err(e) => vec![Row::failed("9", case, format!("{e:#}")), rewrite_row(runs)],
+        Err(e) => vec![Row::failed("9", case, e), rewrite_row(runs)],
     }
 }
 
-async fn round_trip_row(runs: usize, case: &str) -> anyhow::Result<Row> {
-    let dir = tempfile::tempdir()?;
+async fn round_trip_row(runs: usize, case: &str) -> Result<Row, GrpcBenchError> {
+    let dir = tempfile::tempdir().map_err(GrpcBenchError::TempDir)?;
     let (ours, plain) = (dir.path().join("ours.sock"), dir.path().join("plain.sock"));
     let listener = grpc::bind_socket(&ours)?;
     let (path, svc) = (ours.clone(), service(&ours));

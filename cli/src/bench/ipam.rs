@@ -10,25 +10,50 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, ensure};
-use multinic_api::rails::RailsLayout;
-use multinic_kubelet_plugin::driver::{ClaimRef, Driver, DriverOptions};
+use multinic_api::plan::PlanError;
+use multinic_api::rails::{RailsError, RailsLayout};
+use multinic_kubelet_plugin::driver::{ClaimRef, Driver, DriverOptions, PrepareError};
 use multinic_kubelet_plugin::publish::DeviceTable;
 use multinic_kubelet_plugin::slices::{SliceOptions, build_device_table};
 use multinic_testkit::fixtures::veth_nic;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::dra::{self, Backend, HOST_INDEX, MemApi, NODE};
-use super::fixtures::{CniCall, Netns, exec_cni_async};
+use super::dra::{self, Backend, DraError, HOST_INDEX, LayoutError, MemApi, NODE};
+use super::fixtures::{CniCall, FixtureError, Netns, exec_cni_async};
 use super::stats::{Row, Summary, Unit};
+
+/// A failed run of row 4.
+#[derive(Debug, thiserror::Error)]
+pub enum IpamError {
+    #[error(transparent)]
+    Fixture(#[from] FixtureError),
+    #[error(transparent)]
+    Dra(#[from] DraError),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error("block (host {HOST_INDEX}, rail {rail}) for host-local: {source}")]
+    Block { rail: u32, source: RailsError },
+    #[error("creating the {what} temp dir: {source}")]
+    TempDir { what: &'static str, source: std::io::Error },
+    #[error("starting the driver: {0}")]
+    Driver(#[source] PlanError),
+    #[error("{op}: {source}")]
+    Lease { op: &'static str, source: PrepareError },
+    #[error("{leased} addresses still leased after release")]
+    StillLeased { leased: usize },
+    #[error("host-local ADD returned {out}, want one address")]
+    HostLocal { out: Value },
+    #[error("{phase}: {source}")]
+    Phase { phase: String, source: Box<IpamError> },
+}
 
 /// Addresses allocated (and released) per run: 10 per rail.
 const ALLOCATIONS: usize = 80;
 const RAILS: u32 = 8;
 
 /// /16, hostBlock 8, interfaceBlock 3: 256 nodes × 8 rails × /27.
-fn layout() -> anyhow::Result<RailsLayout> {
-    Ok(RailsLayout::new("10.40.0.0/16".parse()?, 8, 3)?)
+fn layout() -> Result<RailsLayout, LayoutError> {
+    dra::rails_layout("10.40.0.0/16", 8, 3)
 }
 
 struct Ours {
@@ -37,7 +62,7 @@ struct Ours {
     _state: tempfile::TempDir,
 }
 
-fn ours() -> anyhow::Result<Ours> {
+fn ours() -> Result<Ours, IpamError> {
     let layout = layout()?;
     let nics: Vec<_> = (0..RAILS).map(|k| veth_nic(&format!("rail{k}"), k + 2)).collect();
     let table = DeviceTable::default();
@@ -60,49 +85,67 @@ fn ours() -> anyhow::Result<Ours> {
                 name: c.name,
             })
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let state = tempfile::tempdir()?;
+        .collect::<Result<Vec<_>, IpamError>>()?;
+    let state = tempfile::tempdir().map_err(|source| IpamError::TempDir {
+        what: "plugin state",
+        source,
+    })?;
     let opts = DriverOptions::new(NODE, state.path(), None);
     Ok(Ours {
-        driver: Driver::new(mem, table, opts)?,
+        driver: Driver::new(mem, table, opts).map_err(IpamError::Driver)?,
         claims,
         _state: state,
     })
 }
 
-async fn run_ours(o: &Ours, at_once: bool) -> anyhow::Result<f64> {
+async fn run_ours(o: &Ours, at_once: bool) -> Result<f64, IpamError> {
+    let prepare = |source| IpamError::Lease { op: "prepare", source };
+    let unprepare = |source| IpamError::Lease {
+        op: "unprepare",
+        source,
+    };
     let t0 = Instant::now();
     if at_once {
-        futures::future::try_join_all(o.claims.iter().map(|c| o.driver.prepare(c))).await?;
-        futures::future::try_join_all(o.claims.iter().map(|c| o.driver.unprepare(c))).await?;
+        futures::future::try_join_all(o.claims.iter().map(|c| o.driver.prepare(c)))
+            .await
+            .map_err(prepare)?;
+        futures::future::try_join_all(o.claims.iter().map(|c| o.driver.unprepare(c)))
+            .await
+            .map_err(unprepare)?;
     } else {
         for c in &o.claims {
-            o.driver.prepare(c).await?;
+            o.driver.prepare(c).await.map_err(prepare)?;
         }
         for c in &o.claims {
-            o.driver.unprepare(c).await?;
+            o.driver.unprepare(c).await.map_err(unprepare)?;
         }
     }
     let secs = t0.elapsed().as_secs_f64();
-    ensure!(
-        o.driver.leased().await.is_empty(),
-        "addresses still leased after release"
-    );
+    let leased = o.driver.leased().await.len();
+    if leased != 0 {
+        return Err(IpamError::StillLeased { leased });
+    }
     Ok(ALLOCATIONS as f64 / secs)
 }
 
-async fn run_host_local(program: &Path, plugins_dir: &Path, ns: &Netns, at_once: bool) -> anyhow::Result<f64> {
+async fn run_host_local(program: &Path, plugins_dir: &Path, ns: &Netns, at_once: bool) -> Result<f64, IpamError> {
     let layout = layout()?;
-    let data = tempfile::tempdir()?;
+    let data = tempfile::tempdir().map_err(|source| IpamError::TempDir {
+        what: "host-local data",
+        source,
+    })?;
     let confs = (0..RAILS)
         .map(|k| {
+            let block = layout
+                .block(HOST_INDEX, k)
+                .map_err(|source| IpamError::Block { rail: k, source })?;
             Ok(json!({
                 "cniVersion": "1.0.0", "name": format!("hl-rail{k}"),
                 "ipam": {"type": "host-local", "dataDir": data.path(),
-                         "ranges": [[{"subnet": layout.block(HOST_INDEX, k)?.to_string()}]]},
+                         "ranges": [[{"subnet": block.to_string()}]]},
             }))
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, IpamError>>()?;
     let call = |command, i: usize| CniCall {
         command,
         container_id: format!("hl-{i}"),
@@ -111,32 +154,27 @@ async fn run_host_local(program: &Path, plugins_dir: &Path, ns: &Netns, at_once:
         pod_uid: format!("hl-pod-{i}"),
         cni_path: plugins_dir.to_path_buf(),
     };
-    let exec = |command, i: usize| -> anyhow::Result<_> {
-        let (program, host, conf) = (
-            program.to_path_buf(),
-            ns.file.try_clone()?,
-            confs[i % RAILS as usize].clone(),
-        );
+    let exec = |command, i: usize| -> Result<_, IpamError> {
+        let (program, host, conf) = (program.to_path_buf(), ns.dup_file()?, confs[i % RAILS as usize].clone());
         Ok(exec_cni_async(program, host, call(command, i), conf))
     };
-    let check = |out: &serde_json::Value| {
-        ensure!(
-            out["ips"].as_array().is_some_and(|a| a.len() == 1),
-            "host-local ADD returned {out}"
-        );
+    let check = |out: &Value| {
+        if out["ips"].as_array().is_none_or(|a| a.len() != 1) {
+            return Err(IpamError::HostLocal { out: out.clone() });
+        }
         Ok(())
     };
     let t0 = Instant::now();
     if at_once {
         let adds = (0..ALLOCATIONS)
             .map(|i| exec("ADD", i))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>, IpamError>>()?;
         for out in futures::future::try_join_all(adds).await? {
             check(&out)?;
         }
         let dels = (0..ALLOCATIONS)
             .map(|i| exec("DEL", i))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>, IpamError>>()?;
         futures::future::try_join_all(dels).await?;
     } else {
         for i in 0..ALLOCATIONS {
@@ -170,31 +208,33 @@ async fn bench_variant(plugins_dir: &Path, runs: usize, at_once: bool) -> Row {
     );
     row.target = "≥ 50×".into();
     let (mut ours_rate, mut theirs_rate) = (Vec::new(), Vec::new());
-    let outcome: anyhow::Result<()> = async {
+    let phase = |phase: String| {
+        move |source| IpamError::Phase {
+            phase,
+            source: Box::new(source),
+        }
+    };
+    let outcome: Result<(), IpamError> = async {
         let o = ours()?;
         let ns = Netns::new("ipam")?;
         let program = plugins_dir.join("host-local");
-        run_ours(&o, at_once).await.context("warm-up, ours")?;
+        run_ours(&o, at_once).await.map_err(phase("warm-up, ours".into()))?;
         run_host_local(&program, plugins_dir, &ns, at_once)
             .await
-            .context("warm-up, host-local")?;
+            .map_err(phase("warm-up, host-local".into()))?;
         for run in 0..runs {
-            ours_rate.push(
-                run_ours(&o, at_once)
-                    .await
-                    .with_context(|| format!("run {run}, ours"))?,
-            );
+            ours_rate.push(run_ours(&o, at_once).await.map_err(phase(format!("run {run}, ours")))?);
             theirs_rate.push(
                 run_host_local(&program, plugins_dir, &ns, at_once)
                     .await
-                    .with_context(|| format!("run {run}, host-local"))?,
+                    .map_err(phase(format!("run {run}, host-local")))?,
             );
         }
         Ok(())
     }
     .await;
     if let Err(e) = outcome {
-        row.error = Some(format!("{e:#}"));
+        row.error = Some(e.to_string());
     }
     row.ours = Summary::of(&ours_rate);
     let theirs = Summary::of(&theirs_rate);

@@ -6,28 +6,45 @@
 
 use std::time::Instant;
 
-use anyhow::Context;
 use multinic_api::rails::RailsLayout;
 use multinic_testkit::fixtures::veth_nic;
 
-use super::dra::{self, BenchClaim, Plugin};
+use super::dra::{self, BenchClaim, DraError, LayoutError, Plugin};
 use super::stats::{Row, Summary, Unit, percentile};
+
+/// A failed run of row 5.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareBenchError {
+    #[error(transparent)]
+    Dra(#[from] DraError),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error("NIC {nic} does not fit a u32 interface index")]
+    IfIndex { nic: usize },
+    #[error("a concurrent NodePrepareResources task did not finish: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("{phase}: {source}")]
+    Phase {
+        phase: String,
+        source: Box<PrepareBenchError>,
+    },
+}
 
 const NICS: usize = 8;
 const SEQUENTIAL_CALLS: usize = 50;
 const CONCURRENT: usize = 100;
 
 /// /16, 64 hosts, 8 rails, /25 blocks (room for 100 claims × 8 NICs).
-fn layout() -> anyhow::Result<RailsLayout> {
-    Ok(RailsLayout::new("10.20.0.0/16".parse()?, 6, 3)?)
+fn layout() -> Result<RailsLayout, LayoutError> {
+    dra::rails_layout("10.20.0.0/16", 6, 3)
 }
 
-fn claims(plugin: &Plugin, params: &serde_json::Value, n: usize) -> anyhow::Result<Vec<BenchClaim>> {
+fn claims(plugin: &Plugin, params: &serde_json::Value, n: usize) -> Result<Vec<BenchClaim>, DraError> {
     let devices: Vec<&str> = plugin.devices.iter().map(String::as_str).collect();
     (0..n).map(|_| plugin.api.insert_claim(&devices, params)).collect()
 }
 
-async fn cleanup(plugin: &Plugin, client: &mut dra::Client, claims: &[BenchClaim]) -> anyhow::Result<()> {
+async fn cleanup(plugin: &Plugin, client: &mut dra::Client, claims: &[BenchClaim]) -> Result<(), DraError> {
     dra::unprepare(client, claims.iter().map(BenchClaim::v1).collect()).await?;
     for c in claims {
         plugin.api.delete_claim(c);
@@ -36,7 +53,11 @@ async fn cleanup(plugin: &Plugin, client: &mut dra::Client, claims: &[BenchClaim
 }
 
 /// One run of sequential single-claim calls: per-call latencies in ms.
-async fn sequential(plugin: &Plugin, client: &mut dra::Client, params: &serde_json::Value) -> anyhow::Result<Vec<f64>> {
+async fn sequential(
+    plugin: &Plugin,
+    client: &mut dra::Client,
+    params: &serde_json::Value,
+) -> Result<Vec<f64>, PrepareBenchError> {
     let claims = claims(plugin, params, SEQUENTIAL_CALLS)?;
     let mut lat = Vec::with_capacity(claims.len());
     for c in &claims {
@@ -49,7 +70,11 @@ async fn sequential(plugin: &Plugin, client: &mut dra::Client, params: &serde_js
 }
 
 /// One run of 100 concurrent single-claim calls: per-call latencies in ms.
-async fn concurrent(plugin: &Plugin, client: &mut dra::Client, params: &serde_json::Value) -> anyhow::Result<Vec<f64>> {
+async fn concurrent(
+    plugin: &Plugin,
+    client: &mut dra::Client,
+    params: &serde_json::Value,
+) -> Result<Vec<f64>, PrepareBenchError> {
     let claims = claims(plugin, params, CONCURRENT)?;
     let tasks: Vec<_> = claims
         .iter()
@@ -58,7 +83,7 @@ async fn concurrent(plugin: &Plugin, client: &mut dra::Client, params: &serde_js
             tokio::spawn(async move {
                 let t = Instant::now();
                 dra::prepare(&mut client, vec![claim]).await?;
-                Ok::<_, anyhow::Error>(t.elapsed().as_secs_f64() * 1e3)
+                Ok::<_, DraError>(t.elapsed().as_secs_f64() * 1e3)
             })
         })
         .collect();
@@ -81,25 +106,36 @@ async fn bench_backend(runs: usize, in_memory: bool) -> Vec<Row> {
         format!("NodePrepareResources, {CONCURRENT} concurrent claims ({NICS} NICs each), {api}"),
     ];
     let mut samples: [Vec<Vec<f64>>; 2] = [Vec::new(), Vec::new()];
-    let outcome: anyhow::Result<()> = async {
+    let phase = |phase: String| {
+        move |source| PrepareBenchError::Phase {
+            phase,
+            source: Box::new(source),
+        }
+    };
+    let outcome: Result<(), PrepareBenchError> = async {
         let layout = layout()?;
         let nics: Vec<_> = (0..NICS)
-            .map(|k| Ok(veth_nic(&format!("nic{k}"), u32::try_from(k)? + 2)))
-            .collect::<anyhow::Result<_>>()?;
+            .map(|k| {
+                let index = u32::try_from(k).map_err(|_| PrepareBenchError::IfIndex { nic: k })?;
+                Ok(veth_nic(&format!("nic{k}"), index + 2))
+            })
+            .collect::<Result<_, PrepareBenchError>>()?;
         let plugin = Plugin::start(&nics, &layout, in_memory).await?;
         let mut client = plugin.client().await?;
         let params = dra::params(&layout, "host-device");
-        sequential(&plugin, &mut client, &params).await.context("warm-up")?;
+        sequential(&plugin, &mut client, &params)
+            .await
+            .map_err(phase("warm-up".into()))?;
         for run in 0..runs {
             samples[0].push(
                 sequential(&plugin, &mut client, &params)
                     .await
-                    .with_context(|| format!("run {run}, 1 claim"))?,
+                    .map_err(phase(format!("run {run}, 1 claim")))?,
             );
             samples[1].push(
                 concurrent(&plugin, &mut client, &params)
                     .await
-                    .with_context(|| format!("run {run}, {CONCURRENT} concurrent"))?,
+                    .map_err(phase(format!("run {run}, {CONCURRENT} concurrent")))?,
             );
         }
         Ok(())
@@ -123,7 +159,7 @@ async fn bench_backend(runs: usize, in_memory: bool) -> Vec<Row> {
                 row.met = row.ours.map(|s| s.median < limit);
             }
             if let Err(e) = &outcome {
-                row.error = Some(format!("{e:#}"));
+                row.error = Some(e.to_string());
             }
             rows.push(row);
         }

@@ -5,20 +5,81 @@
 //! VmHWM is read from /proc/<pid>/status.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
 use multinic_api::rails::RailsLayout;
 use multinic_testkit::FakeApiServer;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::dra::{self, BenchClaim};
-use super::fixtures::{Netns, VethNode};
+use super::dra::{self, BenchClaim, DraError, LayoutError};
+use super::fixtures::{FixtureError, Netns, VethNode};
 use super::stats::{Row, Summary, Unit};
+
+/// A failure of the fake API server on its thread, of a plugin process, or of a run of row 7.
+#[derive(Debug, thiserror::Error)]
+pub enum RssError {
+    #[error(transparent)]
+    Fixture(#[from] FixtureError),
+    #[error(transparent)]
+    Dra(#[from] DraError),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error("entering netns {netns} for the fake API server: {source}")]
+    Setns { netns: String, source: nix::Error },
+    #[error("starting the fake API server's tokio runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("starting the fake API server: {0}")]
+    ApiStart(#[source] multinic_testkit::Error),
+    #[error("the fake API server's thread ended before it reported how it started")]
+    ApiThread,
+    #[error("writing the kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        source: multinic_testkit::Error,
+    },
+    #[error("a ResourceSlice in the fake API server is not a v1 ResourceSlice: {0}")]
+    Slice(#[source] serde_json::Error),
+    #[error("spawning {bin}: {source}")]
+    Spawn { bin: PathBuf, source: std::io::Error },
+    #[error("{bin} was spawned without a stderr pipe")]
+    NoStderr { bin: PathBuf },
+    #[error("plugin not serving {nics} published NICs after {timeout:?}; log:\n{log}")]
+    NotReady {
+        nics: usize,
+        timeout: Duration,
+        log: String,
+    },
+    #[error("plugin exited before serving; log:\n{log}")]
+    Exited { log: String },
+    #[error("reading {path}: {source}")]
+    Status { path: String, source: std::io::Error },
+    #[error("{key} missing in {path}")]
+    StatusKey { key: String, path: String },
+    #[error("malformed line {line:?} in {path}")]
+    StatusLine { line: String, path: String },
+    #[error(
+        "{bin} is missing: build it with `cargo build --release -p multinic-kubelet-plugin` (or pass --plugin-bin)"
+    )]
+    MissingBin { bin: PathBuf },
+    #[error("creating the {what} temp dir: {source}")]
+    TempDir { what: &'static str, source: std::io::Error },
+    #[error("{got} devices published, expected {want}")]
+    Published { got: usize, want: usize },
+    #[error("{phase}: {source}")]
+    Phase { phase: String, source: Box<RssError> },
+}
+
+/// `api.write_kubeconfig(path)`, the error naming the file.
+pub fn write_kubeconfig(api: &FakeApiServer, path: &Path) -> Result<(), RssError> {
+    api.write_kubeconfig(path).map_err(|source| RssError::Kubeconfig {
+        path: path.to_path_buf(),
+        source,
+    })
+}
 
 const NICS: usize = 64;
 const CLAIMS: usize = 100;
@@ -26,8 +87,8 @@ const PER_CLAIM: usize = 8;
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// /16, 16 hosts, 64 rails, /26 blocks.
-fn layout() -> anyhow::Result<RailsLayout> {
-    Ok(RailsLayout::new("10.30.0.0/16".parse()?, 4, 6)?)
+fn layout() -> Result<RailsLayout, LayoutError> {
+    dra::rails_layout("10.30.0.0/16", 4, 6)
 }
 
 /// The fake API server driven by its own thread and runtime, with its listening socket in `ns`
@@ -39,18 +100,26 @@ pub struct NsApi {
 }
 
 impl NsApi {
-    pub fn start(ns: Option<&Netns>) -> anyhow::Result<Self> {
-        let fd = ns.map(|ns| ns.file.try_clone()).transpose()?;
+    pub fn start(ns: Option<&Netns>) -> Result<Self, RssError> {
+        let fd = ns
+            .map(|ns| Ok::<_, FixtureError>((ns.name.clone(), ns.dup_file()?)))
+            .transpose()?;
         let (tx, rx) = mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let started = (|| {
-                if let Some(fd) = &fd {
-                    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                if let Some((netns, fd)) = &fd {
+                    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| RssError::Setns {
+                        netns: netns.clone(),
+                        source,
+                    })?;
                 }
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                let api = rt.block_on(FakeApiServer::try_start())?;
-                Ok::<_, anyhow::Error>((rt, api))
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(RssError::Runtime)?;
+                let api = rt.block_on(FakeApiServer::try_start()).map_err(RssError::ApiStart)?;
+                Ok::<_, RssError>((rt, api))
             })();
             match started {
                 Ok((rt, api)) => {
@@ -63,7 +132,7 @@ impl NsApi {
                 }
             }
         });
-        let api = rx.recv().context("fake API server thread ended")??;
+        let api = rx.recv().map_err(|_| RssError::ApiThread)??;
         Ok(Self {
             api,
             stop: Some(stop),
@@ -74,13 +143,13 @@ impl NsApi {
 
 impl NsApi {
     /// The ResourceSlices the server holds, typed.
-    pub fn slices(&self) -> anyhow::Result<Vec<k8s_openapi::api::resource::v1::ResourceSlice>> {
-        Ok(self
-            .api
+    pub fn slices(&self) -> Result<Vec<k8s_openapi::api::resource::v1::ResourceSlice>, RssError> {
+        self.api
             .list("resource.k8s.io/v1", "ResourceSlice", None)
             .into_iter()
             .map(serde_json::from_value)
-            .collect::<Result<_, _>>()?)
+            .collect::<Result<_, _>>()
+            .map_err(RssError::Slice)
     }
 }
 
@@ -112,7 +181,7 @@ impl Proc {
         dir: &Path,
         kubeconfig: &Path,
         extra: &[&str],
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, RssError> {
         let arg = |p: &str| dir.join(p).display().to_string();
         let mut cmd = match ns {
             Some(ns) => {
@@ -134,8 +203,14 @@ impl Proc {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("spawning {}", bin.display()))?;
-        let stderr = child.stderr.take().context("no stderr pipe")?;
+            .map_err(|source| RssError::Spawn {
+                bin: bin.to_path_buf(),
+                source,
+            })?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| RssError::NoStderr { bin: bin.to_path_buf() })?;
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -150,7 +225,7 @@ impl Proc {
     /// Waits for the "serving the kubelet" log line (sockets bound, plans reconciled) and for a
     /// "published ResourceSlices" line with all `nics` (the device table is filled before the
     /// slices are written, so the two may come in either order).
-    pub fn wait_ready(&self, nics: usize, timeout: Duration) -> anyhow::Result<()> {
+    pub fn wait_ready(&self, nics: usize, timeout: Duration) -> Result<(), RssError> {
         let deadline = Instant::now() + timeout;
         let mut log = Vec::new();
         let (mut serving, mut published) = (false, false);
@@ -167,13 +242,14 @@ impl Proc {
                     log.push(line);
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    bail!(
-                        "plugin not serving {nics} published NICs after {timeout:?}; log:\n{}",
-                        log.join("\n")
-                    )
+                    return Err(RssError::NotReady {
+                        nics,
+                        timeout,
+                        log: log.join("\n"),
+                    });
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    bail!("plugin exited before serving; log:\n{}", log.join("\n"))
+                    return Err(RssError::Exited { log: log.join("\n") });
                 }
             }
         }
@@ -181,18 +257,28 @@ impl Proc {
     }
 
     /// (VmHWM, VmRSS) in MiB.
-    fn memory(&self) -> anyhow::Result<(f64, f64)> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let kib = |key: &str| -> anyhow::Result<f64> {
+    fn memory(&self) -> Result<(f64, f64), RssError> {
+        let path = format!("/proc/{}/status", self.child.id());
+        let status = std::fs::read_to_string(&path).map_err(|source| RssError::Status {
+            path: path.clone(),
+            source,
+        })?;
+        let kib = |key: &str| -> Result<f64, RssError> {
             let line = status
                 .lines()
                 .find(|l| l.starts_with(key))
-                .with_context(|| format!("{key} missing in /proc/<pid>/status"))?;
+                .ok_or_else(|| RssError::StatusKey {
+                    key: key.to_string(),
+                    path: path.clone(),
+                })?;
             let v: f64 = line
                 .split_whitespace()
                 .nth(1)
-                .context("malformed status line")?
-                .parse()?;
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| RssError::StatusLine {
+                    line: line.to_string(),
+                    path: path.clone(),
+                })?;
             Ok(v / 1024.0)
         };
         Ok((kib("VmHWM:")?, kib("VmRSS:")?))
@@ -217,17 +303,18 @@ fn published(api: &FakeApiServer) -> Vec<String> {
         .collect()
 }
 
-async fn one_run(bin: &Path, ns: &Netns, api: &FakeApiServer, kubeconfig: &Path) -> anyhow::Result<(f64, f64)> {
-    let dir = tempfile::tempdir()?;
+async fn one_run(bin: &Path, ns: &Netns, api: &FakeApiServer, kubeconfig: &Path) -> Result<(f64, f64), RssError> {
+    let dir = tempfile::tempdir().map_err(|source| RssError::TempDir { what: "plugin", source })?;
     let proc = Proc::start(bin, Some(ns), dra::NODE, dir.path(), kubeconfig, &["--allow-virtual"])?;
     proc.wait_ready(NICS, READY_TIMEOUT)?;
     let mut devices = published(api);
     devices.sort();
-    ensure!(
-        devices.len() == NICS,
-        "{} devices published, expected {NICS}",
-        devices.len()
-    );
+    if devices.len() != NICS {
+        return Err(RssError::Published {
+            got: devices.len(),
+            want: NICS,
+        });
+    }
     let params = dra::params(&layout()?, "host-device");
     let claims = (0..CLAIMS)
         .map(|i| {
@@ -236,7 +323,7 @@ async fn one_run(bin: &Path, ns: &Netns, api: &FakeApiServer, kubeconfig: &Path)
                 .collect();
             dra::insert_claim(api, &mine, &params)
         })
-        .collect::<anyhow::Result<Vec<BenchClaim>>>()?;
+        .collect::<Result<Vec<BenchClaim>, DraError>>()?;
     let mut client = dra::connect(&dir.path().join("plugins").join("dra.sock")).await?;
     for chunk in claims.chunks(10) {
         dra::prepare(&mut client, chunk.iter().map(BenchClaim::v1).collect()).await?;
@@ -257,23 +344,28 @@ pub async fn bench(bin: &Path, runs: usize) -> (Row, String) {
     );
     row.target = "< 20 MiB".into();
     let (mut hwm, mut rss) = (Vec::new(), Vec::new());
-    let outcome: anyhow::Result<()> = async {
-        ensure!(
-            bin.exists(),
-            "{} is missing: build it with `cargo build --release -p multinic-kubelet-plugin` (or pass --plugin-bin)",
-            bin.display()
-        );
+    let outcome: Result<(), RssError> = async {
+        if !bin.exists() {
+            return Err(RssError::MissingBin { bin: bin.to_path_buf() });
+        }
         let sandbox = VethNode::new("rss", NICS, None, |k| (format!("rv{k:02}"), format!("rp{k:02}")))?;
         let ns = &sandbox.node;
         let api = NsApi::start(Some(ns))?;
-        dra::insert_blocks(&api.api, &layout()?, u32::try_from(NICS)?)?;
-        let conf = tempfile::tempdir()?;
+        let rails = u32::try_from(NICS).map_err(|_| DraError::TooManyNics { nics: NICS })?;
+        dra::insert_blocks(&api.api, &layout()?, rails)?;
+        let conf = tempfile::tempdir().map_err(|source| RssError::TempDir {
+            what: "kubeconfig",
+            source,
+        })?;
         let kubeconfig = conf.path().join("kubeconfig");
-        api.api.write_kubeconfig(&kubeconfig)?;
+        write_kubeconfig(&api.api, &kubeconfig)?;
         for run in 0..runs {
             let (h, r) = one_run(bin, ns, &api.api, &kubeconfig)
                 .await
-                .with_context(|| format!("run {run}"))?;
+                .map_err(|source| RssError::Phase {
+                    phase: format!("run {run}"),
+                    source: Box::new(source),
+                })?;
             hwm.push(h);
             rss.push(r);
         }
@@ -281,7 +373,7 @@ pub async fn bench(bin: &Path, runs: usize) -> (Row, String) {
     }
     .await;
     if let Err(e) = outcome {
-        row.error = Some(format!("{e:#}"));
+        row.error = Some(e.to_string());
     }
     row.ours = Summary::of(&hwm);
     row.met = row.ours.map(|s| s.median < 20.0);
