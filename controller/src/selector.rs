@@ -9,7 +9,6 @@ use ipnet::Ipv4Net;
 use k8s_openapi::api::resource::v1::{Device, DeviceAttribute, ResourceSlice};
 use kube::core::cel::{KubeCelExt, cel};
 use multinic_api::crd::MultiNicNetwork;
-use serde_json::{Map, Value, json};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SelectorError {
@@ -72,8 +71,10 @@ impl Selector {
 }
 
 /// `{driver, attributes: {domain: {id: value}}}`; unqualified names belong to the driver's domain.
-pub fn device_value(driver: &str, device: &Device) -> Value {
-    let mut attributes: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+/// Serialized straight into CEL values (not through `serde_json::Value`, whose non-negative
+/// numbers become CEL `uint`, which never equals an `int` literal such as `railIndex == 3`).
+pub fn device_value(driver: &str, device: &Device) -> CelDevice {
+    let mut attributes: BTreeMap<String, BTreeMap<String, CelAttribute>> = BTreeMap::new();
     for (name, attr) in device.attributes.iter().flatten() {
         let (domain, id) = name.split_once('/').unwrap_or((driver, name));
         attributes
@@ -81,16 +82,35 @@ pub fn device_value(driver: &str, device: &Device) -> Value {
             .or_default()
             .insert(id.to_string(), attribute_value(attr));
     }
-    json!({"driver": driver, "attributes": attributes})
+    CelDevice {
+        driver: driver.to_string(),
+        attributes,
+    }
 }
 
-fn attribute_value(a: &DeviceAttribute) -> Value {
+/// The `device` variable of a selector.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CelDevice {
+    pub driver: String,
+    pub attributes: BTreeMap<String, BTreeMap<String, CelAttribute>>,
+}
+
+/// One attribute value as CEL sees it (`int` is a CEL `int`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum CelAttribute {
+    Bool(bool),
+    Int(i64),
+    String(String),
+}
+
+fn attribute_value(a: &DeviceAttribute) -> CelAttribute {
     if let Some(b) = a.bool {
-        Value::Bool(b)
+        CelAttribute::Bool(b)
     } else if let Some(i) = a.int {
-        Value::from(i)
+        CelAttribute::Int(i)
     } else {
-        Value::String(a.string.clone().or_else(|| a.version.clone()).unwrap_or_default())
+        CelAttribute::String(a.string.clone().or_else(|| a.version.clone()).unwrap_or_default())
     }
 }
 
@@ -227,6 +247,26 @@ mod tests {
         );
     }
 
+    /// CEL integer literals are `int`: an attribute's int must compare equal to them (the
+    /// scheduler's `railIndex == 3` matched a device that this evaluation once did not).
+    #[test]
+    fn int_attributes_compare_with_int_literals() {
+        for (expr, want) in [
+            (r#"device.attributes["multinic.dev"].railIndex == 3"#, true),
+            (r#"device.attributes["multinic.dev"].railIndex == 2"#, false),
+            (r#"device.attributes["multinic.dev"].railIndex >= 3"#, true),
+            (r#"device.attributes["multinic.dev"].railIndex < 3"#, false),
+            (r#"device.attributes["multinic.dev"].railIndex in [1, 3]"#, true),
+        ] {
+            let s = Selector::compile(Some(expr)).unwrap();
+            assert_eq!(
+                s.matches("multinic.dev", &device("a", true, 3)).unwrap(),
+                want,
+                "{expr}"
+            );
+        }
+    }
+
     #[test]
     fn rails_per_node_follow_the_highest_matching_rail() {
         let slice = |node: &str, devices: Vec<Device>| ResourceSlice {
@@ -272,8 +312,10 @@ mod tests {
     }
 
     fn network(name: &str, selector: Option<&str>) -> MultiNicNetwork {
-        serde_json::from_value(json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "MultiNicNetwork",
-            "metadata": {"name": name}, "spec": {"selector": selector}}))
+        serde_json::from_value(
+            serde_json::json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "MultiNicNetwork",
+            "metadata": {"name": name}, "spec": {"selector": selector}}),
+        )
         .unwrap()
     }
 
