@@ -11,9 +11,11 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::resource::v1::{AllocatedDeviceStatus, NetworkDeviceData, ResourceClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use multinic_api::config::NetworkConfig;
 use multinic_api::crd::{NicNodeBlocks, node_blocks_name};
@@ -108,17 +110,32 @@ pub trait ClaimApi: Send + Sync + 'static {
         devices: Vec<AllocatedDeviceStatus>,
     ) -> impl Future<Output = Result<bool, ApiError>> + Send;
     fn get_node_blocks(&self, name: &str) -> impl Future<Output = Result<Option<NicNodeBlocks>, ApiError>> + Send;
+    /// Records a `Warning` event regarding the claim (`events.k8s.io/v1`; a repeat of the same
+    /// reason and note extends one event's series).
+    fn warn(
+        &self,
+        claim: &ClaimRef,
+        reason: &'static str,
+        note: String,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send;
 }
+
+/// `reportingController` of the plugin's events.
+pub const EVENT_REPORTER: &str = "multinic.dev/kubelet-plugin";
+/// `events.k8s.io/v1` caps an event's note at 1 kB (`pkg/apis/events/validation`).
+const EVENT_NOTE_MAX: usize = 1024;
 
 /// [`ClaimApi`] over the API server.
 #[derive(Clone)]
 pub struct KubeClaimApi {
     client: kube::Client,
+    recorder: Recorder,
 }
 
 impl KubeClaimApi {
     pub fn new(client: kube::Client) -> Self {
-        Self { client }
+        let recorder = Recorder::new(client.clone(), EVENT_REPORTER.into());
+        Self { client, recorder }
     }
 }
 
@@ -154,6 +171,25 @@ impl ClaimApi for KubeClaimApi {
 
     async fn get_node_blocks(&self, name: &str) -> Result<Option<NicNodeBlocks>, ApiError> {
         Ok(Api::<NicNodeBlocks>::all(self.client.clone()).get_opt(name).await?)
+    }
+
+    async fn warn(&self, claim: &ClaimRef, reason: &'static str, note: String) -> Result<(), ApiError> {
+        let regarding = ObjectReference {
+            api_version: Some("resource.k8s.io/v1".into()),
+            kind: Some("ResourceClaim".into()),
+            namespace: Some(claim.namespace.clone()),
+            name: Some(claim.name.clone()),
+            uid: Some(claim.uid.clone()),
+            ..Default::default()
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: reason.into(),
+            note: Some(crate::slices::truncate_utf8(&note, EVENT_NOTE_MAX).to_string()),
+            action: "Prepare".into(),
+            secondary: None,
+        };
+        Ok(self.recorder.publish(&event, &regarding).await?)
     }
 }
 
@@ -328,7 +364,32 @@ impl<A: ClaimApi> Driver<A> {
     }
 
     /// Prepares one claim; idempotent.
+    /// Prepares the claim. A failure of a claim that exists is also recorded as a `Warning` event
+    /// (reason `PrepareFailed`) on the claim, so `kubectl describe resourceclaim` shows the cause
+    /// and the fix; the event is best effort and never delays the answer more than a second.
     pub async fn prepare(&self, claim: &ClaimRef) -> Result<Vec<PreparedDevice>, PrepareError> {
+        let result = self.prepare_claim(claim).await;
+        if let Err(error) = &result
+            && !matches!(
+                error,
+                PrepareError::ClaimNotFound { .. } | PrepareError::UidMismatch { .. } | PrepareError::Api { .. }
+            )
+        {
+            let sent = tokio::time::timeout(
+                std::time::Duration::from_secs(1),
+                self.api.warn(claim, "PrepareFailed", error.to_string()),
+            )
+            .await;
+            match sent {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(%claim, error = %e, "event for the failed prepare not recorded"),
+                Err(_) => tracing::debug!(%claim, "event for the failed prepare timed out"),
+            }
+        }
+        result
+    }
+
+    async fn prepare_claim(&self, claim: &ClaimRef) -> Result<Vec<PreparedDevice>, PrepareError> {
         let api_err = |what, source| PrepareError::Api {
             claim: Box::new(claim.clone()),
             what,

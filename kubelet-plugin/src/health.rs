@@ -18,12 +18,16 @@ use multinic_proto::health::{v1, v1alpha1};
 use tonic::{Request, Response, Status as GrpcStatus};
 
 use crate::inventory::LinkState;
+use crate::inventory::sysfs::port_state_name;
 use crate::ledger::Presence;
 use crate::publish::DeviceTable;
 use crate::slices::PublishedDevice;
 
 /// Taint key of an unhealthy device (effect `NoSchedule`; the value is the short reason).
 pub const TAINT_KEY: &str = "multinic.dev/unhealthy";
+/// `IB_PORT_ACTIVE` and `IB_PORT_ACTIVE_DEFER` (`enum ib_port_state`, include/rdma/ib_verbs.h).
+const IB_PORT_ACTIVE: u8 = 4;
+const IB_PORT_ACTIVE_DEFER: u8 = 5;
 /// The health-check timeout sent with every entry.
 pub const TIMEOUT_SECONDS: i64 = 30;
 /// How often the full list is sent again without a change (well inside [`TIMEOUT_SECONDS`]).
@@ -77,6 +81,16 @@ pub fn assess(name: &str, if_name: &str, presence: Presence, inputs: HealthInput
                 Status::Unhealthy,
                 "CarrierDown",
                 format!("link carrier down on {if_name}: check its cable, switch port or peer"),
+            ),
+            Some(LinkState {
+                rdma_port: Some(port), ..
+            }) if !matches!(*port, IB_PORT_ACTIVE | IB_PORT_ACTIVE_DEFER) => health(
+                Status::Unhealthy,
+                "RdmaPortDown",
+                format!(
+                    "the RDMA port of {if_name} is {} (state {port}): check the fabric link and the subnet manager",
+                    port_state_name(*port)
+                ),
             ),
             Some(LinkState {
                 carrier: Some(true), ..
@@ -228,35 +242,16 @@ mod tests {
 
     #[test]
     fn decisions() {
+        let st = |up, carrier, rdma_port| LinkState { up, carrier, rdma_port };
         let links = BTreeMap::from([
-            (
-                "up".to_string(),
-                LinkState {
-                    up: true,
-                    carrier: Some(true),
-                },
-            ),
-            (
-                "nocarrier".to_string(),
-                LinkState {
-                    up: true,
-                    carrier: Some(false),
-                },
-            ),
-            (
-                "admindown".to_string(),
-                LinkState {
-                    up: false,
-                    carrier: Some(false),
-                },
-            ),
-            (
-                "unreported".to_string(),
-                LinkState {
-                    up: true,
-                    carrier: None,
-                },
-            ),
+            ("up".to_string(), st(true, Some(true), None)),
+            ("nocarrier".to_string(), st(true, Some(false), None)),
+            ("admindown".to_string(), st(false, Some(false), None)),
+            ("unreported".to_string(), st(true, None, None)),
+            ("roce".to_string(), st(true, Some(true), Some(4))),
+            ("roce-deferred".to_string(), st(true, Some(true), Some(5))),
+            ("roce-portdown".to_string(), st(true, Some(true), Some(1))),
+            ("roce-nocarrier".to_string(), st(true, Some(false), Some(1))),
         ]);
         let parents = BTreeSet::from(["dev-parent".to_string()]);
         let cases = [
@@ -265,6 +260,22 @@ mod tests {
             ("dev", "admindown", Presence::OnHost, Status::Unknown, "AdminDown"),
             ("dev", "unreported", Presence::OnHost, Status::Unknown, "NoCarrierInfo"),
             ("dev", "unlisted", Presence::OnHost, Status::Unknown, "NoCarrierInfo"),
+            ("dev", "roce", Presence::OnHost, Status::Healthy, "LinkUp"),
+            ("dev", "roce-deferred", Presence::OnHost, Status::Healthy, "LinkUp"),
+            (
+                "dev",
+                "roce-portdown",
+                Presence::OnHost,
+                Status::Unhealthy,
+                "RdmaPortDown",
+            ),
+            (
+                "dev",
+                "roce-nocarrier",
+                Presence::OnHost,
+                Status::Unhealthy,
+                "CarrierDown",
+            ),
             ("dev", "moved", Presence::InPod, Status::Unknown, "InPod"),
             ("dev-parent", "gone", Presence::InPod, Status::Unhealthy, "GoneFromHost"),
             ("dev", "gone", Presence::Gone, Status::Unhealthy, "Gone"),
@@ -283,6 +294,7 @@ mod tests {
             LinkState {
                 up: true,
                 carrier: Some(false),
+                rdma_port: None,
             },
         )]);
         let parents = BTreeSet::new();

@@ -607,6 +607,7 @@ mod tests {
                     LinkState {
                         up: true,
                         carrier: Some(carrier),
+                        rdma_port: None,
                     },
                 );
             }

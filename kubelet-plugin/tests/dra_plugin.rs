@@ -720,3 +720,39 @@ async fn blocks_missing_from_the_watch_store_are_read_from_the_api() {
         .count();
     assert_eq!(reads, 1);
 }
+
+/// Issue 15.4: a failed prepare of an existing claim is a `Warning` event on the claim (reason
+/// `PrepareFailed`, the error in the note); the kubelet's retry extends the same event's series.
+#[tokio::test]
+async fn a_failed_prepare_is_a_warning_event_on_the_claim() {
+    let h = Harness::new(None).await;
+    let claim = h.claim(
+        "bad-config",
+        &[&h.devices[0]],
+        rails_params(json!({"ipam": {"type": "rails", "noSuchField": 1}})),
+    );
+    for _ in 0..2 {
+        let error = h.driver.prepare(&claim).await.unwrap_err().to_string();
+        assert!(error.contains("noSuchField"), "{error}");
+    }
+    let events = h.api.list("events.k8s.io/v1", "Event", Some("ml"));
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(e["type"], "Warning");
+    assert_eq!(e["reason"], "PrepareFailed");
+    assert_eq!(e["reportingController"], "multinic.dev/kubelet-plugin");
+    assert_eq!(e["regarding"]["kind"], "ResourceClaim");
+    assert_eq!(e["regarding"]["name"], "bad-config");
+    assert_eq!(e["regarding"]["uid"], claim.uid.as_str());
+    assert!(e["note"].as_str().unwrap().contains("noSuchField"), "{e}");
+    assert_eq!(e["series"]["count"], 2, "{e}");
+
+    // A claim that does not exist gets no event (there is nothing to attach it to).
+    let ghost = ClaimRef {
+        namespace: "ml".into(),
+        name: "ghost".into(),
+        uid: "ghost-uid".into(),
+    };
+    assert!(h.driver.prepare(&ghost).await.is_err());
+    assert_eq!(h.api.list("events.k8s.io/v1", "Event", Some("ml")).len(), 1);
+}

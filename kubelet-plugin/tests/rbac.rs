@@ -137,6 +137,25 @@ async fn rbac_matches_the_calls_the_plugin_makes() {
     let driver = Driver::new(KubeClaimApi::new(api.client()), table.clone(), opts.clone()).unwrap();
     driver.prepare(&kept).await.unwrap();
     driver.prepare(&gone).await.unwrap();
+    // A failing prepare (a device this node does not publish) records a Warning event on the
+    // claim, and its retry extends the event's series.
+    let foreign = api
+        .insert(json!({
+            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+            "metadata": {"name": "foreign", "namespace": "ml"},
+            "spec": {"devices": {"requests": [{"name": "nics", "exactly": {"deviceClassName": "rails"}}]}},
+            "status": {"allocation": {"devices": {"results": [{"request": "nics", "driver": DRIVER, "pool": NODE, "device": "no-such-device"}]}},
+                       "reservedFor": [{"resource": "pods", "name": "foreign-pod", "uid": "pod-foreign"}]},
+        }))
+        .unwrap();
+    let foreign = ClaimRef {
+        namespace: "ml".into(),
+        name: "foreign".into(),
+        uid: foreign["metadata"]["uid"].as_str().unwrap().into(),
+    };
+    for _ in 0..2 {
+        assert!(driver.prepare(&foreign).await.is_err());
+    }
     driver.unprepare(&kept).await.unwrap();
     drop(driver);
     api.delete("resource.k8s.io/v1", "ResourceClaim", Some("ml"), "gone")

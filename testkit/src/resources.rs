@@ -171,6 +171,17 @@ pub static RESOURCES: &[ResourceDef] = &[
         behaviour: Kind::Custom,
     },
     ResourceDef {
+        group: "events.k8s.io",
+        version: "v1",
+        plural: "events",
+        kind_name: "event",
+        kind: "Event",
+        namespaced: true,
+        has_status: false,
+        // Stored without schema checks (the node plugin records prepare failures).
+        behaviour: Kind::Custom,
+    },
+    ResourceDef {
         group: "multinic.dev",
         version: "v1alpha1",
         plural: "multinicnetworks",

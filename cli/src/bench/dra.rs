@@ -204,6 +204,11 @@ impl ClaimApi for MemApi {
     async fn get_node_blocks(&self, _name: &str) -> Result<Option<NicNodeBlocks>, ApiError> {
         Ok(Some((*self.blocks).clone()))
     }
+
+    /// Benches prepare claims that succeed; a failure has nobody to tell.
+    async fn warn(&self, _claim: &ClaimRef, _reason: &'static str, _note: String) -> Result<(), ApiError> {
+        Ok(())
+    }
 }
 
 /// Where claims live for a bench: the fake API server (HTTP) or memory.

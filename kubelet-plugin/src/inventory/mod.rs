@@ -170,6 +170,9 @@ pub struct LinkState {
     /// `IFLA_CARRIER`; `None` when the message has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carrier: Option<bool>,
+    /// The state number of the NIC's RDMA port (sysfs), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rdma_port: Option<u8>,
 }
 
 impl Default for LinkState {
@@ -178,6 +181,7 @@ impl Default for LinkState {
         Self {
             up: true,
             carrier: None,
+            rdma_port: None,
         }
     }
 }
@@ -234,7 +238,11 @@ pub fn build_inventory(snapshot: &HostSnapshot, sysfs: &HashMap<String, SysfsNet
         } else {
             LinkType::Ethernet
         };
-        inventory.links.insert(link.name.clone(), link.state);
+        let state = LinkState {
+            rdma_port: facts.rdma_port_state,
+            ..link.state
+        };
+        inventory.links.insert(link.name.clone(), state);
         inventory.nics.push(Nic {
             if_name: link.name.clone(),
             if_index: link.index,

@@ -95,6 +95,7 @@ pub fn link_from_message(msg: &LinkMessage) -> Option<LinkInfo> {
         state: super::LinkState {
             up: msg.header.flags.contains(LinkFlags::Up),
             carrier: None,
+            rdma_port: None,
         },
     };
     // With IFLA_LINK_NETNSID, IFLA_LINK is an ifindex in *another* namespace (a veth whose peer

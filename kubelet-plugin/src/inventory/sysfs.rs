@@ -77,6 +77,10 @@ pub struct SysfsNetdev {
     pub bond_slave: bool,
     pub pci: Option<PciFacts>,
     pub rdma: Option<RdmaFacts>,
+    /// The state number of its RDMA port (`class/infiniband/<dev>/ports/<n>/state`, e.g.
+    /// `4: ACTIVE`); kept out of [`RdmaFacts`], which the node ledger stores, since it changes
+    /// with the link.
+    pub rdma_port_state: Option<u8>,
 }
 
 /// What `read_all` resolves once for all netdevs.
@@ -131,6 +135,7 @@ impl SysfsReader {
             bond_slave: net.join("bonding_slave").is_dir(),
             pci: None,
             rdma: None,
+            rdma_port_state: None,
         };
         let Some(dev) = device else { return facts };
         let Some(address) = dev
@@ -148,13 +153,13 @@ impl SysfsReader {
         let rdma = tree.rdma_by_pci.get(&dev).or_else(|| tree.rdma_by_netdev.get(if_name));
         facts.rdma = rdma.and_then(|devs| {
             let device = devs.first()?.clone();
-            let link_layer = read_trimmed(
-                &self
-                    .root
-                    .join("class/infiniband")
-                    .join(&device)
-                    .join(format!("ports/{port}/link_layer")),
-            );
+            let port_dir = self
+                .root
+                .join("class/infiniband")
+                .join(&device)
+                .join(format!("ports/{port}"));
+            let link_layer = read_trimmed(&port_dir.join("link_layer"));
+            facts.rdma_port_state = read_trimmed(&port_dir.join("state")).and_then(|s| parse_port_state(&s));
             let uverbs = first_entry(&dev.join("infiniband_verbs")).or_else(|| self.uverbs_of(&device));
             Some(RdmaFacts {
                 device,
@@ -303,6 +308,24 @@ fn first_entry(dir: &Path) -> Option<String> {
     names.into_iter().next()
 }
 
+/// The number before the colon of a port `state` file (`4: ACTIVE`).
+fn parse_port_state(text: &str) -> Option<u8> {
+    text.split_once(':')?.0.trim().parse().ok()
+}
+
+/// The name of an RDMA port state number (`enum ib_port_state`, include/rdma/ib_verbs.h).
+pub fn port_state_name(state: u8) -> &'static str {
+    match state {
+        0 => "NOP",
+        1 => "DOWN",
+        2 => "INIT",
+        3 => "ARMED",
+        4 => "ACTIVE",
+        5 => "ACTIVE_DEFER",
+        _ => "unknown",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,7 +405,9 @@ mod tests {
             )
             .unwrap();
         }
+        put("devices/virtual/infiniband/rxe0/ports/1/state", "4: ACTIVE\n");
         let facts = SysfsReader::new(root).read_all(["enp33s0"]);
+        assert_eq!(facts["enp33s0"].rdma_port_state, Some(4));
         let rdma = facts["enp33s0"].rdma.clone();
         assert_eq!(
             rdma,
@@ -393,6 +418,17 @@ mod tests {
             })
         );
         assert_eq!(facts["enp33s0"].pci.as_ref().map(|p| p.vendor), Some(0x8086));
+    }
+
+    #[test]
+    fn port_states() {
+        assert_eq!(parse_port_state("4: ACTIVE"), Some(4));
+        assert_eq!(parse_port_state("1: DOWN"), Some(1));
+        assert_eq!(parse_port_state("ACTIVE"), None);
+        assert_eq!(parse_port_state(""), None);
+        assert_eq!(port_state_name(4), "ACTIVE");
+        assert_eq!(port_state_name(1), "DOWN");
+        assert_eq!(port_state_name(9), "unknown");
     }
 
     #[test]
