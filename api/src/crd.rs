@@ -22,6 +22,8 @@ use crate::config::{Attachment, Ipam, Routing};
 #[kube(printcolumn = r#"{"name":"IPAM","type":"string","jsonPath":".spec.ipam.type"}"#)]
 #[kube(printcolumn = r#"{"name":"Subnet","type":"string","jsonPath":".spec.ipam.subnet"}"#)]
 #[kube(printcolumn = r#"{"name":"Nodes","type":"integer","jsonPath":".status.nodes"}"#)]
+#[kube(printcolumn = r#"{"name":"Ready-Nodes","type":"integer","jsonPath":".status.readyNodes"}"#)]
+#[kube(printcolumn = r#"{"name":"Unhealthy","type":"integer","jsonPath":".status.unhealthyDevices"}"#)]
 #[kube(
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
 )]
@@ -48,8 +50,19 @@ pub struct MultiNicNetworkStatus {
     pub conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_class_name: Option<String>,
+    /// Nodes with devices the network selects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<u32>,
+    /// Of those, the nodes that can take a pod now: their blocks are written (`rails` IPAM) and
+    /// at least one selected device is not tainted unhealthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_nodes: Option<u32>,
+    /// Selected devices over all nodes, and how many of them are tainted (a NIC without carrier,
+    /// gone from the host, or with its RDMA port down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_devices: Option<u32>,
 }
 
 /// The blocks of one node in one `rails` network; named `<network>.<node>`.

@@ -25,7 +25,7 @@ use multinic_api::rails::RailsLayout;
 use serde_json::{Value, json};
 
 use crate::blocks::{self, Assignment};
-use crate::selector::{Selector, SelectorError, matching_nodes};
+use crate::selector::{NodeRails, Selector, SelectorError, matching_nodes};
 
 /// Field manager of everything the controller writes.
 pub const MANAGER: &str = "multinic-controller";
@@ -239,7 +239,7 @@ pub async fn apply_network(ctx: &Context, net: &MultiNicNetwork) -> Result<Outco
         Ok(v) => v,
         Err(message) => {
             let outcome = Outcome::Invalid(message);
-            write_status(&networks, net, &outcome)
+            write_status(&networks, net, &outcome, None)
                 .await
                 .map_err(kube_err(&name, "writing the status"))?;
             return Ok(outcome);
@@ -262,7 +262,7 @@ pub async fn apply_network(ctx: &Context, net: &MultiNicNetwork) -> Result<Outco
         Ok(nodes) => nodes,
         Err(e) => {
             let outcome = Outcome::Invalid(e.to_string());
-            write_status(&networks, net, &outcome)
+            write_status(&networks, net, &outcome, None)
                 .await
                 .map_err(kube_err(&name, "writing the status"))?;
             return Ok(outcome);
@@ -274,6 +274,7 @@ pub async fn apply_network(ctx: &Context, net: &MultiNicNetwork) -> Result<Outco
         .await
         .map_err(kube_err(&name, "listing NicNodeBlocks"))?
         .items;
+    let summary;
     let outcome = match layout {
         Some(layout) => {
             let recorded: BTreeMap<String, u32> = existing
@@ -282,6 +283,7 @@ pub async fn apply_network(ctx: &Context, net: &MultiNicNetwork) -> Result<Outco
                 .collect();
             let wanted: BTreeSet<String> = nodes.keys().cloned().collect();
             let assignment = blocks::assign(&layout, &recorded, &wanted);
+            let mut with_blocks = BTreeSet::new();
             let mut problems = assignment
                 .exhausted
                 .iter()
@@ -310,10 +312,12 @@ pub async fn apply_network(ctx: &Context, net: &MultiNicNetwork) -> Result<Outco
                     .patch(&node_blocks_name(&name, node), &apply, &Patch::Apply(body))
                     .await
                     .map_err(kube_err(&name, "applying NicNodeBlocks"))?;
+                with_blocks.insert(node.clone());
             }
             delete_stale(&node_blocks, &existing, &assignment)
                 .await
                 .map_err(kube_err(&name, "deleting NicNodeBlocks"))?;
+            summary = NodeSummary::of(&nodes, Some(&with_blocks));
             if problems.is_empty() {
                 Outcome::Ready {
                     nodes: assignment.hosts.len(),
@@ -330,13 +334,37 @@ pub async fn apply_network(ctx: &Context, net: &MultiNicNetwork) -> Result<Outco
             delete_stale(&node_blocks, &existing, &Assignment::default())
                 .await
                 .map_err(kube_err(&name, "deleting NicNodeBlocks"))?;
+            summary = NodeSummary::of(&nodes, None);
             Outcome::Ready { nodes: nodes.len() }
         }
     };
-    write_status(&networks, net, &outcome)
+    write_status(&networks, net, &outcome, Some(summary))
         .await
         .map_err(kube_err(&name, "writing the status"))?;
     Ok(outcome)
+}
+
+/// The node and device counts of a network's status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeSummary {
+    pub ready_nodes: u32,
+    pub devices: u32,
+    pub unhealthy_devices: u32,
+}
+
+impl NodeSummary {
+    /// Pure: over the matching nodes; with `with_blocks` (a `rails` network) a node is ready only
+    /// when its blocks were written.
+    pub fn of(nodes: &BTreeMap<String, NodeRails>, with_blocks: Option<&BTreeSet<String>>) -> Self {
+        nodes.iter().fold(Self::default(), |acc, (node, rails)| {
+            let blocks = with_blocks.is_none_or(|b| b.contains(node));
+            Self {
+                ready_nodes: acc.ready_nodes + u32::from(blocks && rails.has_usable_device()),
+                devices: acc.devices + rails.devices,
+                unhealthy_devices: acc.unhealthy_devices + rails.tainted,
+            }
+        })
+    }
 }
 
 fn exhausted_message(layout: &RailsLayout, problems: &[String]) -> String {
@@ -415,7 +443,12 @@ pub fn conditions(outcome: &Outcome, previous: &[Condition], generation: Option<
     ]
 }
 
-async fn write_status(api: &Api<MultiNicNetwork>, net: &MultiNicNetwork, outcome: &Outcome) -> Result<(), kube::Error> {
+async fn write_status(
+    api: &Api<MultiNicNetwork>,
+    net: &MultiNicNetwork,
+    outcome: &Outcome,
+    summary: Option<NodeSummary>,
+) -> Result<(), kube::Error> {
     let previous = net.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
     let nodes = match outcome {
         Outcome::Ready { nodes } | Outcome::Exhausted { nodes, .. } => Some(u32::try_from(*nodes).unwrap_or(u32::MAX)),
@@ -425,6 +458,9 @@ async fn write_status(api: &Api<MultiNicNetwork>, net: &MultiNicNetwork, outcome
         conditions: conditions(outcome, &previous, net.meta().generation),
         device_class_name: (!matches!(outcome, Outcome::Invalid(_))).then(|| net.name_any()),
         nodes,
+        ready_nodes: summary.map(|s| s.ready_nodes),
+        devices: summary.map(|s| s.devices),
+        unhealthy_devices: summary.map(|s| s.unhealthy_devices),
     };
     let body = json!({"apiVersion": API_VERSION, "kind": "MultiNicNetwork", "metadata": {"name": net.name_any()}, "status": status});
     api.patch_status(
@@ -456,6 +492,33 @@ mod tests {
 
     // The apply bodies are whole objects (apiVersion, kind, metadata, spec) with exactly the
     // fields the controller owns.
+    #[test]
+    fn summary_counts_ready_nodes_and_unhealthy_devices() {
+        let rails = |devices, tainted| NodeRails {
+            devices,
+            tainted,
+            ..Default::default()
+        };
+        let nodes = BTreeMap::from([
+            ("a".to_string(), rails(4, 0)),
+            ("b".to_string(), rails(2, 1)),
+            ("c".to_string(), rails(1, 1)),
+            ("d".to_string(), rails(3, 0)),
+        ]);
+        // d has no blocks (a rails network that could not give it a host index).
+        let with_blocks = BTreeSet::from(["a".to_string(), "b".to_string(), "c".to_string()]);
+        let rails_summary = NodeSummary::of(&nodes, Some(&with_blocks));
+        assert_eq!(
+            rails_summary,
+            NodeSummary {
+                ready_nodes: 2,
+                devices: 10,
+                unhealthy_devices: 2
+            }
+        );
+        assert_eq!(NodeSummary::of(&nodes, None).ready_nodes, 3);
+    }
+
     #[test]
     fn the_device_class_body_is_the_whole_object() {
         let net = net();

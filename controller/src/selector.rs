@@ -122,6 +122,25 @@ pub struct NodeRails {
     /// Rail index → the rail NIC's own IPv4 address (its `ipv4` attribute, prefix dropped), for
     /// the rails whose NIC has one.
     pub addresses: BTreeMap<u32, Ipv4Addr>,
+    /// Matching devices, and how many of them carry a `NoSchedule`/`NoExecute` taint (the node
+    /// plugin taints an unhealthy NIC; the scheduler places no new claim on it).
+    pub devices: u32,
+    pub tainted: u32,
+}
+
+impl NodeRails {
+    /// Whether a new claim can get one of the node's matching devices.
+    pub fn has_usable_device(&self) -> bool {
+        self.devices > self.tainted
+    }
+}
+
+fn tainted(device: &Device) -> bool {
+    device
+        .taints
+        .iter()
+        .flatten()
+        .any(|t| t.effect == "NoSchedule" || t.effect == "NoExecute")
 }
 
 /// Node → its rails, over the slices of `driver` and the devices `selector` matches.
@@ -151,6 +170,8 @@ pub fn matching_nodes<'a>(
                     })?;
                 let entry = nodes.entry(node.clone()).or_default();
                 entry.rails = entry.rails.max(rail + 1);
+                entry.devices += 1;
+                entry.tainted += u32::from(tainted(device));
                 // The plugin publishes `ipv4` as the interface's address in CIDR form.
                 if let Some(ip) = attr(device, "ipv4")
                     .and_then(|a| a.string)
@@ -289,6 +310,12 @@ mod tests {
                 },
             );
         }
+        with_address.taints = Some(vec![k8s_openapi::api::resource::v1::DeviceTaint {
+            key: "multinic.dev/unhealthy".into(),
+            effect: "NoSchedule".into(),
+            value: Some("CarrierDown".into()),
+            time_added: None,
+        }]);
         let slices = vec![
             slice("n1", vec![device("a", true, 0), with_address, device("c", false, 5)]),
             slice("n2", vec![device("a", false, 0)]),
@@ -300,6 +327,8 @@ mod tests {
                 NodeRails {
                     rails: 4,
                     addresses: BTreeMap::from([(3, "192.168.3.11".parse().unwrap())]),
+                    devices: 2,
+                    tainted: 1,
                 }
             )])
         );

@@ -424,9 +424,14 @@ check "carrier down: $hdev tainted multinic.dev/unhealthy=CarrierDown:NoSchedule
 	taint_is "multinic.dev/unhealthy=CarrierDown:NoSchedule"
 echo "pod-h allocatedResourcesStatus: $(kc -n "$NS" get pod pod-h -o jsonpath='{.status.containerStatuses[0].allocatedResourcesStatus}')"
 echo "slice device $hdev taints: $(nic_taint)"
+net_status() { kc get multinicnetwork "$HNET" -o jsonpath='{.status.readyNodes}/{.status.nodes} {.status.unhealthyDevices}/{.status.devices}'; }
+status_is() { [ "$(net_status)" = "$1" ]; }
+check "carrier down: $HNET counts 0/1 ready nodes and 1/1 unhealthy devices" wait_for 30 "network status" status_is "0/1 1/1"
+kc describe multinicnetwork "$HNET"
 ip -n "$FABRIC_NS" link set "${NIC_PREFIX}3f" up
 check "carrier back: pod-h reports its NIC Healthy" wait_for 30 "Healthy again" health_is Healthy
 check "carrier back: the taint is gone" wait_for 30 "no taint" taint_is ""
+check "carrier back: $HNET counts 1/1 ready nodes and 0/1 unhealthy devices" wait_for 30 "network status" status_is "1/1 0/1"
 kc -n "$NS" delete pod pod-h --wait=true --timeout=90s >/dev/null
 kc delete multinicnetwork "$HNET" --wait=true --timeout=60s >/dev/null
 
