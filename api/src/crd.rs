@@ -272,7 +272,19 @@ mod tests {
             .flatten()
             .map(|c| c.name.clone())
             .collect();
-        assert_eq!(cols, ["Mode", "IPAM", "Subnet", "Nodes", "Ready", "Age"]);
+        assert_eq!(
+            cols,
+            [
+                "Mode",
+                "IPAM",
+                "Subnet",
+                "Nodes",
+                "Ready-Nodes",
+                "Unhealthy",
+                "Ready",
+                "Age"
+            ]
+        );
         assert!(crd.spec.versions[0].subresources.as_ref().unwrap().status.is_some());
     }
 
