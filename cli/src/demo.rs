@@ -11,7 +11,7 @@ use multinic_api::rails::RailsError;
 use multinic_controller::selector::{Selector, SelectorError};
 use serde_json::{Value, json};
 
-use crate::bench::dra::{self, BenchClaim, DraError, LayoutError};
+use crate::bench::dra::{self, BenchClaim, DraError};
 use crate::bench::fixtures::{CniCall, FixtureError, Netns, VethNode, exec_cni_async, run_out};
 use crate::bench::rss::{self, NsApi, Proc, READY_TIMEOUT, RssError};
 use crate::bench::{SiblingError, sibling};
@@ -49,8 +49,6 @@ pub enum DemoError {
     Dra(#[from] DraError),
     #[error(transparent)]
     Rss(#[from] RssError),
-    #[error(transparent)]
-    Layout(#[from] LayoutError),
     #[error("creating the demo's temp dir: {0}")]
     TempDir(#[source] std::io::Error),
     #[error("the demo network's selector: {0}")]

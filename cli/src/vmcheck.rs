@@ -25,7 +25,7 @@ use multinic_kubelet_plugin::uevent::UeventError;
 use multinic_testkit::FakeApiServer;
 use serde_json::{Value, json};
 
-use crate::bench::dra::{self, DraError, LayoutError};
+use crate::bench::dra::{self, DraError};
 use crate::bench::fixtures::{CniCall, FixtureError, Netns, exec_cni_async, run_out};
 use crate::bench::rss::{self, NsApi, Proc, RssError};
 use crate::bench::{SiblingError, sibling};
@@ -42,8 +42,6 @@ pub enum VmCheckError {
     Dra(#[from] DraError),
     #[error(transparent)]
     Rss(#[from] RssError),
-    #[error(transparent)]
-    Layout(#[from] LayoutError),
     #[error(transparent)]
     Sibling(#[from] SiblingError),
     #[error(transparent)]

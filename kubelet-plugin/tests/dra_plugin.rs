@@ -246,17 +246,24 @@ async fn kubelet_registers_then_prepares_and_unprepares_over_v1_and_v1beta1() {
 
     let channel = connect(&dra).await;
     // The health stream (both versions) opens with every published device of the pool.
-    let mut health =
-        multinic_proto::health::v1alpha1::dra_resource_health_client::DraResourceHealthClient::new(channel.clone());
-    let first = health
-        .node_watch_resources(multinic_proto::health::v1alpha1::NodeWatchResourcesRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .message()
-        .await
-        .unwrap()
-        .unwrap();
+    use multinic_proto::health::{v1 as h1, v1alpha1 as h1a};
+    macro_rules! first_message {
+        ($client:expr, $request:expr) => {
+            $client
+                .node_watch_resources($request)
+                .await
+                .unwrap()
+                .into_inner()
+                .message()
+                .await
+                .unwrap()
+                .unwrap()
+        };
+    }
+    let first = first_message!(
+        h1a::dra_resource_health_client::DraResourceHealthClient::new(channel.clone()),
+        h1a::NodeWatchResourcesRequest {}
+    );
     let named: Vec<(String, String)> = first
         .devices
         .iter()
@@ -274,17 +281,10 @@ async fn kubelet_registers_then_prepares_and_unprepares_over_v1_and_v1beta1() {
             .map(|d| (NODE.to_string(), d.clone()))
             .collect::<Vec<_>>()
     );
-    let mut health_v1 =
-        multinic_proto::health::v1::dra_resource_health_client::DraResourceHealthClient::new(channel.clone());
-    let first_v1 = health_v1
-        .node_watch_resources(multinic_proto::health::v1::NodeWatchResourcesRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .message()
-        .await
-        .unwrap()
-        .unwrap();
+    let first_v1 = first_message!(
+        h1::dra_resource_health_client::DraResourceHealthClient::new(channel.clone()),
+        h1::NodeWatchResourcesRequest {}
+    );
     assert_eq!(first_v1.devices.len(), h.devices.len());
     let mut v1c = v1::dra_plugin_client::DraPluginClient::new(channel.clone());
     let mut v1b = v1beta1::dra_plugin_client::DraPluginClient::new(channel);

@@ -14,14 +14,14 @@ use multinic_kubelet_plugin::plan_builder::{DeviceInput, PlanInput, build_plan};
 use multinic_kubelet_plugin::slices::{SliceOptions, build_device_table, build_slices};
 use multinic_testkit::fixtures::roce_nic;
 
-use super::dra::LayoutError;
+use super::dra::DraError;
 use super::stats::{Row, Summary, Unit};
 
 /// The input of row 8 could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum AllocatorSetupError {
     #[error(transparent)]
-    Layout(#[from] LayoutError),
+    Dra(#[from] DraError),
     #[error("the bench network's NetworkConfig: {0}")]
     Config(#[from] ConfigError),
     #[error("block (host {}, rail {rail}): {source}", super::dra::HOST_INDEX)]

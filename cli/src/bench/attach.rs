@@ -20,7 +20,7 @@ use rtnetlink::{Handle, LinkMacVlan, LinkUnspec, RouteMessageBuilder};
 use serde_json::{Value, json};
 
 use super::BenchError;
-use super::dra::{self, DraError, HOST_INDEX, LayoutError, Plugin};
+use super::dra::{self, DraError, HOST_INDEX, Plugin};
 use super::fixtures::{CniCall, FixtureError, Netns, exec_cni_async, link_names};
 use super::stats::{Row, Summary, Unit, ms};
 
@@ -31,8 +31,6 @@ pub enum AttachError {
     Fixture(#[from] FixtureError),
     #[error(transparent)]
     Dra(#[from] DraError),
-    #[error(transparent)]
-    Layout(#[from] LayoutError),
     #[error("block (host {HOST_INDEX}, rail {rail}): {source}")]
     Block { rail: usize, source: RailsError },
     #[error("block {block} has no host address")]
@@ -119,7 +117,7 @@ pub struct AttachResult {
 }
 
 /// The rails layout of the attach rows: /16, 64 hosts, 16 rails, /26 blocks.
-fn layout() -> Result<RailsLayout, LayoutError> {
+fn layout() -> Result<RailsLayout, DraError> {
     dra::rails_layout("10.10.0.0/16", 6, 4)
 }
 

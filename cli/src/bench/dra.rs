@@ -29,23 +29,6 @@ pub const HOST_INDEX: u32 = 7;
 
 pub type Client = v1::dra_plugin_client::DraPluginClient<Channel>;
 
-/// A rails layout of the bench, demo or VM checks that does not hold.
-#[derive(Debug, thiserror::Error)]
-pub enum LayoutError {
-    #[error("subnet {subnet:?} is not an IPv4 CIDR: {source}")]
-    Subnet {
-        subnet: &'static str,
-        source: ipnet::AddrParseError,
-    },
-    #[error("rails layout {subnet} hostBlock {host_bits} interfaceBlock {iface_bits}: {source}")]
-    Layout {
-        subnet: &'static str,
-        host_bits: u8,
-        iface_bits: u8,
-        source: RailsError,
-    },
-}
-
 /// `e` followed by each of its sources not already in the text: a transport error's own message
 /// ("transport error") leaves out the cause (the socket's I/O error).
 fn with_causes(e: &dyn std::error::Error) -> String {
@@ -62,11 +45,9 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 }
 
 /// `RailsLayout::new` on a subnet written as text.
-pub fn rails_layout(subnet: &'static str, host_bits: u8, iface_bits: u8) -> Result<RailsLayout, LayoutError> {
-    let net = subnet
-        .parse()
-        .map_err(|source| LayoutError::Subnet { subnet, source })?;
-    RailsLayout::new(net, host_bits, iface_bits).map_err(|source| LayoutError::Layout {
+pub fn rails_layout(subnet: &'static str, host_bits: u8, iface_bits: u8) -> Result<RailsLayout, DraError> {
+    let net = subnet.parse().map_err(|source| DraError::Subnet { subnet, source })?;
+    RailsLayout::new(net, host_bits, iface_bits).map_err(|source| DraError::Layout {
         subnet,
         host_bits,
         iface_bits,
@@ -74,10 +55,22 @@ pub fn rails_layout(subnet: &'static str, host_bits: u8, iface_bits: u8) -> Resu
     })
 }
 
-/// A failure of the in-process node plugin, of the fake API server's objects, or of a kubelet-like
-/// gRPC call.
+/// A failure of the in-process node plugin, of the fake API server's objects, of a kubelet-like
+/// gRPC call, or a rails layout of the bench, demo or VM checks that does not hold.
 #[derive(Debug, thiserror::Error)]
 pub enum DraError {
+    #[error("subnet {subnet:?} is not an IPv4 CIDR: {source}")]
+    Subnet {
+        subnet: &'static str,
+        source: ipnet::AddrParseError,
+    },
+    #[error("rails layout {subnet} hostBlock {host_bits} interfaceBlock {iface_bits}: {source}")]
+    Layout {
+        subnet: &'static str,
+        host_bits: u8,
+        iface_bits: u8,
+        source: RailsError,
+    },
     #[error(
         "block (host {HOST_INDEX}, rail {rail}) of NicNodeBlocks {}: {source}",
         node_blocks_name(NETWORK, NODE)

@@ -18,7 +18,7 @@ use multinic_kubelet_plugin::slices::{SliceOptions, build_device_table};
 use multinic_testkit::fixtures::veth_nic;
 use serde_json::{Value, json};
 
-use super::dra::{self, Backend, DraError, HOST_INDEX, LayoutError, MemApi, NODE};
+use super::dra::{self, Backend, DraError, HOST_INDEX, MemApi, NODE};
 use super::fixtures::{CniCall, FixtureError, Netns, exec_cni_async};
 use super::stats::{Row, Summary, Unit};
 
@@ -29,8 +29,6 @@ pub enum IpamError {
     Fixture(#[from] FixtureError),
     #[error(transparent)]
     Dra(#[from] DraError),
-    #[error(transparent)]
-    Layout(#[from] LayoutError),
     #[error("block (host {HOST_INDEX}, rail {rail}) for host-local: {source}")]
     Block { rail: u32, source: RailsError },
     #[error("creating the {what} temp dir: {source}")]
@@ -52,7 +50,7 @@ const ALLOCATIONS: usize = 80;
 const RAILS: u32 = 8;
 
 /// /16, hostBlock 8, interfaceBlock 3: 256 nodes × 8 rails × /27.
-fn layout() -> Result<RailsLayout, LayoutError> {
+fn layout() -> Result<RailsLayout, DraError> {
     dra::rails_layout("10.40.0.0/16", 8, 3)
 }
 

@@ -9,7 +9,7 @@ use std::time::Instant;
 use multinic_api::rails::RailsLayout;
 use multinic_testkit::fixtures::veth_nic;
 
-use super::dra::{self, BenchClaim, DraError, LayoutError, Plugin};
+use super::dra::{self, BenchClaim, DraError, Plugin};
 use super::stats::{Row, Summary, Unit, percentile};
 
 /// A failed run of row 5.
@@ -17,8 +17,6 @@ use super::stats::{Row, Summary, Unit, percentile};
 pub enum PrepareBenchError {
     #[error(transparent)]
     Dra(#[from] DraError),
-    #[error(transparent)]
-    Layout(#[from] LayoutError),
     #[error("NIC {nic} does not fit a u32 interface index")]
     IfIndex { nic: usize },
     #[error("a concurrent NodePrepareResources task did not finish: {0}")]
@@ -35,7 +33,7 @@ const SEQUENTIAL_CALLS: usize = 50;
 const CONCURRENT: usize = 100;
 
 /// /16, 64 hosts, 8 rails, /25 blocks (room for 100 claims × 8 NICs).
-fn layout() -> Result<RailsLayout, LayoutError> {
+fn layout() -> Result<RailsLayout, DraError> {
     dra::rails_layout("10.20.0.0/16", 6, 3)
 }
 

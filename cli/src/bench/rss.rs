@@ -15,7 +15,7 @@ use multinic_testkit::FakeApiServer;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::dra::{self, BenchClaim, DraError, LayoutError};
+use super::dra::{self, BenchClaim, DraError};
 use super::fixtures::{FixtureError, Netns, VethNode};
 use super::stats::{Row, Summary, Unit};
 
@@ -26,8 +26,6 @@ pub enum RssError {
     Fixture(#[from] FixtureError),
     #[error(transparent)]
     Dra(#[from] DraError),
-    #[error(transparent)]
-    Layout(#[from] LayoutError),
     #[error("entering netns {netns} for the fake API server: {source}")]
     Setns { netns: String, source: nix::Error },
     #[error("starting the fake API server's tokio runtime: {0}")]
@@ -87,7 +85,7 @@ const PER_CLAIM: usize = 8;
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// /16, 16 hosts, 64 rails, /26 blocks.
-fn layout() -> Result<RailsLayout, LayoutError> {
+fn layout() -> Result<RailsLayout, DraError> {
     dra::rails_layout("10.30.0.0/16", 4, 6)
 }
 
