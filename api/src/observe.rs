@@ -1,5 +1,5 @@
-//! The `/metrics` + `/healthz` HTTP endpoint shared by the node plugin and the controller
-//! (feature `http`).
+//! The `/metrics` + `/healthz` (+ `/status`) HTTP endpoint shared by the node plugin and the
+//! controller (feature `http`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,15 +11,23 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 
+/// The answer of [`Exposition::status`]: the JSON document of `/status` (`Err`: why it cannot be
+/// made), `None` when the component has none (then `/status` is 404).
+pub type StatusFuture<'a> = Pin<Box<dyn Future<Output = Option<Result<String, String>>> + Send + 'a>>;
+
 /// What the endpoint exposes.
 pub trait Exposition: Send + Sync + 'static {
     /// The Prometheus text exposition, refreshed from live state.
     fn render(&self) -> Pin<Box<dyn Future<Output = String> + Send + '_>>;
     /// `Ok(())` when healthy, else why not.
     fn health(&self) -> Result<(), String>;
+    /// The JSON document of `/status`; by default none.
+    fn status(&self) -> StatusFuture<'_> {
+        Box::pin(async { None })
+    }
 }
 
-/// Serves `/metrics` and `/healthz` on `listener` forever.
+/// Serves `/metrics`, `/healthz` and `/status` on `listener` forever.
 pub async fn serve(listener: tokio::net::TcpListener, exposition: Arc<dyn Exposition>) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
@@ -43,16 +51,26 @@ pub async fn serve(listener: tokio::net::TcpListener, exposition: Arc<dyn Exposi
 }
 
 async fn respond(path: &str, exposition: &dyn Exposition) -> Response<Full<Bytes>> {
-    let (status, body) = match path {
-        "/metrics" => (StatusCode::OK, exposition.render().await),
+    let not_found = || (StatusCode::NOT_FOUND, None, "not found\n".to_string());
+    let (status, content_type, body) = match path {
+        "/metrics" => (StatusCode::OK, None, exposition.render().await),
         "/healthz" => match exposition.health() {
-            Ok(()) => (StatusCode::OK, "ok\n".to_string()),
-            Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+            Ok(()) => (StatusCode::OK, None, "ok\n".to_string()),
+            Err(why) => (StatusCode::SERVICE_UNAVAILABLE, None, format!("not ready: {why}\n")),
         },
-        _ => (StatusCode::NOT_FOUND, "not found\n".into()),
+        "/status" => match exposition.status().await {
+            Some(Ok(json)) => (StatusCode::OK, Some("application/json"), json),
+            Some(Err(why)) => (StatusCode::INTERNAL_SERVER_ERROR, None, format!("{why}\n")),
+            None => not_found(),
+        },
+        _ => not_found(),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
+    if let Some(content_type) = content_type {
+        let value = hyper::header::HeaderValue::from_static(content_type);
+        response.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
+    }
     response
 }
 

@@ -6,4 +6,5 @@ pub mod bench;
 pub mod demo;
 pub mod install;
 pub mod inventory;
+pub mod status;
 pub mod vmcheck;

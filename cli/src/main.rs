@@ -1,11 +1,11 @@
-//! `multinic`: the command line for humans (wiring; `multinic inventory` is in the library).
+//! `multinic`: the command line for humans (wiring; every command's work is in the library).
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use multinic_api::setup::{LogFormat, init_tracing};
 use multinic_cli::inventory::{self, Output};
-use multinic_cli::{bench, demo, install, vmcheck};
+use multinic_cli::{bench, demo, install, status, vmcheck};
 use multinic_kubelet_plugin::setup::InventoryArgs;
 
 #[derive(Debug, Parser)]
@@ -40,6 +40,11 @@ enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Yaml)]
         output: Output,
     },
+    /// Print what a node plugin's ledger holds: each NIC (rail, where it is, addresses, health),
+    /// each prepared claim with its pods, the node's blocks with their free addresses. Reads
+    /// GET /status of the plugin's metrics port; run it inside the plugin pod:
+    /// `kubectl exec -n multinic-system ds/multinic-kubelet-plugin -c plugin -- multinic status`.
+    Status(status::StatusArgs),
     /// Run the benchmarks (needs root) and print one table; exits non-zero if any run failed.
     Bench(bench::BenchArgs),
     /// Run the whole path on this host with no cluster (needs root): sandbox node, real plugin,
@@ -71,6 +76,10 @@ async fn main() -> anyhow::Result<()> {
                 "{}",
                 inventory::render(node_name, &inventory, netlink_snapshot.as_deref(), output).await?
             );
+            Ok(())
+        }
+        Command::Status(args) => {
+            print!("{}", status::run(&args).await?);
             Ok(())
         }
         Command::Bench(args) => Ok(bench::run(args).await?),

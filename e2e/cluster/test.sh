@@ -242,6 +242,12 @@ kc -n "$NS" get resourceclaims -o yaml | grep -A8 networkData
 check "NicNodeBlocks $NET.$NODE still exists while pods hold its addresses" kc get nicnodeblocks "$NET.$NODE"
 check "NICs in pods stay published ($(slice_devices | wc -l) of $RAILS devices in the slices)" \
 	[ "$(slice_devices | wc -l)" = "$RAILS" ]
+# `multinic status` in the plugin pod: the node ledger as a table naming both pods, and as JSON.
+status_table=$(kc -n multinic-system exec ds/multinic-kubelet-plugin -c plugin -- multinic status 2>&1)
+echo "$status_table"
+for p in pod-a pod-b; do check "multinic status names $NS/$p" grep -q "$NS/$p" <<<"$status_table"; done
+status_nics=$(kc -n multinic-system exec ds/multinic-kubelet-plugin -c plugin -- multinic status -o json | jq '.nics | length')
+check "multinic status -o json lists $RAILS NICs (got ${status_nics:-none})" [ "$status_nics" = "$RAILS" ]
 
 scenario "3. pod A deleted: NICs back under their names, addresses free, status gone; pod C gets the right blocks"
 claim_a=$(claim_of pod-a)

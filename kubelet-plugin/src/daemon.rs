@@ -15,7 +15,7 @@ use multinic_api::observe;
 use multinic_api::plan::PlanError;
 use multinic_api::setup::{LogFormat, SetupError, kube_client, shutdown_signal};
 
-use crate::driver::{Driver, DriverOptions, KubeClaimApi};
+use crate::driver::{ClaimApi, Driver, DriverOptions, KubeClaimApi};
 use crate::grpc::{self, DraService, RegistrationService, ServeError};
 use crate::inventory::{FilterError, netlink};
 use crate::ledger::{LedgerError, LedgerFile};
@@ -81,7 +81,7 @@ pub struct Args {
     /// Directory for CDI specs of RDMA devices.
     #[arg(long, default_value = "/var/run/cdi")]
     pub cdi_dir: PathBuf,
-    /// Address of /metrics and /healthz (`:9177` = all interfaces).
+    /// Address of /metrics, /healthz and /status (`:9177` = all interfaces).
     #[arg(long, default_value = DEFAULT_METRICS_ADDRESS)]
     pub metrics_address: String,
     #[command(flatten)]
@@ -96,6 +96,36 @@ pub struct Args {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// The metrics endpoint of `driver`: `/metrics` with the gauges refreshed from it before each
+/// scrape, `/healthz` from `metrics`, `/status` from its node ledger ([`Driver::status`]).
+pub fn exposition<A: ClaimApi>(driver: Arc<Driver<A>>, metrics: Arc<Metrics>) -> metrics::PluginExposition {
+    let refresh: metrics::Refresh = {
+        let (driver, metrics) = (driver.clone(), metrics.clone());
+        Arc::new(move || {
+            let (driver, metrics) = (driver.clone(), metrics.clone());
+            Box::pin(async move {
+                metrics.set_published_devices(driver.table().device_count().unwrap_or(0));
+                metrics.set_prepared_claims(driver.prepared_claims().await.len());
+                for ((network, rail), free) in driver.free_per_rail().await {
+                    metrics.set_free_ips(&network, rail, free);
+                }
+            })
+        })
+    };
+    let status: metrics::StatusSource = {
+        let driver = driver.clone();
+        Arc::new(move || {
+            let driver = driver.clone();
+            Box::pin(async move { driver.status().await })
+        })
+    };
+    metrics::PluginExposition {
+        metrics,
+        refresh,
+        status,
+    }
 }
 
 /// Runs the plugin until SIGTERM/SIGINT (`Ok`) or a failure.
@@ -152,25 +182,9 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     );
 
     let metrics_listener = observe::bind(&args.metrics_address).await?;
-    let refresh: metrics::Refresh = {
-        let (driver, metrics, table) = (driver.clone(), metrics.clone(), table.clone());
-        Arc::new(move || {
-            let (driver, metrics, table) = (driver.clone(), metrics.clone(), table.clone());
-            Box::pin(async move {
-                metrics.set_published_devices(table.device_count().unwrap_or(0));
-                metrics.set_prepared_claims(driver.prepared_claims().await.len());
-                for ((network, rail), free) in driver.free_per_rail().await {
-                    metrics.set_free_ips(&network, rail, free);
-                }
-            })
-        })
-    };
     tokio::spawn(observe::serve(
         metrics_listener,
-        Arc::new(metrics::PluginExposition {
-            metrics: metrics.clone(),
-            refresh,
-        }),
+        Arc::new(exposition(driver.clone(), metrics.clone())),
     ));
 
     tracing::info!(node = %node, sysfs = %args.inventory.sysfs_root.display(), "starting");

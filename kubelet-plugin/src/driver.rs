@@ -18,7 +18,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use multinic_api::config::NetworkConfig;
-use multinic_api::crd::{NicNodeBlocks, node_blocks_name};
+use multinic_api::crd::{NicNodeBlocks, NicNodeBlocksSpec, node_blocks_name};
 use multinic_api::names::{DRIVER_NAME, FIELD_MANAGER};
 use multinic_api::plan::{Plan, PlanError, PlanStore};
 
@@ -28,6 +28,7 @@ use crate::plan_builder::{
     BuildError, ClaimError, PlanInput, allocated_devices, build_plan, check_blocks, claim_pods, rails_networks,
 };
 use crate::publish::DeviceTable;
+use crate::status::{self, NodeStatus, StatusInputs, free_addresses};
 
 /// A claim as the kubelet names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -312,7 +313,7 @@ impl<A: ClaimApi> Driver<A> {
 
     /// Free addresses per (network, rail) over this node's blocks in the watch-backed store.
     pub async fn free_per_rail(&self) -> BTreeMap<(String, u32), u64> {
-        let used = self.leased().await;
+        let used = self.leases.used().await;
         let mut free = BTreeMap::new();
         for nb in self
             .blocks
@@ -321,11 +322,25 @@ impl<A: ClaimApi> Driver<A> {
             .filter(|nb| nb.spec.node_name == self.opts.node_name)
         {
             for b in &nb.spec.blocks {
-                let n = b.cidr.hosts().filter(|ip| !used.contains(&IpAddr::V4(*ip))).count();
-                free.insert((nb.spec.network.clone(), b.rail_index), n as u64);
+                free.insert((nb.spec.network.clone(), b.rail_index), free_addresses(b.cidr, &used));
             }
         }
         free
+    }
+
+    /// What the node ledger holds ([`crate::status`]): the device table, the plans, and this
+    /// node's blocks in the watch-backed store with their free addresses.
+    pub async fn status(&self) -> NodeStatus {
+        let plans = self.leases.plans().await;
+        let used = self.leases.used().await;
+        let blocks: Vec<NicNodeBlocksSpec> = self.blocks.state().iter().map(|nb| nb.spec.clone()).collect();
+        status::build(StatusInputs {
+            node: &self.opts.node_name,
+            devices: &self.table.all(),
+            plans: &plans,
+            used: &used,
+            blocks: &blocks,
+        })
     }
 
     /// Releases the plans whose claim is gone (or was re-created). API errors keep the plan.

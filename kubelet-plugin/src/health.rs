@@ -33,7 +33,7 @@ pub const TIMEOUT_SECONDS: i64 = 30;
 /// How often the full list is sent again without a change (well inside [`TIMEOUT_SECONDS`]).
 pub const RESEND: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Status {
     Healthy,
     Unhealthy,

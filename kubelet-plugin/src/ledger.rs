@@ -74,7 +74,7 @@ pub struct LedgerEntry {
 }
 
 /// Where a NIC is now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Presence {
     OnHost,

@@ -16,4 +16,5 @@ pub mod publish;
 pub mod routes;
 pub mod setup;
 pub mod slices;
+pub mod status;
 pub mod uevent;

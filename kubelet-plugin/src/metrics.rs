@@ -1,17 +1,19 @@
-//! Prometheus metrics and the `/metrics` + `/healthz` endpoint.
+//! Prometheus metrics and the `/metrics` + `/healthz` + `/status` endpoint.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use multinic_api::observe::Exposition;
+use multinic_api::observe::{Exposition, StatusFuture};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::status::NodeStatus;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLabels {
@@ -141,10 +143,14 @@ impl Metrics {
 /// Refreshes gauges that are computed from live state just before a scrape.
 pub type Refresh = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
-/// The plugin's `/metrics` and `/healthz`.
+/// Reads the node ledger for `/status` ([`crate::driver::Driver::status`]).
+pub type StatusSource = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = NodeStatus> + Send>> + Send + Sync>;
+
+/// The plugin's `/metrics`, `/healthz` and `/status` (the JSON of [`crate::status`]).
 pub struct PluginExposition {
     pub metrics: Arc<Metrics>,
     pub refresh: Refresh,
+    pub status: StatusSource,
 }
 
 impl Exposition for PluginExposition {
@@ -162,6 +168,17 @@ impl Exposition for PluginExposition {
             Err("inventory not read or registration failed".into())
         }
     }
+
+    fn status(&self) -> StatusFuture<'_> {
+        Box::pin(async move {
+            let status = (self.status)().await;
+            Some(
+                serde_json::to_string_pretty(&status)
+                    .map(|json| json + "\n")
+                    .map_err(|e| format!("encoding the node status of {} as JSON: {e}", status.node)),
+            )
+        })
+    }
 }
 
 #[cfg(test)]
@@ -172,7 +189,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn metrics_and_healthz_are_served_over_http() {
+    async fn metrics_healthz_and_status_are_served_over_http() {
         let metrics = Arc::new(Metrics::new());
         metrics.record_rpc("NodePrepareResources", "ok", 0.001);
         metrics.set_published_devices(8);
@@ -185,9 +202,21 @@ mod tests {
         };
         let listener = multinic_api::observe::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let status: StatusSource = Arc::new(|| {
+            Box::pin(async {
+                NodeStatus {
+                    version: crate::status::STATUS_VERSION,
+                    node: "node-a".into(),
+                    nics: vec![],
+                    claims: vec![],
+                    blocks: vec![],
+                }
+            })
+        });
         let exposition = Arc::new(PluginExposition {
             metrics: metrics.clone(),
             refresh,
+            status,
         });
         tokio::spawn(multinic_api::observe::serve(listener, exposition));
         let get = |path: &'static str| async move {
@@ -202,6 +231,8 @@ mod tests {
                 .unwrap();
             let resp = send.send_request(req).await.unwrap();
             let status = resp.status();
+            let json = resp.headers().get(hyper::header::CONTENT_TYPE) == Some(&"application/json".parse().unwrap());
+            assert_eq!(json, path == "/status", "{path}: content type");
             let body = http_body_util::BodyExt::collect(resp.into_body())
                 .await
                 .unwrap()
@@ -223,6 +254,15 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE,
             "no inventory yet"
         );
+        let (status, body) = get("/status").await;
+        assert_eq!(status, StatusCode::OK);
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            (doc["version"].as_u64(), doc["node"].as_str()),
+            (Some(1), Some("node-a")),
+            "{body}"
+        );
+        assert_eq!(get("/nope").await.0, StatusCode::NOT_FOUND);
         metrics.inventory_ready.store(true, Ordering::Relaxed);
         assert_eq!(get("/healthz").await.0, StatusCode::OK);
         metrics.registered.store(false, Ordering::Relaxed);
