@@ -42,6 +42,9 @@ impl ClaimApi for NoApi {
     async fn get_node_blocks(&self, _: &str) -> Result<Option<NicNodeBlocks>, ApiError> {
         Ok(None)
     }
+    async fn warn(&self, _: &ClaimRef, _: &'static str, _: String) -> Result<(), ApiError> {
+        Ok(())
+    }
 }
 
 fn planned(device: &str, if_name: &str, rail: u32, pod_if_name: &str, ip: &str) -> PlannedDevice {
@@ -82,6 +85,7 @@ async fn node() -> Node {
             let state = LinkState {
                 up: true,
                 carrier: Some(carrier),
+                rdma_port: None,
             };
             (nics[i].if_name.clone(), state)
         })
