@@ -6,6 +6,7 @@
 mod arith;
 mod attach;
 pub mod dra;
+mod error;
 pub mod fixtures;
 mod grpc;
 mod ipam;

@@ -6,14 +6,12 @@
 
 use std::path::PathBuf;
 
-use multinic_api::plan::PlanError;
-use multinic_api::rails::RailsError;
 use multinic_controller::selector::{Selector, SelectorError};
 use serde_json::{Value, json};
 
 use crate::bench::dra::{self, BenchClaim, DraError};
-use crate::bench::fixtures::{CniCall, FixtureError, Netns, VethNode, exec_cni_async, run_out};
-use crate::bench::rss::{self, NsApi, Proc, READY_TIMEOUT, RssError};
+use crate::bench::fixtures::{CniCall, FixtureError, Netns, VethNode, exec_cni_async, run_out, temp_dir};
+use crate::bench::rss::{self, NsApi, Proc, READY_TIMEOUT};
 use crate::bench::{SiblingError, sibling};
 
 /// The demo network's device selector (veth NICs are published as virtual).
@@ -47,20 +45,10 @@ pub enum DemoError {
     Fixture(#[from] FixtureError),
     #[error(transparent)]
     Dra(#[from] DraError),
-    #[error(transparent)]
-    Rss(#[from] RssError),
-    #[error("creating the demo's temp dir: {0}")]
-    TempDir(#[source] std::io::Error),
     #[error("the demo network's selector: {0}")]
     Selector(#[from] SelectorError),
     #[error("only {found} matching devices published, {wanted} wanted")]
     TooFewDevices { found: usize, wanted: usize },
-    #[error("NodePrepareResources gave no answer for claim {uid}")]
-    NoAnswer { uid: String },
-    #[error("prepare of claim {uid} failed: {error}")]
-    PrepareFailed { uid: String, error: String },
-    #[error("block (host {}, rail {rail}): {source}", dra::HOST_INDEX)]
-    Block { rail: u32, source: RailsError },
     #[error("the pod {pod} has no net{k}")]
     NoInterface { pod: String, k: usize },
     #[error("net{k} has no address in `ip -br addr` of pod {pod}")]
@@ -82,8 +70,6 @@ pub enum DemoError {
     ClaimVanished { claim: String },
     #[error("the node's links differ after teardown:\nbefore {before:?}\nafter  {after:?}")]
     LinksDiffer { before: Vec<String>, after: Vec<String> },
-    #[error("reading the plans left: {0}")]
-    Plans(#[from] PlanError),
     #[error("plans left: {plans:?}")]
     PlansLeft { plans: Vec<String> },
     #[error("claim status entries left on ResourceClaim bench/{claim}")]
@@ -134,7 +120,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let api = NsApi::start(Some(node))?;
     let layout = dra::rails_layout("10.10.0.0/16", 8, 5)?;
     dra::insert_blocks(&api.api, &layout, rails)?;
-    let dir = tempfile::tempdir().map_err(DemoError::TempDir)?;
+    let dir = temp_dir("demo")?;
     let kubeconfig = dir.path().join("kubeconfig");
     rss::write_kubeconfig(&api.api, &kubeconfig)?;
     let proc = Proc::start(
@@ -191,17 +177,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
 
     step("kubelet stand-in: NodePrepareResources over the plugin's unix socket");
     let mut client = dra::connect(&dir.path().join("plugins").join("dra.sock")).await?;
-    let resp = dra::prepare(&mut client, vec![claim.v1()]).await?;
-    let prepared = resp
-        .claims
-        .get(&claim.uid)
-        .ok_or_else(|| DemoError::NoAnswer { uid: claim.uid.clone() })?;
-    if !prepared.error.is_empty() {
-        return Err(DemoError::PrepareFailed {
-            uid: claim.uid.clone(),
-            error: prepared.error.clone(),
-        });
-    }
+    let prepared = dra::prepare_one(&mut client, &claim).await?;
     for d in &prepared.devices {
         println!(
             "prepared {} / {} for request {:?}",
@@ -218,9 +194,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let pod_addrs = run_out("ip", &["-n", &pod.name, "-br", "addr", "show"])?;
     println!("{}", pod_addrs.trim_end());
     for (k, rail) in (1..=m).zip(0..rails) {
-        let want = layout
-            .block(dra::HOST_INDEX, rail)
-            .map_err(|source| DemoError::Block { rail, source })?;
+        let want = dra::block(&layout, rail)?;
         let line = pod_addrs
             .lines()
             .find(|l| l.split_whitespace().next().and_then(|n| n.split('@').next()) == Some(format!("net{k}").as_str()))
@@ -288,7 +262,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     if before != after {
         return Err(DemoError::LinksDiffer { before, after });
     }
-    let plans = multinic_api::plan::PlanStore::new(&dir.path().join("state")).claim_uids()?;
+    let plans = dra::plans_left(&dir.path().join("state"))?;
     if !plans.is_empty() {
         return Err(DemoError::PlansLeft { plans });
     }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use crate::bench::SiblingError;
+use crate::fsio::PathError;
 
 /// The plugin type written into a conflist.
 const PLUGIN_TYPE: &str = "multinic-cni";
@@ -21,10 +22,8 @@ pub struct NotAConflist;
 pub enum InstallError {
     #[error(transparent)]
     Sibling(#[from] SiblingError),
-    #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("writing {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Io(#[from] PathError),
     #[error("the primary CNI config {path} is not a .conflist; chain multinic-cni by hand or via Multus")]
     NotConflistFile { path: PathBuf },
     #[error("no CNI config in {dir}; install the primary CNI first")]
@@ -72,10 +71,7 @@ pub fn chained(conflist: &Value, state_dir: &Path) -> Result<Option<Value>, NotA
 /// The primary conflist: the first `*.conflist` in name order (what the runtime picks).
 fn primary_conflist(dir: &Path) -> Result<PathBuf, InstallError> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .map_err(|source| InstallError::Read {
-            path: dir.to_path_buf(),
-            source,
-        })?
+        .map_err(PathError::on("reading", dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             matches!(
@@ -94,15 +90,8 @@ fn primary_conflist(dir: &Path) -> Result<PathBuf, InstallError> {
 
 /// Writes `body` to `path` crash-safely (`multinic_api::fsutil::write_atomic`).
 fn write_atomically(path: &Path, body: &[u8], mode: u32) -> Result<(), InstallError> {
-    multinic_api::fsutil::write_atomic(path, body, mode).map_err(|source| InstallError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-fn read_error(path: &Path) -> impl FnOnce(std::io::Error) -> InstallError {
-    let path = path.to_path_buf();
-    move |source| InstallError::Read { path, source }
+    multinic_api::fsutil::write_atomic(path, body, mode).map_err(PathError::on("writing", path))?;
+    Ok(())
 }
 
 pub fn run(args: InstallArgs) -> Result<(), InstallError> {
@@ -110,13 +99,13 @@ pub fn run(args: InstallArgs) -> Result<(), InstallError> {
         Some(p) => p,
         None => crate::bench::sibling(PLUGIN_TYPE)?,
     };
-    let body = fs::read(&src).map_err(read_error(&src))?;
+    let body = fs::read(&src).map_err(PathError::on("reading", &src))?;
     let dst = args.bin_dir.join(PLUGIN_TYPE);
     write_atomically(&dst, &body, 0o755)?;
     println!("installed {}", dst.display());
     if let Some(dir) = args.chain_into {
         let path = primary_conflist(&dir)?;
-        let text = fs::read_to_string(&path).map_err(read_error(&path))?;
+        let text = fs::read_to_string(&path).map_err(PathError::on("reading", &path))?;
         let conflist: Value = serde_json::from_str(&text).map_err(|source| InstallError::NotJson {
             path: path.clone(),
             source,

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod fsio;
 pub mod install;
 pub mod inventory;
 pub mod status;

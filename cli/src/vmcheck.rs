@@ -15,7 +15,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::resource::v1::{Device, ResourceSlice};
-use multinic_api::plan::PlanError;
 use multinic_api::rails::{RailsError, RailsLayout};
 use multinic_controller::selector::SelectorError;
 use multinic_kubelet_plugin::inventory::netlink::NetlinkError;
@@ -26,9 +25,10 @@ use multinic_testkit::FakeApiServer;
 use serde_json::{Value, json};
 
 use crate::bench::dra::{self, DraError};
-use crate::bench::fixtures::{CniCall, FixtureError, Netns, exec_cni_async, run_out};
-use crate::bench::rss::{self, NsApi, Proc, RssError};
+use crate::bench::fixtures::{CniCall, FixtureError, Netns, exec_cni_async, run_out, temp_dir};
+use crate::bench::rss::{self, NsApi, Proc};
 use crate::bench::{SiblingError, sibling};
+use crate::fsio::PathError;
 
 /// A failed check of the guest suite, or a suite that could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +41,6 @@ pub enum VmCheckError {
     #[error(transparent)]
     Dra(#[from] DraError),
     #[error(transparent)]
-    Rss(#[from] RssError),
-    #[error(transparent)]
     Sibling(#[from] SiblingError),
     #[error(transparent)]
     Capture(#[from] CaptureError),
@@ -54,12 +52,8 @@ pub enum VmCheckError {
     Uevent(#[from] UeventError),
     #[error("the guest's network namespace /proc/self/ns/net: {0}")]
     HostNetns(#[source] std::io::Error),
-    #[error("creating {path}: {source}")]
-    Create { path: PathBuf, source: std::io::Error },
-    #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("writing {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Io(#[from] PathError),
     #[error("writing {value} to {path}: {source}")]
     Sysfs {
         path: String,
@@ -70,12 +64,8 @@ pub enum VmCheckError {
     Json { what: String, source: serde_json::Error },
     #[error("{what}: {source}")]
     Yaml { what: String, source: serde_yaml::Error },
-    #[error("creating the plugin's temp dir: {0}")]
-    TempDir(#[source] std::io::Error),
     #[error("{ifname} is not published")]
     NotPublished { ifname: String },
-    #[error("NodePrepareResources gave no answer for claim {uid}")]
-    NoAnswer { uid: String },
     #[error("CNI {command}: {source}")]
     Cni {
         command: &'static str,
@@ -87,8 +77,6 @@ pub enum VmCheckError {
     NoRxe { pf: String },
     #[error("{path} named by the CDI spec: {source}")]
     CdiNode { path: String, source: std::io::Error },
-    #[error("reading the plans left: {0}")]
-    Plans(#[from] PlanError),
     #[error("the controller's selector: {0}")]
     Selector(#[from] SelectorError),
     #[error("{node} publishes no devices")]
@@ -127,30 +115,20 @@ macro_rules! require {
 /// The recorded sysfs tree could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
-    #[error("resolving {path}: {source}")]
-    Resolve { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Io(#[from] PathError),
     #[error("{path} is outside {root}")]
     Outside { path: PathBuf, root: PathBuf },
-    #[error("creating {path}: {source}")]
-    CreateDir { path: PathBuf, source: std::io::Error },
-    #[error("writing {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
-    #[error("symlink {path}: {source}")]
-    Symlink { path: PathBuf, source: std::io::Error },
 }
 
 fn create_dir_all(path: &Path) -> Result<(), CaptureError> {
-    fs::create_dir_all(path).map_err(|source| CaptureError::CreateDir {
-        path: path.to_path_buf(),
-        source,
-    })
+    fs::create_dir_all(path).map_err(PathError::on("creating", path))?;
+    Ok(())
 }
 
 fn symlink(target: &Path, at: &Path) -> Result<(), CaptureError> {
-    std::os::unix::fs::symlink(target, at).map_err(|source| CaptureError::Symlink {
-        path: at.to_path_buf(),
-        source,
-    })
+    std::os::unix::fs::symlink(target, at).map_err(PathError::on("symlink", at))?;
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -191,38 +169,37 @@ impl Report {
     /// run; if it passes, the gap is closed and the run fails until the expectation is updated.
     fn known_gap(&mut self, name: &str, gap: &str, r: CheckResult) {
         match r {
-            Ok(detail) => {
-                self.failed += 1;
-                println!("MULTINIC-RESULT fail {name}: passes now, drop the known-gap mark ({detail})");
-            }
-            Err(e) => {
-                self.known += 1;
-                let e = e.to_string().replace('\n', " | ");
-                println!("MULTINIC-RESULT known-gap {name}: {gap}: {e}");
-            }
+            Ok(detail) => self.line("fail", name, format!("passes now, drop the known-gap mark ({detail})")),
+            Err(e) => self.line("known-gap", name, format!("{gap}: {}", one_line(&e))),
         }
     }
 
     fn check(&mut self, name: &str, r: CheckResult) {
         match r {
-            Ok(detail) => {
-                self.passed += 1;
-                println!("MULTINIC-RESULT ok {name}: {detail}");
-            }
-            Err(e) => {
-                self.failed += 1;
-                println!("MULTINIC-RESULT fail {name}: {}", e.to_string().replace('\n', " | "));
-            }
+            Ok(detail) => self.line("ok", name, detail),
+            Err(e) => self.line("fail", name, one_line(&e)),
         }
     }
+
+    /// Counts and prints one result: `verdict` is ok, fail or known-gap.
+    fn line(&mut self, verdict: &str, name: &str, text: String) {
+        match verdict {
+            "ok" => self.passed += 1,
+            "known-gap" => self.known += 1,
+            _ => self.failed += 1,
+        }
+        println!("MULTINIC-RESULT {verdict} {name}: {text}");
+    }
+}
+
+/// An error's message on one line (the host reads the results line by line).
+fn one_line(e: &VmCheckError) -> String {
+    e.to_string().replace('\n', " | ")
 }
 
 pub async fn run(args: VmCheckArgs) -> Result<(), VmCheckError> {
     let mut report = Report::default();
-    fs::create_dir_all(&args.out).map_err(|source| VmCheckError::Create {
-        path: args.out.clone(),
-        source,
-    })?;
+    fs::create_dir_all(&args.out).map_err(PathError::on("creating", &args.out))?;
     if matches!(args.suite.as_str(), "all" | "inventory") {
         inventory_suite(&args, &mut report).await;
     }
@@ -457,14 +434,8 @@ async fn inventory_suite(args: &VmCheckArgs, report: &mut Report) {
                 what: "encoding the netlink snapshot".into(),
                 source,
             })?;
-            fs::write(&path, text + "\n").map_err(|source| VmCheckError::Write {
-                path: path.clone(),
-                source,
-            })?;
-            let text = fs::read_to_string(&path).map_err(|source| VmCheckError::Read {
-                path: path.clone(),
-                source,
-            })?;
+            write_file(&path, text + "\n")?;
+            let text = fs::read_to_string(&path).map_err(PathError::on("reading", &path))?;
             let snap: HostSnapshot = serde_json::from_str(&text).map_err(|source| VmCheckError::Json {
                 what: format!("parsing {}", path.display()),
                 source,
@@ -493,10 +464,7 @@ async fn inventory_suite(args: &VmCheckArgs, report: &mut Report) {
 /// Copies what `SysfsReader` reads for `netdevs` from `sys` into `out`, as a tree of the same
 /// shape (directories, small files, relative symlinks). Returns the number of entries written.
 pub fn capture_sysfs(sys: &Path, out: &Path, netdevs: &[String]) -> Result<usize, CaptureError> {
-    let sys = fs::canonicalize(sys).map_err(|source| CaptureError::Resolve {
-        path: sys.to_path_buf(),
-        source,
-    })?;
+    let sys = fs::canonicalize(sys).map_err(PathError::on("resolving", sys))?;
     let mut c = Capture {
         sys,
         out: out.to_path_buf(),
@@ -572,7 +540,7 @@ impl Capture {
         if let Some(parent) = at.parent() {
             create_dir_all(parent)?;
         }
-        fs::write(&at, text).map_err(|source| CaptureError::Write { path: at, source })?;
+        fs::write(&at, text).map_err(PathError::on("writing", &at))?;
         self.entries += 1;
         Ok(())
     }
@@ -747,11 +715,7 @@ impl Ctx {
             .collect::<Result<_, _>>()?;
         let params = dra::params(&self.layout, mode);
         let claim = dra::insert_claim(&self.api.api, &names, &params)?;
-        let resp = dra::prepare(&mut self.client, vec![claim.v1()]).await?;
-        let prepared = resp
-            .claims
-            .get(&claim.uid)
-            .ok_or_else(|| VmCheckError::NoAnswer { uid: claim.uid.clone() })?;
+        let prepared = dra::prepare_one(&mut self.client, &claim).await?;
         let out = PrepareOut {
             cdi_ids: prepared.devices.iter().flat_map(|d| d.cdi_device_ids.clone()).collect(),
             cdi_dir: self.dir.path().join("cdi"),
@@ -806,7 +770,7 @@ async fn attach_suite(report: &mut Report) -> Result<(), VmCheckError> {
     let api = NsApi::start(None)?;
     let layout = dra::rails_layout("10.10.0.0/16", 8, 5)?;
     dra::insert_blocks(&api.api, &layout, 16)?;
-    let dir = tempfile::tempdir().map_err(VmCheckError::TempDir)?;
+    let dir = temp_dir("plugin")?;
     let kubeconfig = dir.path().join("kubeconfig");
     rss::write_kubeconfig(&api.api, &kubeconfig)?;
     let t = Instant::now();
@@ -903,10 +867,7 @@ async fn attach_suite(report: &mut Report) -> Result<(), VmCheckError> {
     let pf = "enp34s0";
     let infiniband = Path::new("/sys/class/infiniband");
     let rxe = fs::read_dir(infiniband)
-        .map_err(|source| VmCheckError::Read {
-            path: infiniband.to_path_buf(),
-            source,
-        })?
+        .map_err(PathError::on("reading", infiniband))?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().to_string())
         .find(|n| fs::read_to_string(format!("/sys/class/infiniband/{n}/parent")).is_ok_and(|p| p.trim() == pf))
@@ -926,16 +887,12 @@ async fn attach_suite(report: &mut Report) -> Result<(), VmCheckError> {
                     !out.cdi_ids.is_empty(),
                     "NodePrepareResources returned no CDI device ids"
                 );
-                let read = |path: &Path| {
-                    let path = path.to_path_buf();
-                    move |source| VmCheckError::Read { path, source }
-                };
                 let mut spec_text = String::new();
                 for e in fs::read_dir(&out.cdi_dir)
-                    .map_err(read(&out.cdi_dir))?
+                    .map_err(PathError::on("reading", &out.cdi_dir))?
                     .filter_map(|e| e.ok())
                 {
-                    spec_text.push_str(&fs::read_to_string(e.path()).map_err(read(&e.path()))?);
+                    spec_text.push_str(&fs::read_to_string(e.path()).map_err(PathError::on("reading", &e.path()))?);
                 }
                 let spec: Value = serde_json::from_str(&spec_text)
                     .or_else(|_| serde_yaml::from_str(&spec_text))
@@ -1104,7 +1061,7 @@ async fn attach_suite(report: &mut Report) -> Result<(), VmCheckError> {
         report.check(&format!("attach-{mode}"), r);
     }
     hotplug_checks(&ctx.api.api, report).await;
-    let plans = multinic_api::plan::PlanStore::new(&ctx.dir.path().join("state")).claim_uids()?;
+    let plans = dra::plans_left(&ctx.dir.path().join("state"))?;
     report.check(
         "attach-clean",
         if plans.is_empty() {
@@ -1200,7 +1157,7 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> Result<(), VmCheck
     let api = NsApi::start(None)?;
     let layout = dra::rails_layout("10.10.0.0/16", 8, 5)?;
     dra::insert_object(&api.api, l3_network(&layout), &format!("MultiNicNetwork {L3_NETWORK}"))?;
-    let dir = tempfile::tempdir().map_err(VmCheckError::TempDir)?;
+    let dir = temp_dir("plugin")?;
     let kubeconfig = dir.path().join("kubeconfig");
     rss::write_kubeconfig(&api.api, &kubeconfig)?;
     let plugin = Proc::start(&plugin_bin, None, &node, dir.path(), &kubeconfig, &[])?;
@@ -1353,10 +1310,8 @@ async fn l3_suite(args: &VmCheckArgs, report: &mut Report) -> Result<(), VmCheck
 
 /// `fs::write`, the error naming the file.
 fn write_file(path: &Path, text: String) -> Result<(), VmCheckError> {
-    fs::write(path, text).map_err(|source| VmCheckError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
+    fs::write(path, text).map_err(PathError::on("writing", path))?;
+    Ok(())
 }
 
 /// Echo requests per rail and attempt.

@@ -6,27 +6,16 @@ use std::hint::black_box;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use multinic_api::config::{ConfigError, NetworkConfig};
-use multinic_api::rails::{RailsError, RailsLayout};
+use multinic_api::config::NetworkConfig;
+use multinic_api::rails::RailsLayout;
 use multinic_controller::blocks;
 use multinic_kubelet_plugin::inventory::Nic;
 use multinic_kubelet_plugin::plan_builder::{DeviceInput, PlanInput, build_plan};
 use multinic_kubelet_plugin::slices::{SliceOptions, build_device_table, build_slices};
 use multinic_testkit::fixtures::roce_nic;
 
-use super::dra::DraError;
+use super::error::RowError;
 use super::stats::{Row, Summary, Unit};
-
-/// The input of row 8 could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum AllocatorSetupError {
-    #[error(transparent)]
-    Dra(#[from] DraError),
-    #[error("the bench network's NetworkConfig: {0}")]
-    Config(#[from] ConfigError),
-    #[error("block (host {}, rail {rail}): {source}", super::dra::HOST_INDEX)]
-    Block { rail: u32, source: RailsError },
-}
 
 /// Runs `f` enough times for ≥ 2 ms per run; returns µs per call for each run.
 fn time_runs(runs: usize, mut f: impl FnMut()) -> Vec<f64> {
@@ -114,19 +103,14 @@ pub fn allocator(runs: usize) -> Row {
         format!("pure allocator: build_plan (rails, 8 NICs) + lease set, {ALLOC_CLAIMS} claims then release, no I/O");
     let mut row = Row::new("8", case.clone(), Unit::PerSec);
     row.target = "≥ 1,000,000/s".into();
-    let setup = || -> Result<PlanInput, AllocatorSetupError> {
+    let setup = || -> Result<PlanInput, RowError> {
         // /16, hostBlock 6, interfaceBlock 3: /25 blocks, room for 100 claims per rail.
         let layout: RailsLayout = super::dra::rails_layout("10.20.0.0/16", 6, 3)?;
         let nics: Vec<Nic> = (0..8).map(roce_nic).collect();
         let config = NetworkConfig::from_values([&super::dra::params(&layout, "host-device")])?;
         let blocks = (0..8u32)
-            .map(|k| {
-                let block = layout
-                    .block(super::dra::HOST_INDEX, k)
-                    .map_err(|source| AllocatorSetupError::Block { rail: k, source })?;
-                Ok((k, block))
-            })
-            .collect::<Result<BTreeMap<_, _>, AllocatorSetupError>>()?;
+            .map(|k| Ok((k, super::dra::block(&layout, k)?)))
+            .collect::<Result<BTreeMap<_, _>, RowError>>()?;
         Ok(PlanInput {
             claim_uid: "bench-claim".into(),
             namespace: "bench".into(),

@@ -7,62 +7,32 @@
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
-use multinic_api::rails::{RailsError, RailsLayout};
+use multinic_api::rails::RailsLayout;
 use multinic_testkit::fixtures::veth_nic;
-use netlink_packet_route::link::{LinkAttribute, MacVlanMode};
+use netlink_packet_route::link::{LinkAttribute, LinkMessage, MacVlanMode};
 use netlink_packet_route::route::RouteScope;
 use netlink_packet_route::rule::RuleAction;
-use rtnetlink::{Handle, LinkMacVlan, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkMacVlan, LinkUnspec, RouteMessageBuilder, RuleAddRequest};
 use serde_json::{Value, json};
 
 use super::BenchError;
-use super::dra::{self, DraError, HOST_INDEX, Plugin};
-use super::fixtures::{CniCall, FixtureError, Netns, exec_cni_async, link_names};
-use super::stats::{Row, Summary, Unit, ms};
+use super::dra::{self, DraError, Plugin};
+use super::error::{RowError, to_u32};
+use super::fixtures::{CniCall, Netns, exec_cni_async, link_names};
+use super::stats::{Row, Summary, Unit, ms, rounds};
 
-/// A failed run of rows 1–3.
-#[derive(Debug, thiserror::Error)]
-pub enum AttachError {
-    #[error(transparent)]
-    Fixture(#[from] FixtureError),
-    #[error(transparent)]
-    Dra(#[from] DraError),
-    #[error("block (host {HOST_INDEX}, rail {rail}): {source}")]
-    Block { rail: usize, source: RailsError },
-    #[error("block {block} has no host address")]
-    EmptyBlock { block: Ipv4Net },
-    #[error("rail {rail} does not fit a u32 rail index")]
-    RailIndex { rail: usize },
-    #[error("{op}: {source}")]
-    Netlink { op: String, source: rtnetlink::Error },
-    #[error("no link {name} in the bench's host netns")]
-    NoLink { name: String },
-    #[error("{what}: the pod has {names:?}, expected lo and {want} NICs")]
-    Links {
-        what: &'static str,
-        names: Vec<String>,
-        want: usize,
-    },
-    #[error("multinic-cni ADD returned {got} interfaces, expected {want}: {result}")]
-    Interfaces { got: usize, want: usize, result: Value },
-    #[error("{phase}: {source}")]
-    Phase { phase: String, source: Box<AttachError> },
-}
-
-impl AttachError {
-    /// The error of a netlink request; `op` names it (called only on failure: the floor is timed).
-    fn netlink(op: impl FnOnce() -> String) -> impl FnOnce(rtnetlink::Error) -> Self {
-        move |source| Self::Netlink { op: op(), source }
-    }
+/// The error of a netlink request; `op` names it (called only on failure: the floor is timed).
+fn netlink(op: impl FnOnce() -> String) -> impl FnOnce(rtnetlink::Error) -> RowError {
+    move |source| RowError::Netlink { op: op(), source }
 }
 
 /// `u32::try_from(rail)`, the error naming the rail.
-fn rail_u32(rail: usize) -> Result<u32, AttachError> {
-    u32::try_from(rail).map_err(|_| AttachError::RailIndex { rail })
+fn rail_u32(rail: usize) -> Result<u32, RowError> {
+    to_u32("rail index", rail)
 }
 
 /// Policy tables start here, as the plugin's (`TABLE_BASE + position`).
@@ -96,17 +66,28 @@ pub struct Bins {
 /// Timed phases of one run, per variant.
 #[derive(Debug, Default, Clone)]
 pub struct Phases {
-    pub ours: Vec<f64>,
+    /// Ours: the total (prepare, CNI ADD, CNI DEL, unprepare), and the two CNI calls.
+    pub ours: AddDel,
     pub ours_prepare: Vec<f64>,
-    pub ours_add: Vec<f64>,
-    pub ours_del: Vec<f64>,
     pub ours_unprepare: Vec<f64>,
-    pub floor: Vec<f64>,
-    pub floor_add: Vec<f64>,
-    pub floor_del: Vec<f64>,
-    pub multus: Vec<f64>,
-    pub multus_add: Vec<f64>,
-    pub multus_del: Vec<f64>,
+    pub floor: AddDel,
+    pub multus: AddDel,
+}
+
+/// Timed attach and detach of a variant, and the run's total, in ms.
+#[derive(Debug, Default, Clone)]
+pub struct AddDel {
+    pub total: Vec<f64>,
+    pub add: Vec<f64>,
+    pub del: Vec<f64>,
+}
+
+impl AddDel {
+    fn push(&mut self, total: Duration, add: Duration, del: Duration) {
+        self.total.push(ms(total));
+        self.add.push(ms(add));
+        self.del.push(ms(del));
+    }
 }
 
 /// The outcome of one (mode, m): the floor row, the Multus row and a breakdown line.
@@ -132,7 +113,7 @@ struct Fixture {
 }
 
 impl Fixture {
-    async fn new(m: usize, mode: Mode) -> Result<Self, AttachError> {
+    async fn new(m: usize, mode: Mode) -> Result<Self, RowError> {
         let host = Netns::new("h")?;
         let mut batch = Vec::new();
         for k in 1..=m {
@@ -149,12 +130,8 @@ impl Fixture {
         let plugin = Plugin::start(&nics, &layout, false).await?;
         let client = plugin.client().await?;
         let blocks = (0..m)
-            .map(|k| {
-                layout
-                    .block(HOST_INDEX, rail_u32(k)?)
-                    .map_err(|source| AttachError::Block { rail: k, source })
-            })
-            .collect::<Result<Vec<_>, AttachError>>()?;
+            .map(|k| Ok(dra::block(&layout, rail_u32(k)?)?))
+            .collect::<Result<Vec<_>, RowError>>()?;
         // Rail order = interface-name order (no PCI), which the zero-padded names keep.
         let nics = (1..=m).map(|k| format!("bv{k:02}")).zip(blocks).collect();
         Ok(Self {
@@ -167,8 +144,8 @@ impl Fixture {
         })
     }
 
-    fn first_ip(block: &Ipv4Net) -> Result<Ipv4Addr, AttachError> {
-        block.hosts().next().ok_or(AttachError::EmptyBlock { block: *block })
+    fn first_ip(block: &Ipv4Net) -> Result<Ipv4Addr, RowError> {
+        block.hosts().next().ok_or(RowError::EmptyBlock { block: *block })
     }
 
     fn call(&self, command: &'static str, pod: &Netns, container: &str, ifname: &str, pod_uid: &str) -> CniCall {
@@ -183,16 +160,16 @@ impl Fixture {
     }
 }
 
-async fn expect_links(pod: &Handle, want: usize, what: &'static str) -> Result<(), AttachError> {
+async fn expect_links(pod: &Handle, want: usize, what: &'static str) -> Result<(), RowError> {
     let names = link_names(pod).await?;
     if names.len() != want + 1 {
-        return Err(AttachError::Links { what, names, want });
+        return Err(RowError::Links { what, names, want });
     }
     Ok(())
 }
 
 /// Our full path: NodePrepareResources over the socket, CNI ADD, CNI DEL, NodeUnprepareResources.
-async fn run_ours(fx: &mut Fixture, bins: &Bins, m: usize, p: &mut Phases) -> Result<(), AttachError> {
+async fn run_ours(fx: &mut Fixture, bins: &Bins, m: usize, p: &mut Phases) -> Result<(), RowError> {
     let pod = Netns::new("p")?;
     let pod_nl = pod.netlink()?;
     let devices: Vec<&str> = fx.plugin.devices.iter().take(m).map(String::as_str).collect();
@@ -214,7 +191,7 @@ async fn run_ours(fx: &mut Fixture, bins: &Bins, m: usize, p: &mut Phases) -> Re
 
     let ifaces = result["interfaces"].as_array().map_or(0, Vec::len);
     if ifaces != m {
-        return Err(AttachError::Interfaces {
+        return Err(RowError::Interfaces {
             got: ifaces,
             want: m,
             result,
@@ -231,15 +208,13 @@ async fn run_ours(fx: &mut Fixture, bins: &Bins, m: usize, p: &mut Phases) -> Re
     expect_links(&pod_nl, 0, "after multinic-cni DEL").await?;
     fx.plugin.api.delete_claim(&claim);
 
-    p.ours.push(ms(t_add + t_del));
+    p.ours.push(t_add + t_del, t_add - t_prep, t_cni_del);
     p.ours_prepare.push(ms(t_prep));
-    p.ours_add.push(ms(t_add - t_prep));
-    p.ours_del.push(ms(t_cni_del));
     p.ours_unprepare.push(ms(t_del - t_cni_del));
     Ok(())
 }
 
-async fn link_index(handle: &Handle, name: &str) -> Result<u32, AttachError> {
+async fn link_index(handle: &Handle, name: &str) -> Result<u32, RowError> {
     let msg = handle
         .link()
         .get()
@@ -247,16 +222,51 @@ async fn link_index(handle: &Handle, name: &str) -> Result<u32, AttachError> {
         .execute()
         .try_next()
         .await
-        .map_err(AttachError::netlink(|| format!("looking up link {name}")))?
-        .ok_or_else(|| AttachError::NoLink { name: name.to_string() })?;
+        .map_err(netlink(|| format!("looking up link {name}")))?
+        .ok_or_else(|| RowError::NoLink { name: name.to_string() })?;
     Ok(msg.header.index)
+}
+
+/// `handle.link().set(msg)`; `what` names the request (called only on failure).
+async fn set_link(handle: &Handle, msg: LinkMessage, what: impl FnOnce() -> String) -> Result<(), RowError> {
+    handle.link().set(msg).execute().await.map_err(netlink(what))
+}
+
+/// A link-scope route to `dst` out of pod link `idx` in `table`, from `src` when given.
+async fn add_route(handle: &Handle, dst: Ipv4Net, idx: u32, table: u32, src: Option<Ipv4Addr>) -> Result<(), RowError> {
+    let mut route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(dst.network(), dst.prefix_len())
+        .output_interface(idx)
+        .scope(RouteScope::Link);
+    if let Some(src) = src {
+        route = route.pref_source(src);
+    }
+    handle
+        .route()
+        .add(route.table_id(table).build())
+        .replace()
+        .execute()
+        .await
+        .map_err(netlink(|| format!("route to {dst} in table {table}")))
+}
+
+/// The rule the plan asks for: traffic from `ip` looks up `table`.
+fn rule(handle: &Handle, ip: Ipv4Addr, table: u32) -> RuleAddRequest<Ipv4Addr> {
+    handle
+        .rule()
+        .add()
+        .table_id(table)
+        .priority(RULE_PRIORITY)
+        .action(RuleAction::ToTable)
+        .v4()
+        .source_prefix(ip, 32)
 }
 
 /// The kernel work alone, issued by the bench: per NIC move+rename (or create the macvlan child
 /// in the pod, in one link group), address, up, the two table routes and the rule the plan asks
 /// for; then back: per NIC the rule, and the move back (host-device), or one delete of the whole
 /// group (macvlan).
-async fn run_floor(fx: &Fixture, mode: Mode, p: &mut Phases) -> Result<(), AttachError> {
+async fn run_floor(fx: &Fixture, mode: Mode, p: &mut Phases) -> Result<(), RowError> {
     let pod = Netns::new("p")?;
     let mut host_idx = Vec::with_capacity(fx.nics.len());
     for (name, _) in &fx.nics {
@@ -279,14 +289,7 @@ async fn run_floor(fx: &Fixture, mode: Mode, p: &mut Phases) -> Result<(), Attac
                     .setns_by_fd(pod_fd)
                     .name(pod_name.clone())
                     .build();
-                fx.host_nl
-                    .link()
-                    .set(msg)
-                    .execute()
-                    .await
-                    .map_err(AttachError::netlink(|| {
-                        format!("moving {name} into the pod as {pod_name}")
-                    }))?;
+                set_link(&fx.host_nl, msg, || format!("moving {name} into the pod as {pod_name}")).await?;
                 h
             }
             Mode::Macvlan => {
@@ -303,7 +306,7 @@ async fn run_floor(fx: &Fixture, mode: Mode, p: &mut Phases) -> Result<(), Attac
                     .add(msg)
                     .execute()
                     .await
-                    .map_err(AttachError::netlink(|| format!("macvlan child of {name}")))?;
+                    .map_err(netlink(|| format!("macvlan child of {name}")))?;
                 idx
             }
         };
@@ -314,53 +317,20 @@ async fn run_floor(fx: &Fixture, mode: Mode, p: &mut Phases) -> Result<(), Attac
             .add(idx, ip.into(), block.prefix_len())
             .execute()
             .await
-            .map_err(AttachError::netlink(|| {
+            .map_err(netlink(|| {
                 format!("adding {ip}/{} to pod link {idx}", block.prefix_len())
             }))?;
-        pod_nl
-            .link()
-            .set(LinkUnspec::new_with_index(idx).up().build())
+        set_link(&pod_nl, LinkUnspec::new_with_index(idx).up().build(), || {
+            format!("setting pod link {idx} up")
+        })
+        .await?;
+        // The connected route (from the NIC's address) and the planned one to the whole subnet.
+        add_route(&pod_nl, *block, idx, table, Some(ip)).await?;
+        add_route(&pod_nl, subnet, idx, table, None).await?;
+        rule(&pod_nl, ip, table)
             .execute()
             .await
-            .map_err(AttachError::netlink(|| format!("setting pod link {idx} up")))?;
-        let connected = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(block.network(), block.prefix_len())
-            .output_interface(idx)
-            .scope(RouteScope::Link)
-            .pref_source(ip)
-            .table_id(table)
-            .build();
-        pod_nl
-            .route()
-            .add(connected)
-            .replace()
-            .execute()
-            .await
-            .map_err(AttachError::netlink(|| format!("route to {block} in table {table}")))?;
-        let planned = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(subnet.network(), subnet.prefix_len())
-            .output_interface(idx)
-            .scope(RouteScope::Link)
-            .table_id(table)
-            .build();
-        pod_nl
-            .route()
-            .add(planned)
-            .replace()
-            .execute()
-            .await
-            .map_err(AttachError::netlink(|| format!("route to {subnet} in table {table}")))?;
-        pod_nl
-            .rule()
-            .add()
-            .table_id(table)
-            .priority(RULE_PRIORITY)
-            .action(RuleAction::ToTable)
-            .v4()
-            .source_prefix(ip, 32)
-            .execute()
-            .await
-            .map_err(AttachError::netlink(|| format!("rule from {ip} to table {table}")))?;
+            .map_err(netlink(|| format!("rule from {ip} to table {table}")))?;
         pod_idx.push((idx, ip, table));
     }
     let t_add = t0.elapsed();
@@ -369,43 +339,27 @@ async fn run_floor(fx: &Fixture, mode: Mode, p: &mut Phases) -> Result<(), Attac
 
     let t1 = Instant::now();
     for ((name, _), &(idx, ip, table)) in fx.nics.iter().zip(&pod_idx) {
-        let mut rule = pod_nl
-            .rule()
-            .add()
-            .table_id(table)
-            .priority(RULE_PRIORITY)
-            .action(RuleAction::ToTable)
-            .v4()
-            .source_prefix(ip, 32);
-        let msg = rule.message_mut().clone();
+        let msg = rule(&pod_nl, ip, table).message_mut().clone();
         pod_nl
             .rule()
             .del(msg)
             .execute()
             .await
-            .map_err(AttachError::netlink(|| {
-                format!("deleting the rule from {ip} to table {table}")
-            }))?;
+            .map_err(netlink(|| format!("deleting the rule from {ip} to table {table}")))?;
         match mode {
             Mode::HostDevice => {
                 let back = LinkUnspec::new_with_index(idx)
                     .setns_by_fd(host_fd)
                     .name(name.clone())
                     .build();
-                pod_nl
-                    .link()
-                    .set(back)
-                    .execute()
-                    .await
-                    .map_err(AttachError::netlink(|| {
-                        format!("moving pod link {idx} back to the host as {name}")
-                    }))?;
-                fx.host_nl
-                    .link()
-                    .set(LinkUnspec::new_with_index(idx).up().build())
-                    .execute()
-                    .await
-                    .map_err(AttachError::netlink(|| format!("setting {name} up on the host")))?;
+                set_link(&pod_nl, back, || {
+                    format!("moving pod link {idx} back to the host as {name}")
+                })
+                .await?;
+                set_link(&fx.host_nl, LinkUnspec::new_with_index(idx).up().build(), || {
+                    format!("setting {name} up on the host")
+                })
+                .await?;
             }
             Mode::Macvlan => {}
         }
@@ -413,22 +367,20 @@ async fn run_floor(fx: &Fixture, mode: Mode, p: &mut Phases) -> Result<(), Attac
     if mode == Mode::Macvlan {
         let mut del = pod_nl.link().del(0);
         del.message_mut().attributes.push(LinkAttribute::Group(FLOOR_GROUP));
-        del.execute().await.map_err(AttachError::netlink(|| {
+        del.execute().await.map_err(netlink(|| {
             format!("deleting the macvlan children of group {FLOOR_GROUP:#x}")
         }))?;
     }
     let t_del = t1.elapsed();
     expect_links(&pod_nl, 0, "after the floor detach").await?;
 
-    p.floor.push(ms(t_add + t_del));
-    p.floor_add.push(ms(t_add));
-    p.floor_del.push(ms(t_del));
+    p.floor.push(t_add + t_del, t_add, t_del);
     Ok(())
 }
 
 /// The Multus way: one reference-plugin invocation per NIC (`host-device` or `macvlan`, with
 /// `static` IPAM), ADD in order, DEL in reverse.
-async fn run_multus(fx: &Fixture, bins: &Bins, mode: Mode, p: &mut Phases) -> Result<(), AttachError> {
+async fn run_multus(fx: &Fixture, bins: &Bins, mode: Mode, p: &mut Phases) -> Result<(), RowError> {
     let pod = Netns::new("p")?;
     let pod_nl = pod.netlink()?;
     let container = super::fixtures::unique("multus");
@@ -455,7 +407,7 @@ async fn run_multus(fx: &Fixture, bins: &Bins, mode: Mode, p: &mut Phases) -> Re
             };
             Ok((format!("net{}", k + 1), conf))
         })
-        .collect::<Result<_, AttachError>>()?;
+        .collect::<Result<_, RowError>>()?;
     let program = bins.plugins_dir.join(mode.as_str());
     let call = |command, ifname: &str| {
         let mut c = fx.call(command, &pod, &container, ifname, "multus-pod");
@@ -475,9 +427,7 @@ async fn run_multus(fx: &Fixture, bins: &Bins, mode: Mode, p: &mut Phases) -> Re
     }
     let t_del = t1.elapsed();
     expect_links(&pod_nl, 0, "after the Multus-way DELs").await?;
-    p.multus.push(ms(t_add + t_del));
-    p.multus_add.push(ms(t_add));
-    p.multus_del.push(ms(t_del));
+    p.multus.push(t_add + t_del, t_add, t_del);
     Ok(())
 }
 
@@ -495,48 +445,30 @@ pub async fn bench(bins: &Bins, mode: Mode, m: usize, runs: usize) -> AttachResu
     let mut floor_row = Row::new(floor_id, format!("{case}: ours vs netlink floor"), Unit::Ms);
     let mut multus_row = Row::new(multus_id, format!("{case}: Multus way vs ours"), Unit::Ms);
     let mut p = Phases::default();
-    let phase = |phase: String| {
-        move |source| AttachError::Phase {
-            phase,
-            source: Box::new(source),
-        }
-    };
-    let outcome: Result<(), AttachError> = async {
+    let outcome: Result<(), RowError> = async {
         let mut fx = Fixture::new(m, mode).await?;
         // One untimed warm-up of each variant (page cache, binaries, first connections).
         let mut warm = Phases::default();
-        run_ours(&mut fx, bins, m, &mut warm)
-            .await
-            .map_err(phase("warm-up, ours".into()))?;
-        run_floor(&fx, mode, &mut warm)
-            .await
-            .map_err(phase("warm-up, floor".into()))?;
-        run_multus(&fx, bins, mode, &mut warm)
-            .await
-            .map_err(phase("warm-up, Multus way".into()))?;
-        for run in 0..runs {
-            run_ours(&mut fx, bins, m, &mut p)
+        for (timed, run) in rounds(runs) {
+            let p = if timed { &mut p } else { &mut warm };
+            run_ours(&mut fx, bins, m, p)
                 .await
-                .map_err(phase(format!("run {run}, ours")))?;
-            run_floor(&fx, mode, &mut p)
+                .map_err(RowError::phase(format!("{run}, ours")))?;
+            run_floor(&fx, mode, p)
                 .await
-                .map_err(phase(format!("run {run}, netlink floor")))?;
-            run_multus(&fx, bins, mode, &mut p)
+                .map_err(RowError::phase(format!("{run}, netlink floor")))?;
+            run_multus(&fx, bins, mode, p)
                 .await
-                .map_err(phase(format!("run {run}, Multus way")))?;
+                .map_err(RowError::phase(format!("{run}, Multus way")))?;
         }
         Ok(())
     }
     .await;
-    if let Err(e) = &outcome {
-        floor_row.error = Some(e.to_string());
-        multus_row.error = Some(e.to_string());
-    }
-    floor_row.ours = Summary::of(&p.ours);
-    floor_row.baseline = Some(("netlink floor".into(), Summary::of(&p.floor)));
-    multus_row.ours = Summary::of(&p.ours);
-    multus_row.baseline = Some(("Multus way".into(), Summary::of(&p.multus)));
-    let (ours, floor, multus) = (median(&p.ours), median(&p.floor), median(&p.multus));
+    floor_row.record(&p.ours.total, &outcome);
+    floor_row.baseline = Some(("netlink floor".into(), Summary::of(&p.floor.total)));
+    multus_row.record(&p.ours.total, &outcome);
+    multus_row.baseline = Some(("Multus way".into(), Summary::of(&p.multus.total)));
+    let (ours, floor, multus) = (median(&p.ours.total), median(&p.floor.total), median(&p.multus.total));
     if ours.is_finite() && floor.is_finite() {
         floor_row.ratio = Some(("ours/floor".into(), ours / floor));
     }
@@ -554,13 +486,13 @@ pub async fn bench(bins: &Bins, mode: Mode, m: usize, runs: usize) -> AttachResu
     let breakdown = format!(
         "{case}: ours = prepare {:.2} + ADD {:.2} + DEL {:.2} + unprepare {:.2} ms; floor = attach {:.2} + detach {:.2} ms; Multus way = ADD×{m} {:.2} + DEL×{m} {:.2} ms (medians)",
         median(&p.ours_prepare),
-        median(&p.ours_add),
-        median(&p.ours_del),
+        median(&p.ours.add),
+        median(&p.ours.del),
         median(&p.ours_unprepare),
-        median(&p.floor_add),
-        median(&p.floor_del),
-        median(&p.multus_add),
-        median(&p.multus_del),
+        median(&p.floor.add),
+        median(&p.floor.del),
+        median(&p.multus.add),
+        median(&p.multus.del),
     );
     AttachResult {
         floor_row,

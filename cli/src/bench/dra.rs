@@ -6,10 +6,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use ipnet::Ipv4Net;
 use k8s_openapi::api::resource::v1::{AllocatedDeviceStatus, ResourceClaim};
 use multinic_api::crd::{NicNodeBlocks, node_blocks_name};
-use multinic_api::plan::PlanError;
+use multinic_api::plan::{PlanError, PlanStore};
 use multinic_api::rails::{RailsError, RailsLayout};
 use multinic_kubelet_plugin::driver::{ApiError, ClaimApi, ClaimRef, Driver, DriverOptions, KubeClaimApi};
 use multinic_kubelet_plugin::grpc::{self, DraService, ServeError};
@@ -21,6 +23,8 @@ use multinic_proto::dra::v1;
 use multinic_testkit::FakeApiServer;
 use serde_json::{Value, json};
 use tonic::transport::Channel;
+
+use super::fixtures::{FixtureError, temp_dir};
 
 pub const NODE: &str = "bench-node";
 pub const NETWORK: &str = "bench";
@@ -55,10 +59,13 @@ pub fn rails_layout(subnet: &'static str, host_bits: u8, iface_bits: u8) -> Resu
     })
 }
 
-/// A failure of the in-process node plugin, of the fake API server's objects, of a kubelet-like
-/// gRPC call, or a rails layout of the bench, demo or VM checks that does not hold.
+/// A failure of the node plugin (in process, or its binary run by [`super::rss::Proc`]), of the
+/// fake API server (its thread or its objects), of a kubelet-like gRPC call, or a rails layout of
+/// the bench, demo or VM checks that does not hold.
 #[derive(Debug, thiserror::Error)]
 pub enum DraError {
+    #[error(transparent)]
+    Fixture(#[from] FixtureError),
     #[error("subnet {subnet:?} is not an IPv4 CIDR: {source}")]
     Subnet {
         subnet: &'static str,
@@ -100,14 +107,61 @@ pub enum DraError {
         uid: String,
         error: String,
     },
+    #[error("NodePrepareResources gave no answer for claim {uid}")]
+    NoAnswer { uid: String },
+    #[error("reading the plans left in {state}: {source}")]
+    Plans { state: PathBuf, source: PlanError },
     #[error("{nics} NICs are more rails than a u32 counts")]
     TooManyNics { nics: usize },
-    #[error("creating the plugin's {what} temp dir: {source}")]
-    TempDir { what: &'static str, source: std::io::Error },
     #[error("starting the driver: {0}")]
     Driver(#[from] PlanError),
-    #[error("serving the DRA socket: {0}")]
+    #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error("entering netns {netns} for the fake API server: {source}")]
+    Setns { netns: String, source: nix::Error },
+    #[error("starting the fake API server's tokio runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("the fake API server's thread ended before it reported how it started")]
+    ApiThread,
+    #[error("spawning {bin}: {source}")]
+    Spawn { bin: PathBuf, source: std::io::Error },
+    #[error("{bin} was spawned without a stderr pipe")]
+    NoStderr { bin: PathBuf },
+    #[error("plugin not serving {nics} published NICs after {timeout:?}; log:\n{log}")]
+    NotReady {
+        nics: usize,
+        timeout: Duration,
+        log: String,
+    },
+    #[error("plugin exited before serving; log:\n{log}")]
+    Exited { log: String },
+    #[error("reading {path}: {source}")]
+    Status { path: String, source: std::io::Error },
+    #[error("{key} missing in {path}")]
+    StatusKey { key: String, path: String },
+    #[error("malformed line {line:?} in {path}")]
+    StatusLine { line: String, path: String },
+}
+
+/// Block (HOST_INDEX, `rail`) of the bench node in `layout`.
+pub fn block(layout: &RailsLayout, rail: u32) -> Result<Ipv4Net, DraError> {
+    layout
+        .block(HOST_INDEX, rail)
+        .map_err(|source| DraError::Block { rail, source })
+}
+
+/// The device table of `nics` as the bench node publishes them, and the device names in rail
+/// order.
+pub fn publish(nics: &[Nic]) -> (DeviceTable, Vec<String>) {
+    let table = DeviceTable::default();
+    let published = build_device_table(nics, &SliceOptions::new(NODE));
+    let mut ordered: Vec<_> = published
+        .iter()
+        .map(|p| (p.rail_index, p.device.name.clone()))
+        .collect();
+    ordered.sort();
+    table.set(&published);
+    (table, ordered.into_iter().map(|(_, n)| n).collect())
 }
 
 /// The opaque config of the bench network.
@@ -124,12 +178,7 @@ pub fn params(layout: &RailsLayout, mode: &str) -> Value {
 /// `NicNodeBlocks <network>.<node>` with blocks (HOST_INDEX, 0..rails).
 pub fn blocks_json(layout: &RailsLayout, rails: u32) -> Result<Value, DraError> {
     let blocks = (0..rails)
-        .map(|k| {
-            let cidr = layout
-                .block(HOST_INDEX, k)
-                .map_err(|source| DraError::Block { rail: k, source })?;
-            Ok(json!({"railIndex": k, "cidr": cidr.to_string()}))
-        })
+        .map(|k| Ok(json!({"railIndex": k, "cidr": block(layout, k)?.to_string()})))
         .collect::<Result<Vec<Value>, DraError>>()?;
     Ok(json!({
         "apiVersion": "multinic.dev/v1alpha1", "kind": "NicNodeBlocks",
@@ -325,38 +374,57 @@ pub async fn prepare(
     client: &mut Client,
     claims: Vec<v1::Claim>,
 ) -> Result<v1::NodePrepareResourcesResponse, DraError> {
-    const CALL: &str = "NodePrepareResources";
     let resp = client
         .node_prepare_resources(v1::NodePrepareResourcesRequest { claims })
-        .await
-        .map_err(|source| DraError::Rpc { call: CALL, source })?
-        .into_inner();
-    if let Some((uid, r)) = resp.claims.iter().find(|(_, r)| !r.error.is_empty()) {
-        return Err(DraError::Claim {
-            call: CALL,
-            uid: uid.clone(),
-            error: r.error.clone(),
-        });
-    }
-    Ok(resp)
+        .await;
+    answer("NodePrepareResources", resp, |r| {
+        r.claims.iter().map(|(uid, c)| (uid, &c.error)).collect()
+    })
+}
+
+/// NodePrepareResources for `claim` alone: its answer.
+pub async fn prepare_one(client: &mut Client, claim: &BenchClaim) -> Result<v1::NodePrepareResourceResponse, DraError> {
+    let mut resp = prepare(client, vec![claim.v1()]).await?;
+    resp.claims
+        .remove(&claim.uid)
+        .ok_or_else(|| DraError::NoAnswer { uid: claim.uid.clone() })
+}
+
+/// The claim uids of the plans left in the plugin's state dir `state`.
+pub fn plans_left(state: &Path) -> Result<Vec<String>, DraError> {
+    PlanStore::new(state).claim_uids().map_err(|source| DraError::Plans {
+        state: state.to_path_buf(),
+        source,
+    })
 }
 
 /// NodeUnprepareResources for `claims`; any per-claim error is an error.
 pub async fn unprepare(client: &mut Client, claims: Vec<v1::Claim>) -> Result<(), DraError> {
-    const CALL: &str = "NodeUnprepareResources";
     let resp = client
         .node_unprepare_resources(v1::NodeUnprepareResourcesRequest { claims })
-        .await
-        .map_err(|source| DraError::Rpc { call: CALL, source })?
-        .into_inner();
-    if let Some((uid, r)) = resp.claims.iter().find(|(_, r)| !r.error.is_empty()) {
+        .await;
+    answer("NodeUnprepareResources", resp, |r| {
+        r.claims.iter().map(|(uid, c)| (uid, &c.error)).collect()
+    })
+    .map(drop)
+}
+
+/// The answer of `call`, unless the call failed or `errors` (claim uid, error) names a claim that
+/// failed.
+fn answer<R>(
+    call: &'static str,
+    resp: Result<tonic::Response<R>, tonic::Status>,
+    errors: impl FnOnce(&R) -> Vec<(&String, &String)>,
+) -> Result<R, DraError> {
+    let resp = resp.map_err(|source| DraError::Rpc { call, source })?.into_inner();
+    if let Some((uid, error)) = errors(&resp).into_iter().find(|(_, e)| !e.is_empty()) {
         return Err(DraError::Claim {
-            call: CALL,
+            call,
             uid: uid.clone(),
-            error: r.error.clone(),
+            error: error.clone(),
         });
     }
-    Ok(())
+    Ok(resp)
 }
 
 /// The in-process node plugin.
@@ -375,16 +443,9 @@ impl Plugin {
     /// socket; claims are read from the fake API server, or from memory when `in_memory`.
     pub async fn start(nics: &[Nic], layout: &RailsLayout, in_memory: bool) -> Result<Self, DraError> {
         let rails = u32::try_from(nics.len()).map_err(|_| DraError::TooManyNics { nics: nics.len() })?;
-        let table = DeviceTable::default();
-        let published = build_device_table(nics, &SliceOptions::new(NODE));
-        let mut ordered: Vec<_> = published
-            .iter()
-            .map(|p| (p.rail_index, p.device.name.clone()))
-            .collect();
-        ordered.sort();
-        table.set(&published);
-        let state = tempfile::tempdir().map_err(|source| DraError::TempDir { what: "state", source })?;
-        let sockets = tempfile::tempdir().map_err(|source| DraError::TempDir { what: "socket", source })?;
+        let (table, devices) = publish(nics);
+        let state = temp_dir("plugin's state")?;
+        let sockets = temp_dir("plugin's socket")?;
         let opts = DriverOptions::new(NODE, state.path(), Some(state.path().join("cdi")));
         let socket = sockets.path().join("plugins/multinic.dev").join(grpc::DRA_SOCKET);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -410,7 +471,7 @@ impl Plugin {
             state,
             _sockets: sockets,
             socket,
-            devices: ordered.into_iter().map(|(_, n)| n).collect(),
+            devices,
             stop: Some(stop),
         })
     }

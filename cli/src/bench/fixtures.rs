@@ -51,6 +51,13 @@ pub enum FixtureError {
     CniTask(#[from] tokio::task::JoinError),
     #[error("listing the links of a netns over rtnetlink: {0}")]
     Links(#[source] rtnetlink::Error),
+    #[error("creating the {what} temp dir: {source}")]
+    TempDir { what: &'static str, source: std::io::Error },
+}
+
+/// A new temp dir; the error names what it is for.
+pub fn temp_dir(what: &'static str) -> Result<tempfile::TempDir, FixtureError> {
+    tempfile::tempdir().map_err(|source| FixtureError::TempDir { what, source })
 }
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);

@@ -11,27 +11,16 @@ use std::time::Instant;
 use multinic_kubelet_plugin::authority::{
     AuthorityRewriter, FLAG_END_HEADERS, FLAG_END_STREAM, FRAME_HEADERS, PREFACE, inspect::client_frame,
 };
-use multinic_kubelet_plugin::grpc::{self, RegistrationService, ServeError};
+use multinic_kubelet_plugin::grpc::{self, RegistrationService};
 use multinic_kubelet_plugin::metrics::Metrics;
 use multinic_proto::registration::registration_client::RegistrationClient;
 use multinic_proto::registration::registration_server::RegistrationServer;
 use multinic_proto::registration::{InfoRequest, PluginInfo};
 
 use super::dra::DraError;
+use super::error::RowError;
+use super::fixtures::temp_dir;
 use super::stats::{Row, Summary, Unit};
-
-/// A failed run of the round-trip row of row 9.
-#[derive(Debug, thiserror::Error)]
-pub enum GrpcBenchError {
-    #[error("creating the sockets' temp dir: {0}")]
-    TempDir(#[source] std::io::Error),
-    #[error(transparent)]
-    Bind(#[from] ServeError),
-    #[error(transparent)]
-    Dra(#[from] DraError),
-    #[error("GetInfo: {0}")]
-    GetInfo(#[from] tonic::Status),
-}
 
 /// Calls per run of the round-trip row.
 const CALLS: usize = 200;
@@ -49,10 +38,17 @@ async fn client(path: PathBuf) -> Result<RegistrationClient<tonic::transport::Ch
 }
 
 /// µs per GetInfo over `CALLS` calls.
-async fn round_trips(client: &mut RegistrationClient<tonic::transport::Channel>) -> Result<f64, GrpcBenchError> {
+async fn round_trips(client: &mut RegistrationClient<tonic::transport::Channel>) -> Result<f64, RowError> {
     let t = Instant::now();
     for _ in 0..CALLS {
-        let info: PluginInfo = client.get_info(InfoRequest {}).await?.into_inner();
+        let info: PluginInfo = client
+            .get_info(InfoRequest {})
+            .await
+            .map_err(|source| DraError::Rpc {
+                call: "GetInfo",
+                source,
+            })?
+            .into_inner();
         black_box(info);
     }
     Ok(t.elapsed().as_secs_f64() * 1e6 / CALLS as f64)
@@ -66,13 +62,13 @@ pub async fn bench(runs: usize) -> Vec<Row> {
     }
 }
 
-async fn round_trip_row(runs: usize, case: &str) -> Result<Row, GrpcBenchError> {
-    let dir = tempfile::tempdir().map_err(GrpcBenchError::TempDir)?;
+async fn round_trip_row(runs: usize, case: &str) -> Result<Row, RowError> {
+    let dir = temp_dir("gRPC sockets")?;
     let (ours, plain) = (dir.path().join("ours.sock"), dir.path().join("plain.sock"));
-    let listener = grpc::bind_socket(&ours)?;
+    let listener = grpc::bind_socket(&ours).map_err(DraError::Serve)?;
     let (path, svc) = (ours.clone(), service(&ours));
     tokio::spawn(async move { grpc::serve_registration(listener, &path, svc, std::future::pending()).await });
-    let listener = grpc::bind_socket(&plain)?;
+    let listener = grpc::bind_socket(&plain).map_err(DraError::Serve)?;
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(RegistrationServer::new(service(&plain)))

@@ -10,40 +10,15 @@
 use std::path::Path;
 use std::time::Instant;
 
-use multinic_api::plan::PlanError;
-use multinic_api::rails::{RailsError, RailsLayout};
-use multinic_kubelet_plugin::driver::{ClaimRef, Driver, DriverOptions, PrepareError};
-use multinic_kubelet_plugin::publish::DeviceTable;
-use multinic_kubelet_plugin::slices::{SliceOptions, build_device_table};
+use multinic_api::rails::RailsLayout;
+use multinic_kubelet_plugin::driver::{ClaimRef, Driver, DriverOptions};
 use multinic_testkit::fixtures::veth_nic;
 use serde_json::{Value, json};
 
-use super::dra::{self, Backend, DraError, HOST_INDEX, MemApi, NODE};
-use super::fixtures::{CniCall, FixtureError, Netns, exec_cni_async};
-use super::stats::{Row, Summary, Unit};
-
-/// A failed run of row 4.
-#[derive(Debug, thiserror::Error)]
-pub enum IpamError {
-    #[error(transparent)]
-    Fixture(#[from] FixtureError),
-    #[error(transparent)]
-    Dra(#[from] DraError),
-    #[error("block (host {HOST_INDEX}, rail {rail}) for host-local: {source}")]
-    Block { rail: u32, source: RailsError },
-    #[error("creating the {what} temp dir: {source}")]
-    TempDir { what: &'static str, source: std::io::Error },
-    #[error("starting the driver: {0}")]
-    Driver(#[source] PlanError),
-    #[error("{op}: {source}")]
-    Lease { op: &'static str, source: PrepareError },
-    #[error("{leased} addresses still leased after release")]
-    StillLeased { leased: usize },
-    #[error("host-local ADD returned {out}, want one address")]
-    HostLocal { out: Value },
-    #[error("{phase}: {source}")]
-    Phase { phase: String, source: Box<IpamError> },
-}
+use super::dra::{self, Backend, DraError, MemApi, NODE};
+use super::error::RowError;
+use super::fixtures::{CniCall, Netns, exec_cni_async, temp_dir};
+use super::stats::{Row, Summary, Unit, rounds};
 
 /// Addresses allocated (and released) per run: 10 per rail.
 const ALLOCATIONS: usize = 80;
@@ -60,45 +35,35 @@ struct Ours {
     _state: tempfile::TempDir,
 }
 
-fn ours() -> Result<Ours, IpamError> {
+fn ours() -> Result<Ours, RowError> {
     let layout = layout()?;
     let nics: Vec<_> = (0..RAILS).map(|k| veth_nic(&format!("rail{k}"), k + 2)).collect();
-    let table = DeviceTable::default();
-    let published = build_device_table(&nics, &SliceOptions::new(NODE));
-    let mut devices: Vec<_> = published
-        .iter()
-        .map(|p| (p.rail_index, p.device.name.clone()))
-        .collect();
-    devices.sort();
-    table.set(&published);
+    let (table, devices) = dra::publish(&nics);
     let mem = MemApi::new(&layout, RAILS)?;
     let backend = Backend::Mem(mem.clone());
     let params = dra::params(&layout, "host-device");
     let claims = (0..ALLOCATIONS)
         .map(|i| {
-            let c = backend.insert_claim(&[devices[i % devices.len()].1.as_str()], &params)?;
+            let c = backend.insert_claim(&[devices[i % devices.len()].as_str()], &params)?;
             Ok(ClaimRef {
                 namespace: "bench".into(),
                 uid: c.uid,
                 name: c.name,
             })
         })
-        .collect::<Result<Vec<_>, IpamError>>()?;
-    let state = tempfile::tempdir().map_err(|source| IpamError::TempDir {
-        what: "plugin state",
-        source,
-    })?;
+        .collect::<Result<Vec<_>, RowError>>()?;
+    let state = temp_dir("plugin state")?;
     let opts = DriverOptions::new(NODE, state.path(), None);
     Ok(Ours {
-        driver: Driver::new(mem, table, opts).map_err(IpamError::Driver)?,
+        driver: Driver::new(mem, table, opts).map_err(DraError::Driver)?,
         claims,
         _state: state,
     })
 }
 
-async fn run_ours(o: &Ours, at_once: bool) -> Result<f64, IpamError> {
-    let prepare = |source| IpamError::Lease { op: "prepare", source };
-    let unprepare = |source| IpamError::Lease {
+async fn run_ours(o: &Ours, at_once: bool) -> Result<f64, RowError> {
+    let prepare = |source| RowError::Lease { op: "prepare", source };
+    let unprepare = |source| RowError::Lease {
         op: "unprepare",
         source,
     };
@@ -121,29 +86,24 @@ async fn run_ours(o: &Ours, at_once: bool) -> Result<f64, IpamError> {
     let secs = t0.elapsed().as_secs_f64();
     let leased = o.driver.leased().await.len();
     if leased != 0 {
-        return Err(IpamError::StillLeased { leased });
+        return Err(RowError::StillLeased { leased });
     }
     Ok(ALLOCATIONS as f64 / secs)
 }
 
-async fn run_host_local(program: &Path, plugins_dir: &Path, ns: &Netns, at_once: bool) -> Result<f64, IpamError> {
+async fn run_host_local(program: &Path, plugins_dir: &Path, ns: &Netns, at_once: bool) -> Result<f64, RowError> {
     let layout = layout()?;
-    let data = tempfile::tempdir().map_err(|source| IpamError::TempDir {
-        what: "host-local data",
-        source,
-    })?;
+    let data = temp_dir("host-local data")?;
     let confs = (0..RAILS)
         .map(|k| {
-            let block = layout
-                .block(HOST_INDEX, k)
-                .map_err(|source| IpamError::Block { rail: k, source })?;
+            let block = dra::block(&layout, k)?;
             Ok(json!({
                 "cniVersion": "1.0.0", "name": format!("hl-rail{k}"),
                 "ipam": {"type": "host-local", "dataDir": data.path(),
                          "ranges": [[{"subnet": block.to_string()}]]},
             }))
         })
-        .collect::<Result<Vec<_>, IpamError>>()?;
+        .collect::<Result<Vec<_>, RowError>>()?;
     let call = |command, i: usize| CniCall {
         command,
         container_id: format!("hl-{i}"),
@@ -152,13 +112,13 @@ async fn run_host_local(program: &Path, plugins_dir: &Path, ns: &Netns, at_once:
         pod_uid: format!("hl-pod-{i}"),
         cni_path: plugins_dir.to_path_buf(),
     };
-    let exec = |command, i: usize| -> Result<_, IpamError> {
+    let exec = |command, i: usize| -> Result<_, RowError> {
         let (program, host, conf) = (program.to_path_buf(), ns.dup_file()?, confs[i % RAILS as usize].clone());
         Ok(exec_cni_async(program, host, call(command, i), conf))
     };
     let check = |out: &Value| {
         if out["ips"].as_array().is_none_or(|a| a.len() != 1) {
-            return Err(IpamError::HostLocal { out: out.clone() });
+            return Err(RowError::HostLocal { out: out.clone() });
         }
         Ok(())
     };
@@ -166,13 +126,13 @@ async fn run_host_local(program: &Path, plugins_dir: &Path, ns: &Netns, at_once:
     if at_once {
         let adds = (0..ALLOCATIONS)
             .map(|i| exec("ADD", i))
-            .collect::<Result<Vec<_>, IpamError>>()?;
+            .collect::<Result<Vec<_>, RowError>>()?;
         for out in futures::future::try_join_all(adds).await? {
             check(&out)?;
         }
         let dels = (0..ALLOCATIONS)
             .map(|i| exec("DEL", i))
-            .collect::<Result<Vec<_>, IpamError>>()?;
+            .collect::<Result<Vec<_>, RowError>>()?;
         futures::future::try_join_all(dels).await?;
     } else {
         for i in 0..ALLOCATIONS {
@@ -206,35 +166,26 @@ async fn bench_variant(plugins_dir: &Path, runs: usize, at_once: bool) -> Row {
     );
     row.target = "≥ 50×".into();
     let (mut ours_rate, mut theirs_rate) = (Vec::new(), Vec::new());
-    let phase = |phase: String| {
-        move |source| IpamError::Phase {
-            phase,
-            source: Box::new(source),
-        }
-    };
-    let outcome: Result<(), IpamError> = async {
+    let outcome: Result<(), RowError> = async {
         let o = ours()?;
         let ns = Netns::new("ipam")?;
         let program = plugins_dir.join("host-local");
-        run_ours(&o, at_once).await.map_err(phase("warm-up, ours".into()))?;
-        run_host_local(&program, plugins_dir, &ns, at_once)
-            .await
-            .map_err(phase("warm-up, host-local".into()))?;
-        for run in 0..runs {
-            ours_rate.push(run_ours(&o, at_once).await.map_err(phase(format!("run {run}, ours")))?);
-            theirs_rate.push(
-                run_host_local(&program, plugins_dir, &ns, at_once)
-                    .await
-                    .map_err(phase(format!("run {run}, host-local")))?,
-            );
+        for (timed, run) in rounds(runs) {
+            let ours = run_ours(&o, at_once)
+                .await
+                .map_err(RowError::phase(format!("{run}, ours")))?;
+            let theirs = run_host_local(&program, plugins_dir, &ns, at_once)
+                .await
+                .map_err(RowError::phase(format!("{run}, host-local")))?;
+            if timed {
+                ours_rate.push(ours);
+                theirs_rate.push(theirs);
+            }
         }
         Ok(())
     }
     .await;
-    if let Err(e) = outcome {
-        row.error = Some(e.to_string());
-    }
-    row.ours = Summary::of(&ours_rate);
+    row.record(&ours_rate, &outcome);
     let theirs = Summary::of(&theirs_rate);
     row.baseline = Some(("host-local, CNI way".into(), theirs));
     if let (Some(o), Some(t)) = (row.ours, theirs) {

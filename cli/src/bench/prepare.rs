@@ -10,23 +10,8 @@ use multinic_api::rails::RailsLayout;
 use multinic_testkit::fixtures::veth_nic;
 
 use super::dra::{self, BenchClaim, DraError, Plugin};
-use super::stats::{Row, Summary, Unit, percentile};
-
-/// A failed run of row 5.
-#[derive(Debug, thiserror::Error)]
-pub enum PrepareBenchError {
-    #[error(transparent)]
-    Dra(#[from] DraError),
-    #[error("NIC {nic} does not fit a u32 interface index")]
-    IfIndex { nic: usize },
-    #[error("a concurrent NodePrepareResources task did not finish: {0}")]
-    Task(#[from] tokio::task::JoinError),
-    #[error("{phase}: {source}")]
-    Phase {
-        phase: String,
-        source: Box<PrepareBenchError>,
-    },
-}
+use super::error::{RowError, to_u32};
+use super::stats::{Row, Unit, percentile};
 
 const NICS: usize = 8;
 const SEQUENTIAL_CALLS: usize = 50;
@@ -37,59 +22,46 @@ fn layout() -> Result<RailsLayout, DraError> {
     dra::rails_layout("10.20.0.0/16", 6, 3)
 }
 
-fn claims(plugin: &Plugin, params: &serde_json::Value, n: usize) -> Result<Vec<BenchClaim>, DraError> {
+/// One run of single-claim calls, `SEQUENTIAL_CALLS` one after another or `CONCURRENT` at once:
+/// per-call latencies in ms. The claims are unprepared and deleted afterwards.
+async fn calls(
+    plugin: &Plugin,
+    client: &mut dra::Client,
+    params: &serde_json::Value,
+    concurrent: bool,
+) -> Result<Vec<f64>, RowError> {
     let devices: Vec<&str> = plugin.devices.iter().map(String::as_str).collect();
-    (0..n).map(|_| plugin.api.insert_claim(&devices, params)).collect()
-}
-
-async fn cleanup(plugin: &Plugin, client: &mut dra::Client, claims: &[BenchClaim]) -> Result<(), DraError> {
+    let n = if concurrent { CONCURRENT } else { SEQUENTIAL_CALLS };
+    let claims = (0..n)
+        .map(|_| plugin.api.insert_claim(&devices, params))
+        .collect::<Result<Vec<_>, DraError>>()?;
+    let mut lat = Vec::with_capacity(claims.len());
+    if concurrent {
+        let tasks: Vec<_> = claims
+            .iter()
+            .map(|c| {
+                let (mut client, claim) = (client.clone(), c.v1());
+                tokio::spawn(async move {
+                    let t = Instant::now();
+                    dra::prepare(&mut client, vec![claim]).await?;
+                    Ok::<_, DraError>(t.elapsed().as_secs_f64() * 1e3)
+                })
+            })
+            .collect();
+        for t in tasks {
+            lat.push(t.await??);
+        }
+    } else {
+        for c in &claims {
+            let t = Instant::now();
+            dra::prepare(client, vec![c.v1()]).await?;
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
     dra::unprepare(client, claims.iter().map(BenchClaim::v1).collect()).await?;
-    for c in claims {
+    for c in &claims {
         plugin.api.delete_claim(c);
     }
-    Ok(())
-}
-
-/// One run of sequential single-claim calls: per-call latencies in ms.
-async fn sequential(
-    plugin: &Plugin,
-    client: &mut dra::Client,
-    params: &serde_json::Value,
-) -> Result<Vec<f64>, PrepareBenchError> {
-    let claims = claims(plugin, params, SEQUENTIAL_CALLS)?;
-    let mut lat = Vec::with_capacity(claims.len());
-    for c in &claims {
-        let t = Instant::now();
-        dra::prepare(client, vec![c.v1()]).await?;
-        lat.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    cleanup(plugin, client, &claims).await?;
-    Ok(lat)
-}
-
-/// One run of 100 concurrent single-claim calls: per-call latencies in ms.
-async fn concurrent(
-    plugin: &Plugin,
-    client: &mut dra::Client,
-    params: &serde_json::Value,
-) -> Result<Vec<f64>, PrepareBenchError> {
-    let claims = claims(plugin, params, CONCURRENT)?;
-    let tasks: Vec<_> = claims
-        .iter()
-        .map(|c| {
-            let (mut client, claim) = (client.clone(), c.v1());
-            tokio::spawn(async move {
-                let t = Instant::now();
-                dra::prepare(&mut client, vec![claim]).await?;
-                Ok::<_, DraError>(t.elapsed().as_secs_f64() * 1e3)
-            })
-        })
-        .collect();
-    let mut lat = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        lat.push(t.await??);
-    }
-    cleanup(plugin, client, &claims).await?;
     Ok(lat)
 }
 
@@ -104,36 +76,30 @@ async fn bench_backend(runs: usize, in_memory: bool) -> Vec<Row> {
         format!("NodePrepareResources, {CONCURRENT} concurrent claims ({NICS} NICs each), {api}"),
     ];
     let mut samples: [Vec<Vec<f64>>; 2] = [Vec::new(), Vec::new()];
-    let phase = |phase: String| {
-        move |source| PrepareBenchError::Phase {
-            phase,
-            source: Box::new(source),
-        }
-    };
-    let outcome: Result<(), PrepareBenchError> = async {
+    let outcome: Result<(), RowError> = async {
         let layout = layout()?;
         let nics: Vec<_> = (0..NICS)
             .map(|k| {
-                let index = u32::try_from(k).map_err(|_| PrepareBenchError::IfIndex { nic: k })?;
+                let index = to_u32("interface index of NIC", k)?;
                 Ok(veth_nic(&format!("nic{k}"), index + 2))
             })
-            .collect::<Result<_, PrepareBenchError>>()?;
+            .collect::<Result<_, RowError>>()?;
         let plugin = Plugin::start(&nics, &layout, in_memory).await?;
         let mut client = plugin.client().await?;
         let params = dra::params(&layout, "host-device");
-        sequential(&plugin, &mut client, &params)
+        calls(&plugin, &mut client, &params, false)
             .await
-            .map_err(phase("warm-up".into()))?;
+            .map_err(RowError::phase("warm-up".into()))?;
         for run in 0..runs {
             samples[0].push(
-                sequential(&plugin, &mut client, &params)
+                calls(&plugin, &mut client, &params, false)
                     .await
-                    .map_err(phase(format!("run {run}, 1 claim")))?,
+                    .map_err(RowError::phase(format!("run {run}, 1 claim")))?,
             );
             samples[1].push(
-                concurrent(&plugin, &mut client, &params)
+                calls(&plugin, &mut client, &params, true)
                     .await
-                    .map_err(phase(format!("run {run}, {CONCURRENT} concurrent")))?,
+                    .map_err(RowError::phase(format!("run {run}, {CONCURRENT} concurrent")))?,
             );
         }
         Ok(())
@@ -144,7 +110,7 @@ async fn bench_backend(runs: usize, in_memory: bool) -> Vec<Row> {
         for (p, label) in [(50.0, "p50"), (99.0, "p99")] {
             let mut row = Row::new("5", format!("{case}: {label} per call"), Unit::Ms);
             let per_run: Vec<f64> = runs.iter().map(|lat| percentile(lat, p)).collect();
-            row.ours = Summary::of(&per_run);
+            row.record(&per_run, &outcome);
             if p == 99.0 {
                 // Issue 17: 100 concurrent < 20 ms; 1 claim < 1 ms in memory (< 2 ms over HTTP,
                 // issue 7).
@@ -155,9 +121,6 @@ async fn bench_backend(runs: usize, in_memory: bool) -> Vec<Row> {
                 };
                 row.target = format!("< {limit} ms");
                 row.met = row.ours.map(|s| s.median < limit);
-            }
-            if let Err(e) = &outcome {
-                row.error = Some(e.to_string());
             }
             rows.push(row);
         }

@@ -5,7 +5,7 @@
 //! VmHWM is read from /proc/<pid>/status.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -16,65 +16,14 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::dra::{self, BenchClaim, DraError};
-use super::fixtures::{FixtureError, Netns, VethNode};
+use super::error::RowError;
+use super::fixtures::{FixtureError, Netns, VethNode, temp_dir};
 use super::stats::{Row, Summary, Unit};
 
-/// A failure of the fake API server on its thread, of a plugin process, or of a run of row 7.
-#[derive(Debug, thiserror::Error)]
-pub enum RssError {
-    #[error(transparent)]
-    Fixture(#[from] FixtureError),
-    #[error(transparent)]
-    Dra(#[from] DraError),
-    #[error("entering netns {netns} for the fake API server: {source}")]
-    Setns { netns: String, source: nix::Error },
-    #[error("starting the fake API server's tokio runtime: {0}")]
-    Runtime(#[source] std::io::Error),
-    #[error("starting the fake API server: {0}")]
-    ApiStart(#[source] multinic_testkit::Error),
-    #[error("the fake API server's thread ended before it reported how it started")]
-    ApiThread,
-    #[error("writing the kubeconfig {path}: {source}")]
-    Kubeconfig {
-        path: PathBuf,
-        source: multinic_testkit::Error,
-    },
-    #[error("a ResourceSlice in the fake API server is not a v1 ResourceSlice: {0}")]
-    Slice(#[source] serde_json::Error),
-    #[error("spawning {bin}: {source}")]
-    Spawn { bin: PathBuf, source: std::io::Error },
-    #[error("{bin} was spawned without a stderr pipe")]
-    NoStderr { bin: PathBuf },
-    #[error("plugin not serving {nics} published NICs after {timeout:?}; log:\n{log}")]
-    NotReady {
-        nics: usize,
-        timeout: Duration,
-        log: String,
-    },
-    #[error("plugin exited before serving; log:\n{log}")]
-    Exited { log: String },
-    #[error("reading {path}: {source}")]
-    Status { path: String, source: std::io::Error },
-    #[error("{key} missing in {path}")]
-    StatusKey { key: String, path: String },
-    #[error("malformed line {line:?} in {path}")]
-    StatusLine { line: String, path: String },
-    #[error(
-        "{bin} is missing: build it with `cargo build --release -p multinic-kubelet-plugin` (or pass --plugin-bin)"
-    )]
-    MissingBin { bin: PathBuf },
-    #[error("creating the {what} temp dir: {source}")]
-    TempDir { what: &'static str, source: std::io::Error },
-    #[error("{got} devices published, expected {want}")]
-    Published { got: usize, want: usize },
-    #[error("{phase}: {source}")]
-    Phase { phase: String, source: Box<RssError> },
-}
-
 /// `api.write_kubeconfig(path)`, the error naming the file.
-pub fn write_kubeconfig(api: &FakeApiServer, path: &Path) -> Result<(), RssError> {
-    api.write_kubeconfig(path).map_err(|source| RssError::Kubeconfig {
-        path: path.to_path_buf(),
+pub fn write_kubeconfig(api: &FakeApiServer, path: &Path) -> Result<(), DraError> {
+    api.write_kubeconfig(path).map_err(|source| DraError::Api {
+        action: format!("writing the kubeconfig {}", path.display()),
         source,
     })
 }
@@ -98,7 +47,7 @@ pub struct NsApi {
 }
 
 impl NsApi {
-    pub fn start(ns: Option<&Netns>) -> Result<Self, RssError> {
+    pub fn start(ns: Option<&Netns>) -> Result<Self, DraError> {
         let fd = ns
             .map(|ns| Ok::<_, FixtureError>((ns.name.clone(), ns.dup_file()?)))
             .transpose()?;
@@ -107,7 +56,7 @@ impl NsApi {
         let thread = std::thread::spawn(move || {
             let started = (|| {
                 if let Some((netns, fd)) = &fd {
-                    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| RssError::Setns {
+                    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|source| DraError::Setns {
                         netns: netns.clone(),
                         source,
                     })?;
@@ -115,9 +64,14 @@ impl NsApi {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(RssError::Runtime)?;
-                let api = rt.block_on(FakeApiServer::try_start()).map_err(RssError::ApiStart)?;
-                Ok::<_, RssError>((rt, api))
+                    .map_err(DraError::Runtime)?;
+                let api = rt
+                    .block_on(FakeApiServer::try_start())
+                    .map_err(|source| DraError::Api {
+                        action: "starting".into(),
+                        source,
+                    })?;
+                Ok::<_, DraError>((rt, api))
             })();
             match started {
                 Ok((rt, api)) => {
@@ -130,7 +84,7 @@ impl NsApi {
                 }
             }
         });
-        let api = rx.recv().map_err(|_| RssError::ApiThread)??;
+        let api = rx.recv().map_err(|_| DraError::ApiThread)??;
         Ok(Self {
             api,
             stop: Some(stop),
@@ -141,13 +95,16 @@ impl NsApi {
 
 impl NsApi {
     /// The ResourceSlices the server holds, typed.
-    pub fn slices(&self) -> Result<Vec<k8s_openapi::api::resource::v1::ResourceSlice>, RssError> {
+    pub fn slices(&self) -> Result<Vec<k8s_openapi::api::resource::v1::ResourceSlice>, DraError> {
         self.api
             .list("resource.k8s.io/v1", "ResourceSlice", None)
             .into_iter()
             .map(serde_json::from_value)
             .collect::<Result<_, _>>()
-            .map_err(RssError::Slice)
+            .map_err(|source| DraError::Decode {
+                what: "a ResourceSlice in the fake API server (as a v1 ResourceSlice)".into(),
+                source,
+            })
     }
 }
 
@@ -179,7 +136,7 @@ impl Proc {
         dir: &Path,
         kubeconfig: &Path,
         extra: &[&str],
-    ) -> Result<Self, RssError> {
+    ) -> Result<Self, DraError> {
         let arg = |p: &str| dir.join(p).display().to_string();
         let mut cmd = match ns {
             Some(ns) => {
@@ -201,14 +158,14 @@ impl Proc {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|source| RssError::Spawn {
+            .map_err(|source| DraError::Spawn {
                 bin: bin.to_path_buf(),
                 source,
             })?;
         let stderr = child
             .stderr
             .take()
-            .ok_or_else(|| RssError::NoStderr { bin: bin.to_path_buf() })?;
+            .ok_or_else(|| DraError::NoStderr { bin: bin.to_path_buf() })?;
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -223,7 +180,7 @@ impl Proc {
     /// Waits for the "serving the kubelet" log line (sockets bound, plans reconciled) and for a
     /// "published ResourceSlices" line with all `nics` (the device table is filled before the
     /// slices are written, so the two may come in either order).
-    pub fn wait_ready(&self, nics: usize, timeout: Duration) -> Result<(), RssError> {
+    pub fn wait_ready(&self, nics: usize, timeout: Duration) -> Result<(), DraError> {
         let deadline = Instant::now() + timeout;
         let mut log = Vec::new();
         let (mut serving, mut published) = (false, false);
@@ -240,14 +197,14 @@ impl Proc {
                     log.push(line);
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(RssError::NotReady {
+                    return Err(DraError::NotReady {
                         nics,
                         timeout,
                         log: log.join("\n"),
                     });
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(RssError::Exited { log: log.join("\n") });
+                    return Err(DraError::Exited { log: log.join("\n") });
                 }
             }
         }
@@ -255,17 +212,17 @@ impl Proc {
     }
 
     /// (VmHWM, VmRSS) in MiB.
-    fn memory(&self) -> Result<(f64, f64), RssError> {
+    fn memory(&self) -> Result<(f64, f64), DraError> {
         let path = format!("/proc/{}/status", self.child.id());
-        let status = std::fs::read_to_string(&path).map_err(|source| RssError::Status {
+        let status = std::fs::read_to_string(&path).map_err(|source| DraError::Status {
             path: path.clone(),
             source,
         })?;
-        let kib = |key: &str| -> Result<f64, RssError> {
+        let kib = |key: &str| -> Result<f64, DraError> {
             let line = status
                 .lines()
                 .find(|l| l.starts_with(key))
-                .ok_or_else(|| RssError::StatusKey {
+                .ok_or_else(|| DraError::StatusKey {
                     key: key.to_string(),
                     path: path.clone(),
                 })?;
@@ -273,7 +230,7 @@ impl Proc {
                 .split_whitespace()
                 .nth(1)
                 .and_then(|v| v.parse().ok())
-                .ok_or_else(|| RssError::StatusLine {
+                .ok_or_else(|| DraError::StatusLine {
                     line: line.to_string(),
                     path: path.clone(),
                 })?;
@@ -301,14 +258,14 @@ fn published(api: &FakeApiServer) -> Vec<String> {
         .collect()
 }
 
-async fn one_run(bin: &Path, ns: &Netns, api: &FakeApiServer, kubeconfig: &Path) -> Result<(f64, f64), RssError> {
-    let dir = tempfile::tempdir().map_err(|source| RssError::TempDir { what: "plugin", source })?;
+async fn one_run(bin: &Path, ns: &Netns, api: &FakeApiServer, kubeconfig: &Path) -> Result<(f64, f64), RowError> {
+    let dir = temp_dir("plugin")?;
     let proc = Proc::start(bin, Some(ns), dra::NODE, dir.path(), kubeconfig, &["--allow-virtual"])?;
     proc.wait_ready(NICS, READY_TIMEOUT)?;
     let mut devices = published(api);
     devices.sort();
     if devices.len() != NICS {
-        return Err(RssError::Published {
+        return Err(RowError::Published {
             got: devices.len(),
             want: NICS,
         });
@@ -342,38 +299,29 @@ pub async fn bench(bin: &Path, runs: usize) -> (Row, String) {
     );
     row.target = "< 20 MiB".into();
     let (mut hwm, mut rss) = (Vec::new(), Vec::new());
-    let outcome: Result<(), RssError> = async {
+    let outcome: Result<(), RowError> = async {
         if !bin.exists() {
-            return Err(RssError::MissingBin { bin: bin.to_path_buf() });
+            return Err(RowError::MissingBin { bin: bin.to_path_buf() });
         }
         let sandbox = VethNode::new("rss", NICS, None, |k| (format!("rv{k:02}"), format!("rp{k:02}")))?;
         let ns = &sandbox.node;
         let api = NsApi::start(Some(ns))?;
         let rails = u32::try_from(NICS).map_err(|_| DraError::TooManyNics { nics: NICS })?;
         dra::insert_blocks(&api.api, &layout()?, rails)?;
-        let conf = tempfile::tempdir().map_err(|source| RssError::TempDir {
-            what: "kubeconfig",
-            source,
-        })?;
+        let conf = temp_dir("kubeconfig")?;
         let kubeconfig = conf.path().join("kubeconfig");
         write_kubeconfig(&api.api, &kubeconfig)?;
         for run in 0..runs {
             let (h, r) = one_run(bin, ns, &api.api, &kubeconfig)
                 .await
-                .map_err(|source| RssError::Phase {
-                    phase: format!("run {run}"),
-                    source: Box::new(source),
-                })?;
+                .map_err(RowError::phase(format!("run {run}")))?;
             hwm.push(h);
             rss.push(r);
         }
         Ok(())
     }
     .await;
-    if let Err(e) = outcome {
-        row.error = Some(e.to_string());
-    }
-    row.ours = Summary::of(&hwm);
+    row.record(&hwm, &outcome);
     row.met = row.ours.map(|s| s.median < 20.0);
     let note = format!(
         "RSS at the end (VmRSS) median {:.1} MiB",

@@ -46,6 +46,12 @@ pub fn percentile(values: &[f64], p: f64) -> f64 {
     v[rank.clamp(1, v.len()) - 1]
 }
 
+/// The rounds of a row: one untimed warm-up, then `runs` timed runs; each with its label
+/// ("warm-up", "run k") for the errors.
+pub fn rounds(runs: usize) -> impl Iterator<Item = (bool, String)> {
+    std::iter::once((false, "warm-up".to_string())).chain((0..runs).map(|run| (true, format!("run {run}"))))
+}
+
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -116,6 +122,15 @@ impl Row {
             target: String::new(),
             met: None,
             error: None,
+        }
+    }
+
+    /// The row's result: the summary of our samples, and the error of `outcome` if the runs
+    /// failed.
+    pub fn record<E: std::fmt::Display>(&mut self, ours: &[f64], outcome: &Result<(), E>) {
+        self.ours = Summary::of(ours);
+        if let Err(e) = outcome {
+            self.error = Some(e.to_string());
         }
     }
 
