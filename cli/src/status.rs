@@ -247,77 +247,71 @@ fn columns(header: &[&str], rows: Vec<Vec<String>>) -> String {
     out
 }
 
+/// One table of `items` (`none` when there are none), one row per item.
+fn section<T>(items: &[T], none: &str, header: &[&str], row: impl Fn(&T) -> Vec<String>) -> String {
+    if items.is_empty() {
+        format!("{none}\n")
+    } else {
+        columns(header, items.iter().map(row).collect())
+    }
+}
+
 /// Pure: the status as three tables (NICs, claims, blocks), each unhealthy NIC's message under
 /// the first.
 pub fn table(status: &NodeStatus) -> String {
     let mut out = format!("NODE {}\n\n", status.node);
-    if status.nics.is_empty() {
-        out.push_str("no published NICs\n");
-    } else {
-        let rows = status
-            .nics
-            .iter()
-            .map(|n| {
-                vec![
-                    n.device.clone(),
-                    n.if_name.clone(),
-                    n.rail_index.to_string(),
-                    location(n),
-                    join(&n.addresses, ","),
-                    format!("{} ({})", health(n.health.status), n.health.reason),
-                ]
-            })
-            .collect();
-        out.push_str(&columns(
-            &["DEVICE", "IFNAME", "RAIL", "WHERE", "ADDRESSES", "HEALTH"],
-            rows,
-        ));
-        for n in status.nics.iter().filter(|n| n.health.status == Status::Unhealthy) {
-            out.push_str(&format!("unhealthy {}: {}\n", n.device, n.health.message));
-        }
+    out.push_str(&section(
+        &status.nics,
+        "no published NICs",
+        &["DEVICE", "IFNAME", "RAIL", "WHERE", "ADDRESSES", "HEALTH"],
+        |n| {
+            vec![
+                n.device.clone(),
+                n.if_name.clone(),
+                n.rail_index.to_string(),
+                location(n),
+                join(&n.addresses, ","),
+                format!("{} ({})", health(n.health.status), n.health.reason),
+            ]
+        },
+    ));
+    for n in status.nics.iter().filter(|n| n.health.status == Status::Unhealthy) {
+        out.push_str(&format!("unhealthy {}: {}\n", n.device, n.health.message));
     }
     out.push('\n');
-    if status.claims.is_empty() {
-        out.push_str("no prepared claims\n");
-    } else {
-        let rows = status
-            .claims
-            .iter()
-            .map(|c| {
-                let devices: Vec<String> = c
-                    .devices
-                    .iter()
-                    .map(|d| format!("{}={}", d.pod_if_name, d.device))
-                    .collect();
-                let ips: Vec<String> = c.devices.iter().flat_map(|d| &d.ips).map(ToString::to_string).collect();
-                vec![
-                    format!("{}/{}", c.namespace, c.name),
-                    join(&c.pods, ","),
-                    join(&devices, ","),
-                    join(&ips, ","),
-                ]
-            })
-            .collect();
-        out.push_str(&columns(&["CLAIM", "POD(S)", "DEVICES", "IPS"], rows));
-    }
+    out.push_str(&section(
+        &status.claims,
+        "no prepared claims",
+        &["CLAIM", "POD(S)", "DEVICES", "IPS"],
+        |c| {
+            let devices: Vec<String> = c
+                .devices
+                .iter()
+                .map(|d| format!("{}={}", d.pod_if_name, d.device))
+                .collect();
+            let ips: Vec<String> = c.devices.iter().flat_map(|d| &d.ips).map(ToString::to_string).collect();
+            vec![
+                format!("{}/{}", c.namespace, c.name),
+                join(&c.pods, ","),
+                join(&devices, ","),
+                join(&ips, ","),
+            ]
+        },
+    ));
     out.push('\n');
-    if status.blocks.is_empty() {
-        out.push_str("no NicNodeBlocks for this node\n");
-    } else {
-        let rows = status
-            .blocks
-            .iter()
-            .map(|b| {
-                vec![
-                    b.network.clone(),
-                    b.rail_index.to_string(),
-                    b.cidr.to_string(),
-                    b.free.to_string(),
-                ]
-            })
-            .collect();
-        out.push_str(&columns(&["NETWORK", "RAIL", "CIDR", "FREE"], rows));
-    }
+    out.push_str(&section(
+        &status.blocks,
+        "no NicNodeBlocks for this node",
+        &["NETWORK", "RAIL", "CIDR", "FREE"],
+        |b| {
+            vec![
+                b.network.clone(),
+                b.rail_index.to_string(),
+                b.cidr.to_string(),
+                b.free.to_string(),
+            ]
+        },
+    ));
     out
 }
 

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use k8s_openapi::api::resource::v1::{AllocatedDeviceStatus, ResourceClaim};
 use kube::runtime::reflector;
 use kube::runtime::watcher::Event;
-use multinic_api::config::AttachmentMode;
 use multinic_api::crd::{NicNodeBlocks, NicNodeBlocksSpec, RailBlock, node_blocks_name};
 use multinic_api::plan::{PLAN_VERSION, Plan, PlanStore, PlannedDevice, PodRef};
 use multinic_cli::status;
@@ -48,22 +47,7 @@ impl ClaimApi for NoApi {
 }
 
 fn planned(device: &str, if_name: &str, rail: u32, pod_if_name: &str, ip: &str) -> PlannedDevice {
-    PlannedDevice {
-        request: "nics".into(),
-        pool: NODE.into(),
-        device: device.into(),
-        host_if_name: if_name.into(),
-        rail_index: Some(rail),
-        pod_if_name: pod_if_name.into(),
-        mode: AttachmentMode::HostDevice,
-        mtu: Some(9000),
-        mac: None,
-        ips: vec![ip.parse().unwrap()],
-        gateway: None,
-        routes: vec![],
-        table: None,
-        rdma_device: None,
-    }
+    multinic_testkit::fixtures::planned_device(NODE, device, if_name, rail, pod_if_name, ip)
 }
 
 struct Node {

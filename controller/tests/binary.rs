@@ -33,10 +33,8 @@ fn lease_holder(server: &FakeApiServer) -> Option<serde_json::Value> {
 
 #[tokio::test]
 async fn the_controller_binary_reconciles_networks_it_watches() {
-    let server = FakeApiServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig).unwrap();
+    let (server, kubeconfig) = FakeApiServer::start_with_kubeconfig(dir.path()).await.unwrap();
     server
         .insert(json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice", "metadata": {"name": "n1-multinic.dev-0"},
             "spec": {"driver": "multinic.dev", "nodeName": "n1", "pool": {"name": "n1", "generation": 1, "resourceSliceCount": 1},
@@ -87,10 +85,8 @@ async fn wait_for(what: &str, running: &Watched, cond: impl Fn() -> bool) {
 
 #[tokio::test]
 async fn a_slice_change_reconciles_only_the_networks_it_concerns_from_one_watch() {
-    let server = FakeApiServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig).unwrap();
+    let (server, kubeconfig) = FakeApiServer::start_with_kubeconfig(dir.path()).await.unwrap();
     server.insert(slice("n1", true)).unwrap();
     server.insert(network("rdma", true, "10.10.0.0/16")).unwrap();
     server.insert(network("plain", false, "10.20.0.0/16")).unwrap();

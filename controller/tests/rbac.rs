@@ -31,10 +31,8 @@ async fn wait_until(what: &str, cond: impl Fn() -> bool) {
 
 #[tokio::test]
 async fn controller_rbac_matches_its_calls() {
-    let server = FakeApiServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    server.write_kubeconfig(&kubeconfig).unwrap();
+    let (server, kubeconfig) = FakeApiServer::start_with_kubeconfig(dir.path()).await.unwrap();
     server
         .insert(json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice", "metadata": {"name": "n1-multinic.dev-0"},
             "spec": {"driver": "multinic.dev", "nodeName": "n1", "pool": {"name": "n1", "generation": 1, "resourceSliceCount": 1},

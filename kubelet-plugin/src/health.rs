@@ -186,31 +186,27 @@ impl HealthService {
     }
 }
 
-#[tonic::async_trait]
-impl v1alpha1::dra_resource_health_server::DraResourceHealth for HealthService {
-    type NodeWatchResourcesStream = Responses<v1alpha1::NodeWatchResourcesResponse>;
+/// `DraResourceHealth` of one API version: the stream of [`HealthService::updates`] converted by
+/// `$convert`.
+macro_rules! serve_version {
+    ($version:ident, $convert:expr) => {
+        #[tonic::async_trait]
+        impl $version::dra_resource_health_server::DraResourceHealth for HealthService {
+            type NodeWatchResourcesStream = Responses<$version::NodeWatchResourcesResponse>;
 
-    async fn node_watch_resources(
-        &self,
-        _request: Request<v1alpha1::NodeWatchResourcesRequest>,
-    ) -> Result<Response<Self::NodeWatchResourcesStream>, GrpcStatus> {
-        tracing::info!("kubelet watches device health (v1alpha1)");
-        Ok(Response::new(Box::pin(self.updates().map(Ok))))
-    }
+            async fn node_watch_resources(
+                &self,
+                _request: Request<$version::NodeWatchResourcesRequest>,
+            ) -> Result<Response<Self::NodeWatchResourcesStream>, GrpcStatus> {
+                tracing::info!(version = stringify!($version), "kubelet watches device health");
+                Ok(Response::new(Box::pin(self.updates().map(|m| Ok($convert(m))))))
+            }
+        }
+    };
 }
 
-#[tonic::async_trait]
-impl v1::dra_resource_health_server::DraResourceHealth for HealthService {
-    type NodeWatchResourcesStream = Responses<v1::NodeWatchResourcesResponse>;
-
-    async fn node_watch_resources(
-        &self,
-        _request: Request<v1::NodeWatchResourcesRequest>,
-    ) -> Result<Response<Self::NodeWatchResourcesStream>, GrpcStatus> {
-        tracing::info!("kubelet watches device health (v1)");
-        Ok(Response::new(Box::pin(self.updates().map(|m| Ok(to_v1(m))))))
-    }
-}
+serve_version!(v1alpha1, std::convert::identity);
+serve_version!(v1, to_v1);
 
 /// The same message in `v1` (identical fields and numbers).
 fn to_v1(m: v1alpha1::NodeWatchResourcesResponse) -> v1::NodeWatchResourcesResponse {

@@ -249,22 +249,7 @@ mod tests {
     }
 
     fn planned(device: &str, if_name: &str, rail: u32, ip: &str) -> PlannedDevice {
-        PlannedDevice {
-            request: "nics".into(),
-            pool: "node-a".into(),
-            device: device.into(),
-            host_if_name: if_name.into(),
-            rail_index: Some(rail),
-            pod_if_name: "net1".into(),
-            mode: AttachmentMode::HostDevice,
-            mtu: None,
-            mac: None,
-            ips: vec![ip.parse().unwrap()],
-            gateway: None,
-            routes: vec![],
-            table: None,
-            rdma_device: None,
-        }
+        multinic_testkit::fixtures::planned_device("node-a", device, if_name, rail, "net1", ip)
     }
 
     #[test]

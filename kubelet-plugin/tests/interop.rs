@@ -128,10 +128,8 @@ async fn grpcio_client_registers_and_calls_both_dra_versions_with_any_authority(
     if !require("python3 with grpcio and grpcio-tools", python_has_grpc()) {
         return;
     }
-    let api = FakeApiServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig).unwrap();
+    let (_api, kubeconfig) = FakeApiServer::start_with_kubeconfig(dir.path()).await.unwrap();
     let (plugin, reg, dra) = serving_plugin(dir.path(), &kubeconfig).await;
 
     let (ok, report) = python_client(&reg, &dra);

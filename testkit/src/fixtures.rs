@@ -62,6 +62,25 @@ pub fn veth_nic<T: DeserializeOwned>(if_name: &str, if_index: u32) -> T {
     )
 }
 
+/// A planned host-device NIC of request `nics` in pool `pool`: `device` (interface `if_name`, rail
+/// `rail`) as `pod_if_name` in the pod with the one address `ip` (CIDR form).
+pub fn planned_device<T: DeserializeOwned>(
+    pool: &str,
+    device: &str,
+    if_name: &str,
+    rail: u32,
+    pod_if_name: &str,
+    ip: &str,
+) -> T {
+    typed(
+        "planned_device",
+        json!({
+            "request": "nics", "pool": pool, "device": device, "hostIfName": if_name,
+            "railIndex": rail, "podIfName": pod_if_name, "mode": "host-device", "ips": [ip],
+        }),
+    )
+}
+
 /// Whether a test that needs root (network namespaces, veths) can run: true as root; otherwise it
 /// says it skips `test`, and under `CI=true` (where skipping would hide a failure) it panics.
 pub fn can_run_as_root(test: &str) -> bool {

@@ -154,6 +154,15 @@ impl FakeApiServer {
         Ok(kube::Client::try_from(config)?)
     }
 
+    /// Starts a server and writes its kubeconfig to `<dir>/kubeconfig` (for a binary under test
+    /// run with `--kubeconfig`); returns both.
+    pub async fn start_with_kubeconfig(dir: &Path) -> Result<(Self, std::path::PathBuf), Error> {
+        let server = Self::start().await;
+        let kubeconfig = dir.join("kubeconfig");
+        server.write_kubeconfig(&kubeconfig)?;
+        Ok((server, kubeconfig))
+    }
+
     /// Writes a kubeconfig for this server (cluster/context/user `fake`, namespace `default`) to
     /// `path`, for binaries run with `--kubeconfig`.
     pub fn write_kubeconfig(&self, path: impl AsRef<Path>) -> Result<(), Error> {
