@@ -331,7 +331,8 @@ check "the event carries the plugin's error (the bad field)" sh -c \
 cg=$(claim_of pod-g)
 check "claim $cg has the plugin's Warning event PrepareFailed naming the bad field" wait_for 60 "claim event" sh -c \
 	"'$K8S_BIN/kubectl' -n $NS get events --field-selector involvedObject.name=$cg,reason=PrepareFailed -o jsonpath='{.items[*].message}' | grep -q noSuchField"
-show pod-g 2>/dev/null | head -n 60
+echo "--- kubectl describe resourceclaim $cg: its events"
+kc -n "$NS" describe resourceclaim "$cg" | sed -n '/^Events:/,$p'
 kc -n "$NS" delete pod pod-f pod-g --wait=true --timeout=90s >/dev/null
 
 scenario "6. every YAML under examples/ passes --dry-run=server; the veth-capable ones run"
