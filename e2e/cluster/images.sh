@@ -6,29 +6,32 @@
 #   multinic - stage 1: cargo build --release of the four binaries from MULTINIC_E2E_SRC (default:
 #              this clone) into MULTINIC_E2E_TARGET_DIR (default /work/target-cluster); not
 #              --locked, the unit-test step checks the lock; MULTINIC_E2E_NO_CARGO=1 skips it.
-#              Stage 2: a rootfs of those binaries, the shared libraries they load (ldd) and
-#              CA certificates.
-# Each image is a hand-made docker-archive (manifest.json + config.json + one layer tar).
+#              Stage 2: the rootfs of rootfs.sh (the Dockerfile's last stage copies the same
+#              tree), with the config of MULTINIC_IMAGE_CONFIG below.
+# Each image is a hand-made docker-archive (manifest.json + config.json + one layer tar), the same
+# bytes for the same inputs (sorted entries, mtime 0, numeric owners; image-check.sh builds it
+# twice and compares the digests).
 # usage: images.sh [pause|busybox|multinic]...   (default: all three). Needs containerd up.
+#        IMAGES_ARCHIVE_ONLY=DIR images.sh multinic: only writes DIR/multinic.tar and prints its
+#        layer and config digests (no containerd needed).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
 work=$STATE/images
 
-# copy_with_libs ROOTFS FILE DEST: FILE into ROOTFS at DEST plus every library ldd names.
-copy_with_libs() {
-	local root=$1 file=$2 dest=$3 lib
-	install -D -m 0755 "$file" "$root$dest"
-	for lib in $(ldd "$file" 2>/dev/null | grep -o '/[^ ]*' || true); do
-		[ -e "$root$lib" ] || install -D -m 0755 "$(readlink -f "$lib")" "$root$lib"
-	done
-}
+# shellcheck source-path=SCRIPTDIR source=copy-libs.sh
+. "$E2E_DIR/copy-libs.sh"
 
-# pack REF ROOTFS CONFIG_JSON: docker-archive of ROOTFS, imported as REF.
-pack() {
-	local ref=$1 root=$2 config=$3 d sum
-	d=$work/$(echo "$ref" | tr '/:' '__')
+# The multinic image's config; the Dockerfile's USER, ENV and ENTRYPOINT say the same
+# (image-check.sh compares them).
+MULTINIC_IMAGE_CONFIG='{"Entrypoint":["/usr/local/bin/multinic"],"User":"65532","Env":["PATH=/usr/local/bin:/usr/bin:/bin"]}'
+
+# archive REF ROOTFS CONFIG_JSON OUT: docker-archive of ROOTFS at OUT; prints "layer config"
+# digests.
+archive() {
+	local ref=$1 root=$2 config=$3 out=$4 d sum
+	d=$out.d
 	rm -rf "$d"
 	mkdir -p "$d"
 	tar -C "$root" --sort=name --mtime=@0 --numeric-owner --owner=0 --group=0 -cf "$d/layer.tar" .
@@ -36,10 +39,18 @@ pack() {
 	printf '{"architecture":"amd64","os":"linux","created":"1970-01-01T00:00:00Z","config":%s,"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
 		"$config" "$sum" >"$d/config.json"
 	printf '[{"Config":"config.json","RepoTags":["%s"],"Layers":["layer.tar"]}]' "$ref" >"$d/manifest.json"
-	tar -C "$d" -cf "$d.tar" manifest.json config.json layer.tar
-	ctr_ images import --label io.cri-containerd.pinned=pinned "$d.tar" >/dev/null
+	tar -C "$d" --sort=name --mtime=@0 --numeric-owner --owner=0 --group=0 -cf "$out" manifest.json config.json layer.tar
+	echo "$sum $(sha256sum "$d/config.json" | cut -d' ' -f1)"
 	rm -rf "$d"
-	log "imported $ref ($(du -h "$d.tar" | cut -f1), layer sha256:${sum:0:12})"
+}
+
+# pack REF ROOTFS CONFIG_JSON: docker-archive of ROOTFS, imported as REF.
+pack() {
+	local ref=$1 root=$2 config=$3 out sums
+	out=$work/$(echo "$ref" | tr '/:' '__').tar
+	sums=$(archive "$ref" "$root" "$config" "$out")
+	ctr_ images import --label io.cri-containerd.pinned=pinned "$out" >/dev/null
+	log "imported $ref ($(du -h "$out" | cut -f1), layer sha256:${sums:0:12}, config sha256:${sums:65:12})"
 }
 
 image_pause() {
@@ -68,7 +79,7 @@ image_busybox() {
 }
 
 image_multinic() {
-	local root=$work/multinic-rootfs b
+	local root=$work/multinic-rootfs
 	if [ "${MULTINIC_E2E_NO_CARGO:-0}" = 1 ]; then
 		log "stage 1 skipped (MULTINIC_E2E_NO_CARGO=1): using the binaries in $TARGET_DIR/release"
 	else
@@ -80,15 +91,13 @@ image_multinic() {
 				-p multinic-kubelet-plugin -p multinic-controller -p multinic-cli)
 	fi
 	log "stage 2: rootfs"
-	rm -rf "$root"
-	mkdir -p "$root/etc/ssl/certs" "$root/tmp"
-	for b in multinic-kubelet-plugin multinic-cni multinic-controller multinic; do
-		copy_with_libs "$root" "$TARGET_DIR/release/$b" "/usr/local/bin/$b"
-	done
-	cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
-	printf 'root:x:0:0:root:/:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/:/sbin/nologin\n' >"$root/etc/passwd"
-	pack "$IMAGE" "$root" \
-		'{"Entrypoint":["/usr/local/bin/multinic"],"User":"65532","Env":["PATH=/usr/local/bin:/usr/bin:/bin"]}'
+	"$E2E_DIR/rootfs.sh" "$root" "$TARGET_DIR/release"
+	if [ -n "${IMAGES_ARCHIVE_ONLY:-}" ]; then
+		mkdir -p "$IMAGES_ARCHIVE_ONLY"
+		archive "$IMAGE" "$root" "$MULTINIC_IMAGE_CONFIG" "$IMAGES_ARCHIVE_ONLY/multinic.tar"
+	else
+		pack "$IMAGE" "$root" "$MULTINIC_IMAGE_CONFIG"
+	fi
 	rm -rf "$root"
 }
 
