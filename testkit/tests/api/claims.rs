@@ -500,16 +500,30 @@ async fn deallocation_drops_device_status() {
 async fn owner_references_merge_by_uid() {
     let t = Scope::new("owners").await;
     let api = t.claims();
-    let owner = |uid: &str, name: &str| json!({"apiVersion": "v1", "kind": "Pod", "name": name, "uid": uid});
+    // Owners that exist: with dangling owner references the garbage collector of a real cluster
+    // deletes the claim (or drops the references) at a moment of its choosing.
+    let maps = kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(t.client.clone(), &t.ns);
+    let mut uid = std::collections::BTreeMap::new();
+    for name in ["p1", "p2"] {
+        let made = maps
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": name}})).expect("a ConfigMap"),
+            )
+            .await
+            .expect("owner ConfigMap");
+        uid.insert(name, made.metadata.uid.expect("a uid"));
+    }
+    let owner = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "name": name, "uid": uid[name]});
     let mut cfg = claim_json("c1");
-    cfg["metadata"]["ownerReferences"] = json!([owner("u1", "p1")]);
+    cfg["metadata"]["ownerReferences"] = json!([owner("p1")]);
     api.patch("c1", &PatchParams::apply("a"), &Patch::Apply(&cfg))
         .await
         .expect("a");
     // The claim's request list is atomic and was defaulted (allocationMode) after a's apply, so
     // another manager applying the same, undefaulted spec changes it: a conflict.
     let mut same_spec = claim_json("c1");
-    same_spec["metadata"]["ownerReferences"] = json!([owner("u2", "p2")]);
+    same_spec["metadata"]["ownerReferences"] = json!([owner("p2")]);
     let s = status(
         api.patch("c1", &PatchParams::apply("b"), &Patch::Apply(&same_spec))
             .await,
@@ -518,7 +532,7 @@ async fn owner_references_merge_by_uid() {
     assert!(s.message.contains(".spec.devices.requests"), "{}", s.message);
     // b applying only its owner reference: the list merges by uid.
     let refs = json!({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
-                      "metadata": {"name": "c1", "ownerReferences": [owner("u2", "p2")]}});
+                      "metadata": {"name": "c1", "ownerReferences": [owner("p2")]}});
     let c = api
         .patch("c1", &PatchParams::apply("b"), &Patch::Apply(&refs))
         .await
@@ -530,7 +544,7 @@ async fn owner_references_merge_by_uid() {
         .into_iter()
         .map(|o| o.uid)
         .collect();
-    assert_eq!(uids, vec!["u1", "u2"]);
+    assert_eq!(uids, vec![uid["p1"].clone(), uid["p2"].clone()]);
 }
 
 #[tokio::test]
