@@ -1,4 +1,4 @@
-//! `multinic crd` prints exactly the committed `deploy/crds.yaml`.
+//! `multinic crd` prints exactly the committed CRDs: `deploy/crds.yaml` and the Helm chart's copy.
 
 #[test]
 fn multinic_crd_prints_the_committed_crds() {
@@ -7,10 +7,12 @@ fn multinic_crd_prints_the_committed_crds() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let committed =
-        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds.yaml")).unwrap();
-    assert!(
-        String::from_utf8_lossy(&out.stdout) == committed,
-        "deploy/crds.yaml is stale: multinic crd > deploy/crds.yaml"
-    );
+    for file in ["deploy/crds.yaml", "deploy/helm/multinic-dra/crds/crds.yaml"] {
+        let committed =
+            std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file)).unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout) == committed,
+            "{file} is stale: multinic crd | tee deploy/crds.yaml deploy/helm/multinic-dra/crds/crds.yaml"
+        );
+    }
 }

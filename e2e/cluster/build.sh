@@ -6,7 +6,8 @@
 # run is a no-op and a rebuild after a version bump starts from a clean cache.
 # A component whose binaries all exist is skipped.
 #
-# usage: build.sh [component...]   (default: etcd containerd runc kubernetes)
+# usage: build.sh [component...]   (default: etcd containerd runc kubernetes helm)
+#        build.sh --bindir COMPONENT   (prints where its binaries are)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -28,6 +29,7 @@ module_of() {
 	etcd) echo go.etcd.io/etcd/server/v3 ;;
 	containerd) echo github.com/containerd/containerd/v2 ;;
 	runc) echo github.com/opencontainers/runc ;;
+	helm) echo helm.sh/helm/v3 ;;
 	*) echo "build.sh: unknown component $1" >&2; return 1 ;;
 	esac
 }
@@ -37,6 +39,7 @@ bins_of() {
 	etcd) echo etcd ;;
 	containerd) echo containerd containerd-shim-runc-v2 ctr ;;
 	runc) echo runc ;;
+	helm) echo helm ;;
 	esac
 }
 
@@ -100,6 +103,18 @@ build_one() {
 			CGO_ENABLED=1 go build -trimpath -tags "seccomp urfave_cli_no_docs" \
 				-ldflags "-s -w -X main.version=${ver#v}" -o "$out/runc" "$mod"
 			;;
+		helm)
+			# The ldflags of helm's Makefile: its version, and the Kubernetes version that
+			# `helm lint` and .Capabilities assume, taken from the client-go it links (v0.N -> 1.N).
+			local kminor ld
+			kminor=$(go list -m -f '{{.Version}}' k8s.io/client-go | cut -d. -f2)
+			ld="-s -w -X $mod/internal/version.version=$ver -X $mod/internal/version.metadata="
+			ld="$ld -X $mod/internal/version.gitTreeState=clean"
+			for p in pkg/lint/rules pkg/chartutil; do
+				ld="$ld -X $mod/$p.k8sVersionMajor=1 -X $mod/$p.k8sVersionMinor=$kminor"
+			done
+			CGO_ENABLED=0 go build -trimpath -ldflags "$ld" -o "$out/helm" "$mod/cmd/helm"
+			;;
 		esac
 	) >"$dir/build.log" 2>&1 || { echo "build.sh: $c failed, tail of $dir/build.log:" >&2; tail -n 30 "$dir/build.log" >&2; return 1; }
 	rm -rf "${dir:?}/bin"
@@ -112,7 +127,7 @@ if [ "${1:-}" = --bindir ]; then
 	exit 0
 fi
 comps=("$@")
-[ ${#comps[@]} -gt 0 ] || comps=(etcd containerd runc kubernetes)
+[ ${#comps[@]} -gt 0 ] || comps=(etcd containerd runc kubernetes helm)
 # Two builds into one cache (CI and a developer, say) would share bin.tmp: the second one waits.
 mkdir -p "$cache"
 exec 9>"$cache/.build.lock"

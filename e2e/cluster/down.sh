@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stops what up.sh started and undoes what it changed: pods are deleted through the API first (so
-# CNI DEL and NodeUnprepareResources run), then the kubelet, containerd and the control plane are
+# CNI DEL and NodeUnprepareResources run; the driver by `helm uninstall` when up.sh installed it
+# with Helm, then `kubectl delete -k`), then the kubelet, containerd and the control plane are
 # stopped by PID; whatever a crash left behind is swept: container processes (by their kubepods
 # cgroup), mounts, netns, links, iptables rules and chains, cgroups, sysctls, mount propagation and
 # the host directories up.sh created. Keeps the build cache and $STATE/logs; removes the rest of
@@ -23,7 +24,12 @@ if alive kube-apiserver && alive kubelet && kc get --raw /readyz >/dev/null 2>&1
 	wait_for 90 "workload pods to go" sh -c \
 		"! '$K8S_BIN/kubectl' get pods -A --no-headers 2>/dev/null | grep -v '^multinic-system '" ||
 		kc get pods -A -o wide >&2
-	kc delete -k "$E2E_DIR" --wait=false >/dev/null 2>&1
+	# A Helm release first (Helm keeps the CRDs and does not own the namespace); then the objects
+	# of the overlay, which for a Helm install are just those two.
+	if [ "$(cat "$STATE/install" 2>/dev/null)" = helm ]; then
+		helm_ uninstall "$RELEASE" --namespace multinic-system >/dev/null 2>&1 || log "helm uninstall failed"
+	fi
+	kc delete -k "$E2E_DIR" --ignore-not-found --wait=false >/dev/null 2>&1
 	wait_for 60 "driver pods to go" sh -c \
 		"[ -z \"\$('$K8S_BIN/kubectl' get pods -A --no-headers 2>/dev/null)\" ]" || kc get pods -A -o wide >&2
 fi

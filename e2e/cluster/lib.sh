@@ -33,8 +33,17 @@ K8S_BIN=$("$E2E_DIR/build.sh" --bindir kubernetes)
 ETCD_BIN=$("$E2E_DIR/build.sh" --bindir etcd)
 CTRD_BIN=$("$E2E_DIR/build.sh" --bindir containerd)
 RUNC_BIN=$("$E2E_DIR/build.sh" --bindir runc)
+HELM_BIN=$("$E2E_DIR/build.sh" --bindir helm)
 export PATH="$K8S_BIN:$CTRD_BIN:$RUNC_BIN:$ETCD_BIN:$PATH"
 export KUBECONFIG=$PKI/admin.kubeconfig
+# How up.sh installs the driver (MULTINIC_E2E_INSTALL): `kustomize` (kubectl apply -k of the overlay
+# in this directory) or `helm` (the chart deploy/helm/multinic-dra with values.yaml here, the same
+# settings). up.sh records the one it used in $STATE/install, for down.sh.
+INSTALL=${MULTINIC_E2E_INSTALL:-kustomize}
+RELEASE=multinic-dra
+CHART=$REPO/deploy/helm/multinic-dra
+# Helm's cache, config and data (it keeps the release itself in the cluster) under $STATE.
+export HELM_CACHE_HOME=$STATE/helm/cache HELM_CONFIG_HOME=$STATE/helm/config HELM_DATA_HOME=$STATE/helm/data
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() {
@@ -43,6 +52,7 @@ die() {
 }
 
 kc() { "$K8S_BIN/kubectl" "$@"; }
+helm_() { "$HELM_BIN/helm" "$@"; }
 ctr_() { "$CTRD_BIN/ctr" --address "$CTRD_SOCK" -n k8s.io "$@" 2> >(grep -v "DEPRECATION: The support for cgroup v1" >&2); }
 
 # alive NAME: the process recorded in $RUN/NAME.pid runs.

@@ -2,9 +2,12 @@
 # Brings up a one-node Kubernetes on loopback, as root: etcd, kube-apiserver (Node,RBAC authz,
 # ServiceAccount tokens), kube-controller-manager, kube-scheduler, containerd (CDI on) + runc, a
 # kubelet on cgroupfs (node name 127.0.0.1); veth "NICs" mnic0..mnic{RAILS-1} whose peers sit in
-# netns multinic-e2e-fabric; a bridge+host-local primary conflist; then installs deploy/ through
-# the overlay in this directory (`kubectl apply -k`), so the plugin runs as the DaemonSet pod and
-# chains multinic-cni into the conflist. Idempotent: what runs is left alone.
+# netns multinic-e2e-fabric; a bridge+host-local primary conflist; then installs the driver, so
+# the plugin runs as the DaemonSet pod and chains multinic-cni into the conflist:
+#   MULTINIC_E2E_INSTALL=kustomize (default): deploy/ through the overlay here (`kubectl apply -k`)
+#   MULTINIC_E2E_INSTALL=helm: `helm upgrade --install` of deploy/helm/multinic-dra with values.yaml
+#     here (the overlay's settings; deploy/helm/check.sh checks both render the same objects).
+# Idempotent: what runs is left alone (switching the install method needs down.sh first).
 # Binaries come from build.sh's cache (run it first; up.sh runs it, a no-op when cached).
 # State, logs and PIDs: $MULTINIC_E2E_STATE (default /var/lib/multinic-e2e). Undo: down.sh.
 set -euo pipefail
@@ -238,7 +241,20 @@ kubelet_start
 wait_for 120 "node $NODE Ready" sh -c "'$K8S_BIN/kubectl' get node '$NODE' -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -qx True"
 
 # --- the driver, installed the way a user installs it -------------------------------------------
-kc apply -k "$E2E_DIR" >"$LOGS/apply.log" 2>&1 || { cat "$LOGS/apply.log" >&2; die "kubectl apply -k failed"; }
+installed=$(cat "$STATE/install" 2>/dev/null || true)
+[ -z "$installed" ] || [ "$installed" = "$INSTALL" ] ||
+	die "the driver was installed with $installed, not $INSTALL: run down.sh first"
+case $INSTALL in
+kustomize) install_cmd=(kc apply -k "$E2E_DIR") ;;
+helm)
+	install_cmd=(helm_ upgrade --install "$RELEASE" "$CHART" --namespace multinic-system --create-namespace
+		--values "$E2E_DIR/values.yaml")
+	;;
+*) die "MULTINIC_E2E_INSTALL must be kustomize or helm, not $INSTALL" ;;
+esac
+echo "$INSTALL" >"$STATE/install"
+log "installing the driver with $INSTALL"
+"${install_cmd[@]}" >"$LOGS/install.log" 2>&1 || { cat "$LOGS/install.log" >&2; die "$INSTALL install failed"; }
 if [ -n "$old_image" ] && [ "$old_image" != "$new_image" ]; then
 	log "driver image changed ($old_image -> $new_image): restarting the driver pods"
 	kc -n multinic-system rollout restart daemonset/multinic-kubelet-plugin deployment/multinic-controller >/dev/null
