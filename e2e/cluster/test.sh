@@ -184,7 +184,7 @@ plans() { find /var/lib/multinic/plans -maxdepth 1 -name '*.json' 2>/dev/null | 
 
 # ------------------------------------------------------------------------------------------------
 kc delete ns "$NS" --ignore-not-found --wait=true >/dev/null 2>&1
-kc delete multinicnetwork "$NET" e2e-impossible ipvlan-l3 e2e-health --ignore-not-found --wait=true >/dev/null 2>&1
+kc delete multinicnetwork "$NET" e2e-impossible ipvlan-l3 e2e-health quickstart --ignore-not-found --wait=true >/dev/null 2>&1
 kc create ns "$NS" >/dev/null
 
 scenario "1. MultiNicNetwork -> DeviceClass + NicNodeBlocks; an impossible spec is rejected at admission"
@@ -359,6 +359,22 @@ else
 	ip link del e2e-probe0 2>/dev/null
 	echo "SKIP: examples/ipvlan-l3 not run: this kernel has no ipvlan link type ('ip link add ... type ipvlan' fails)"
 fi
+# examples/quickstart runs as the README's quick start says, its files unchanged.
+kc apply -n "$NS" -f "$REPO/examples/quickstart/network.yaml" >/dev/null
+check "quickstart network Ready" kc wait --for=condition=Ready multinicnetwork/quickstart --timeout=90s
+kc apply -n "$NS" -f "$REPO/examples/quickstart/pod.yaml" >/dev/null
+check "pod quickstart Running (examples/quickstart)" running 180 quickstart
+# Its first command is `ip addr`: both NICs with an address of 10.88.0.0/16 (the log can lag the
+# Running phase by a moment).
+quickstart_nics() {
+	local l i
+	l=$(kc -n "$NS" logs quickstart 2>&1)
+	for i in net1 net2; do grep -A3 ": ${i}[:@]" <<<"$l" | grep -q 'inet 10\.88\.' || return 1; done
+}
+check "quickstart's log shows net1 and net2 with 10.88.0.0/16 addresses" wait_for 30 "quickstart log" quickstart_nics
+kc -n "$NS" logs quickstart 2>&1 | grep -E '^[0-9]+: net|inet 10\.88\.'
+kc -n "$NS" delete -f "$REPO/examples/quickstart/pod.yaml" --wait=true --timeout=90s >/dev/null
+kc delete -f "$REPO/examples/quickstart/network.yaml" -n "$NS" --wait=true --timeout=90s >/dev/null
 
 scenario "7. testkit/tests/api against this API server (the semantics the fake API server imitates)"
 # Built with the cargo of the environment (CARGO_TARGET_DIR if set, else the clone's target/, where
