@@ -364,15 +364,15 @@ kc apply -n "$NS" -f "$REPO/examples/quickstart/network.yaml" >/dev/null
 check "quickstart network Ready" kc wait --for=condition=Ready multinicnetwork/quickstart --timeout=90s
 kc apply -n "$NS" -f "$REPO/examples/quickstart/pod.yaml" >/dev/null
 check "pod quickstart Running (examples/quickstart)" running 180 quickstart
-# Its first command is `ip addr`: both NICs with an address of 10.88.0.0/16 (the log can lag the
+# Its first command is `ip addr`: both NICs with an address of 10.66.0.0/16 (the log can lag the
 # Running phase by a moment).
 quickstart_nics() {
 	local l i
 	l=$(kc -n "$NS" logs quickstart 2>&1)
-	for i in net1 net2; do grep -A3 ": ${i}[:@]" <<<"$l" | grep -q 'inet 10\.88\.' || return 1; done
+	for i in net1 net2; do grep -A3 ": ${i}[:@]" <<<"$l" | grep -q 'inet 10\.66\.' || return 1; done
 }
-check "quickstart's log shows net1 and net2 with 10.88.0.0/16 addresses" wait_for 30 "quickstart log" quickstart_nics
-kc -n "$NS" logs quickstart 2>&1 | grep -E '^[0-9]+: net|inet 10\.88\.'
+check "quickstart's log shows net1 and net2 with 10.66.0.0/16 addresses" wait_for 30 "quickstart log" quickstart_nics
+kc -n "$NS" logs quickstart 2>&1 | grep -E '^[0-9]+: net|inet 10\.66\.'
 kc -n "$NS" delete -f "$REPO/examples/quickstart/pod.yaml" --wait=true --timeout=90s >/dev/null
 kc delete -f "$REPO/examples/quickstart/network.yaml" -n "$NS" --wait=true --timeout=90s >/dev/null
 
