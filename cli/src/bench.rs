@@ -202,7 +202,7 @@ async fn bench(args: BenchArgs) -> Result<(), BenchError> {
         println!("- {n}");
     }
     for t in &tables {
-        println!("\n{t}");
+        print!("\n{t}");
     }
     let failed: Vec<&Row> = rows.iter().filter(|r| r.error.is_some()).collect();
     for r in &failed {
