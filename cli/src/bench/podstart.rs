@@ -654,8 +654,14 @@ impl Cluster {
             .create(&PostParams::default(), &pod)
             .await
             .map_err(kube_err(format!("creating pod {name}")))?;
-        let seen = self.wait(&name, "Ready", |p| p.ready.is_some()).await?;
+        let mut seen = self.wait(&name, "Ready", |p| p.ready.is_some()).await?;
         let ready = seen.ready.unwrap_or_default();
+        if claim {
+            // The claim's watch is another stream: its allocation may arrive after the pod's Ready.
+            seen = self
+                .wait(&name, "its claim allocated", |p| p.claim_allocated.is_some())
+                .await?;
+        }
         let at_ready = if claim { self.rpc().await? } else { [None, None] };
 
         let nics = match variant {
@@ -670,6 +676,13 @@ impl Cluster {
                         })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
+                if names.len() != self.args.nics {
+                    return Err(PodstartError::Unexpected(format!(
+                        "the claim of pod {name} holds {} devices, not {}",
+                        names.len(),
+                        self.args.nics
+                    )));
+                }
                 if let Some(n) = names.iter().find(|n| on_host(n)) {
                     return Err(PodstartError::Unexpected(format!(
                         "{n} is still on the host while pod {name} is Ready"
