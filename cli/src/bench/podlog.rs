@@ -344,34 +344,57 @@ I1201 14:54:22.164472   29640 kubelet.go:2725] "SyncLoop DELETE" source="api" po
     }
 
     #[test]
-    fn a_pod_without_a_plan_and_a_macvlan_delete() {
-        // Captured lines (scenario 8's macvlan pod; the pass-through line of a pod with no claim,
-        // renamed to this sandbox).
-        let log = r#"time="2026-12-01T17:13:16.139574352Z" level=info msg="RunPodSandbox for name:\"pod-h\"  uid:\"u1\"  namespace:\"e2e\""
-2026-12-01T17:13:16.231685Z  INFO multinic_cni::plugin::add: no multinic plan for this pod; passing prevResult through container=083677d9
-time="2026-12-01T17:13:16.339884971Z" level=info msg="RunPodSandbox for name:\"pod-h\"  uid:\"u1\"  namespace:\"e2e\" returns sandbox id \"083677d9\""
-time="2026-12-01T17:13:19.475479249Z" level=info msg="StopPodSandbox for \"083677d9\""
-2026-12-01T17:13:19.541584Z  INFO multinic_cni::plugin::del: deleted the attachment's children in one request group=1484282157 children=1
-time="2026-12-01T17:13:19.566241267Z" level=info msg="TearDown network for sandbox \"083677d9\" successfully"
+    fn a_macvlan_pod_and_a_pod_without_a_plan() {
+        // Captured from row 10's run on the e2e cluster (8 rails): a macvlan pod with 8 children
+        // (children 3-7 left out), then a pod with no claim.
+        let log = r#"time="2026-12-01T18:37:36.478630659Z" level=info msg="RunPodSandbox for name:\"podstart-mv-61\"  uid:\"848ba754-41a0-4983-ba3a-ffda7a2b1087\"  namespace:\"multinic-bench\""
+2026-12-01T18:37:36.499438Z  INFO multinic_cni::plugin::add: created child in the pod device=mnic0 pod_if=net1 mode="macvlan"
+2026-12-01T18:37:36.500149Z  INFO multinic_cni::plugin::add: created child in the pod device=mnic1 pod_if=net2 mode="macvlan"
+2026-12-01T18:37:36.503099Z  INFO multinic_cni::plugin::add: created child in the pod device=mnic7 pod_if=net8 mode="macvlan"
+2026-12-01T18:37:36.503250Z  INFO multinic_cni::plugin::add: attached container=cbd27ba8e9d9d45a15953788227cf12c9f194464a59da252c8c43d2e1177d408 devices=8
+time="2026-12-01T18:37:36.518591918Z" level=info msg="connecting to shim cbd27ba8e9d9d45a15953788227cf12c9f194464a59da252c8c43d2e1177d408" address="unix:///run/containerd/s/3410157ec88120259a73958c1963111dfd6d4191228296bf4c74dadf24679acd" namespace=k8s.io protocol=ttrpc version=3
+time="2026-12-01T18:37:36.604544864Z" level=info msg="RunPodSandbox for name:\"podstart-mv-61\"  uid:\"848ba754-41a0-4983-ba3a-ffda7a2b1087\"  namespace:\"multinic-bench\" returns sandbox id \"cbd27ba8e9d9d45a15953788227cf12c9f194464a59da252c8c43d2e1177d408\""
+time="2026-12-01T18:37:37.158358518Z" level=info msg="StopPodSandbox for \"cbd27ba8e9d9d45a15953788227cf12c9f194464a59da252c8c43d2e1177d408\""
+2026-12-01T18:37:37.229740Z  INFO multinic_cni::plugin::del: deleted the attachment's children in one request group=1807277837 children=8
+time="2026-12-01T18:37:37.254726170Z" level=info msg="TearDown network for sandbox \"cbd27ba8e9d9d45a15953788227cf12c9f194464a59da252c8c43d2e1177d408\" successfully"
+time="2026-12-01T18:37:37.254790185Z" level=info msg="StopPodSandbox for \"cbd27ba8e9d9d45a15953788227cf12c9f194464a59da252c8c43d2e1177d408\" returns successfully"
+time="2026-12-01T18:37:38.486377128Z" level=info msg="RunPodSandbox for name:\"podstart-base-62\"  uid:\"10b0aa5d-0a64-49cc-b71d-07fb88932436\"  namespace:\"multinic-bench\""
+2026-12-01T18:37:38.505184Z  INFO multinic_cni::plugin::add: no multinic plan for this pod; passing prevResult through container=068ab5388c6656ba82fc2ca44f4fda7246232f1de87b943a6e619bbf36bf3289
+time="2026-12-01T18:37:38.638559309Z" level=info msg="RunPodSandbox for name:\"podstart-base-62\"  uid:\"10b0aa5d-0a64-49cc-b71d-07fb88932436\"  namespace:\"multinic-bench\" returns sandbox id \"068ab5388c6656ba82fc2ca44f4fda7246232f1de87b943a6e619bbf36bf3289\""
 "#;
-        let pod = PodRef {
-            namespace: "e2e".into(),
-            name: "pod-h".into(),
-            uid: "u1".into(),
+        let mv = PodRef {
+            namespace: "multinic-bench".into(),
+            name: "podstart-mv-61".into(),
+            uid: "848ba754-41a0-4983-ba3a-ffda7a2b1087".into(),
         };
         let mut ev = NodeEvents::default();
-        scan_containerd(log, &pod, &mut ev);
+        scan_containerd(log, &mv, &mut ev);
+        assert_eq!(ev.cni_first_device, Some(t("2026-12-01T18:37:36.499438Z")));
+        assert_eq!(ev.cni_done, Some(t("2026-12-01T18:37:36.503250Z")));
+        assert_eq!(ev.sandbox_ready, Some(t("2026-12-01T18:37:36.604544864Z")));
+        assert_eq!(ev.cni_del_first, Some(t("2026-12-01T18:37:37.229740Z")));
+        assert_eq!(ev.cni_del_last, ev.cni_del_first);
+        assert_eq!(ev.teardown, Some(t("2026-12-01T18:37:37.254726170Z")));
+        // The pod with no claim: multinic-cni only passes its result through; the macvlan pod's
+        // lines before it are not its own.
+        let base = PodRef {
+            namespace: "multinic-bench".into(),
+            name: "podstart-base-62".into(),
+            uid: "10b0aa5d-0a64-49cc-b71d-07fb88932436".into(),
+        };
+        let mut ev = NodeEvents::default();
+        scan_containerd(log, &base, &mut ev);
+        assert_eq!(ev.sandbox_start, Some(t("2026-12-01T18:37:38.486377128Z")));
         assert_eq!(ev.cni_first_device, None);
-        assert_eq!(ev.cni_done, Some(t("2026-12-01T17:13:16.231685Z")));
-        assert_eq!(ev.cni_del_first, Some(t("2026-12-01T17:13:19.541584Z")));
-        assert_eq!(ev.teardown, Some(t("2026-12-01T17:13:19.566241267Z")));
-        // Another pod's uid: nothing.
+        assert_eq!(ev.cni_done, Some(t("2026-12-01T18:37:38.505184Z")));
+        assert_eq!(ev.stop_sandbox, None);
+        // Another uid: nothing.
         let mut other = NodeEvents::default();
         scan_containerd(
             log,
             &PodRef {
                 uid: "u2".into(),
-                ..pod
+                ..base
             },
             &mut other,
         );
