@@ -10,10 +10,13 @@ mod error;
 pub mod fixtures;
 mod grpc;
 mod ipam;
+mod podlog;
+mod podstart;
 mod prepare;
 pub mod rss;
 mod stats;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use self::attach::{Bins, Mode};
@@ -63,9 +66,11 @@ pub struct BenchArgs {
     /// Directory of the reference CNI plugins (host-device, macvlan, static, host-local).
     #[arg(long, default_value = "/usr/lib/cni")]
     pub cni_plugins_dir: PathBuf,
-    /// Only these rows (1-9, comma-separated); default: all.
+    /// Only these rows (1-10, comma-separated); default: all but 10, which needs a cluster.
     #[arg(long, value_delimiter = ',')]
     pub rows: Vec<u8>,
+    #[command(flatten)]
+    pub cluster: podstart::ClusterArgs,
 }
 
 pub(crate) fn sibling(name: &str) -> Result<PathBuf, SiblingError> {
@@ -95,7 +100,8 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
 }
 
 async fn bench(args: BenchArgs) -> Result<(), BenchError> {
-    let want = |row: u8| args.rows.is_empty() || args.rows.contains(&row);
+    // Row 10 runs pods on a cluster: only when asked for.
+    let want = |row: u8| (args.rows.is_empty() && row != 10) || args.rows.contains(&row);
     let bins = Bins {
         cni: match &args.cni_bin {
             Some(p) => p.clone(),
@@ -107,12 +113,15 @@ async fn bench(args: BenchArgs) -> Result<(), BenchError> {
         Some(p) => p.clone(),
         None => sibling("multinic-kubelet-plugin")?,
     };
-    if want(1) || want(2) || want(3) || want(4) {
+    if want(1) || want(2) || want(3) || want(4) || want(10) {
         attach::check_plugins(&bins)?;
     }
     let runs = args.runs;
     let mut rows: Vec<Row> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
+    let mut tables: Vec<String> = Vec::new();
+    // The floor's attach median per number of host-device NICs (row 1), for row 10's target.
+    let mut floor_attach: BTreeMap<usize, f64> = BTreeMap::new();
     let progress = |what: &str| eprintln!("bench: {what} ({runs} runs)…");
 
     if want(1) || want(2) {
@@ -120,6 +129,7 @@ async fn bench(args: BenchArgs) -> Result<(), BenchError> {
         for m in [1, 2, 4, 8, 16] {
             progress(&format!("attach host-device m={m}"));
             let r = attach::bench(&bins, Mode::HostDevice, m, runs).await;
+            floor_attach.insert(m, r.floor_attach_ms);
             floor.push(r.floor_row);
             multus.push(r.multus_row);
             notes.push(r.breakdown);
@@ -167,9 +177,32 @@ async fn bench(args: BenchArgs) -> Result<(), BenchError> {
         rows.extend(grpc::bench(runs).await);
     }
 
+    if want(10) {
+        let m = args.cluster.nics;
+        let floor = match floor_attach.get(&m) {
+            Some(&ms) => ms,
+            None => {
+                progress(&format!(
+                    "attach host-device m={m}, the netlink floor of row 10's target"
+                ));
+                let r = attach::bench(&bins, Mode::HostDevice, m, runs).await;
+                rows.push(r.floor_row);
+                notes.push(r.breakdown);
+                r.floor_attach_ms
+            }
+        };
+        progress(&format!("pods with {m} NICs vs no claim on the cluster"));
+        let (r, t) = podstart::bench(&args.cluster, runs, floor).await;
+        rows.extend(r);
+        tables.extend(t);
+    }
+
     println!("{}", stats::render(&rows));
     for n in &notes {
         println!("- {n}");
+    }
+    for t in &tables {
+        print!("\n{t}");
     }
     let failed: Vec<&Row> = rows.iter().filter(|r| r.error.is_some()).collect();
     for r in &failed {

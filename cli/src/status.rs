@@ -91,7 +91,8 @@ struct Target {
     path: String,
 }
 
-fn target(endpoint: &str) -> Result<Target, StatusError> {
+/// `endpoint` + `/leaf` (`leaf` without its slash: `status`, `metrics`).
+fn target(endpoint: &str, leaf: &str) -> Result<Target, StatusError> {
     let bad = |reason: String| StatusError::Endpoint {
         endpoint: endpoint.to_string(),
         reason,
@@ -112,13 +113,13 @@ fn target(endpoint: &str) -> Result<Target, StatusError> {
         host: host.to_string(),
         port: authority.port_u16().unwrap_or(80),
         authority: authority.to_string(),
-        path: format!("{}/status", uri.path().trim_end_matches('/')),
+        path: format!("{}/{leaf}", uri.path().trim_end_matches('/')),
     })
 }
 
 /// `GET <endpoint>/status`, checked to be a status document of [`STATUS_VERSION`].
 pub async fn fetch(endpoint: &str) -> Result<NodeStatus, StatusError> {
-    let target = target(endpoint)?;
+    let target = target(endpoint, "status")?;
     tokio::time::timeout(TIMEOUT, get(endpoint, &target))
         .await
         .map_err(|_| StatusError::Timeout {
@@ -126,7 +127,27 @@ pub async fn fetch(endpoint: &str) -> Result<NodeStatus, StatusError> {
         })?
 }
 
-async fn get(endpoint: &str, target: &Target) -> Result<NodeStatus, StatusError> {
+/// `GET <endpoint>/metrics`: the plugin's Prometheus text.
+pub async fn fetch_metrics(endpoint: &str) -> Result<String, StatusError> {
+    let target = target(endpoint, "metrics")?;
+    let (url, status, body) = tokio::time::timeout(TIMEOUT, get_raw(endpoint, &target))
+        .await
+        .map_err(|_| StatusError::Timeout {
+            endpoint: endpoint.to_string(),
+        })??;
+    let body = String::from_utf8_lossy(&body).to_string();
+    match status {
+        StatusCode::OK => Ok(body),
+        status => Err(StatusError::Answer {
+            url,
+            status,
+            body: body.trim().to_string(),
+        }),
+    }
+}
+
+/// `GET` of `target`: its URL, the answer's status and body.
+async fn get_raw(endpoint: &str, target: &Target) -> Result<(String, StatusCode, Bytes), StatusError> {
     let url = format!("http://{}{}", target.authority, target.path);
     let http = |source| StatusError::Http {
         url: url.clone(),
@@ -164,6 +185,11 @@ async fn get(endpoint: &str, target: &Target) -> Result<NodeStatus, StatusError>
             reason: e.to_string(),
         })?
         .to_bytes();
+    Ok((url, status, body))
+}
+
+async fn get(endpoint: &str, target: &Target) -> Result<NodeStatus, StatusError> {
+    let (url, status, body) = get_raw(endpoint, target).await?;
     match status {
         StatusCode::OK => {}
         StatusCode::NOT_FOUND => return Err(StatusError::NoStatus { url }),
@@ -448,16 +474,16 @@ rails    0     10.10.7.0/29  6
 
     #[test]
     fn endpoints_are_http_host_port_urls() {
-        let t = target("http://127.0.0.1:9177").unwrap();
+        let t = target("http://127.0.0.1:9177", "status").unwrap();
         assert_eq!(
             (t.host.as_str(), t.port, t.authority.as_str(), t.path.as_str()),
             ("127.0.0.1", 9177, "127.0.0.1:9177", "/status")
         );
-        let t = target("http://[::1]:9177/").unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("::1", 9177, "/status"));
-        assert_eq!(target("http://node-a").unwrap().port, 80);
+        let t = target("http://[::1]:9177/", "metrics").unwrap();
+        assert_eq!((t.host.as_str(), t.port, t.path.as_str()), ("::1", 9177, "/metrics"));
+        assert_eq!(target("http://node-a", "status").unwrap().port, 80);
         for bad in ["https://127.0.0.1:9177", "http://", "not a url"] {
-            let error = target(bad).unwrap_err().to_string();
+            let error = target(bad, "status").unwrap_err().to_string();
             assert!(
                 error.starts_with(&format!("--endpoint {bad:?} is not an http://host:port URL")),
                 "{error}"

@@ -520,6 +520,21 @@ kc -n "$NS" delete pod pod-s1 pod-s2 pod-s3 --wait=true --timeout=90s >/dev/null
 check "plugin rolled out without --shared-pods" shared_pods ""
 check "$sdev published unshared again" wait_for 60 "unshared slice" share_is "false -"
 kc delete multinicnetwork "$SNET" --wait=true --timeout=60s >/dev/null
+scenario "bench: multinic bench --rows 10 (pods with $RAILS NICs, host-device and macvlan, vs no claim), 2 runs"
+# The cluster build's binary on the node; it applies and deletes its own networks and namespace.
+# Timings are printed for the log, not checked.
+bench_log=$LOGS/bench-podstart.log
+"$TARGET_DIR/release/multinic" bench --rows 10 --runs 2 --nics "$RAILS" --kubeconfig "$KUBECONFIG" \
+	--node "$NODE" --pod-image "$BUSYBOX_IMAGE" --kubelet-log "$LOGS/kubelet.log" \
+	--containerd-log "$LOGS/containerd.log" >"$bench_log" 2>&1
+rc=$?
+cat "$bench_log"
+check "multinic bench --rows 10 exited 0 (exit $rc)" [ "$rc" = 0 ]
+check "it printed the 6 rows of row 10" [ "$(grep -c '^| 10 ' "$bench_log")" = 6 ]
+check "no row FAILED" sh -c "! grep -q FAILED '$bench_log'"
+check "it left no namespace multinic-bench" sh -c "! '$K8S_BIN/kubectl' get ns multinic-bench"
+check "it left no multinic-bench-* network" sh -c "! '$K8S_BIN/kubectl' get multinicnetworks -o name | grep -q multinic-bench"
+
 
 scenario "end: nothing leaked"
 check "no plan files left" [ "$(plans)" = 0 ]

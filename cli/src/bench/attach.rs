@@ -48,7 +48,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Mode::HostDevice => "host-device",
             Mode::Macvlan => "macvlan",
@@ -95,6 +95,9 @@ pub struct AttachResult {
     pub floor_row: Row,
     pub multus_row: Row,
     pub breakdown: String,
+    /// Median of the floor's attach alone (ms; `NaN` when no run succeeded): the kernel work of
+    /// moving and configuring the m NICs, which row 10 compares a pod start with.
+    pub floor_attach_ms: f64,
 }
 
 /// The rails layout of the attach rows: /16, 64 hosts, 16 rails, /26 blocks.
@@ -498,6 +501,7 @@ pub async fn bench(bins: &Bins, mode: Mode, m: usize, runs: usize) -> AttachResu
         floor_row,
         multus_row,
         breakdown,
+        floor_attach_ms: median(&p.floor.add),
     }
 }
 

@@ -167,31 +167,36 @@ impl Netns {
         ip(&all)
     }
 
-    /// A rtnetlink handle whose socket lives in this namespace (opened on a helper thread that
-    /// `setns`es and exits); its connection runs on the current tokio runtime.
+    /// A rtnetlink handle whose socket lives in this namespace; see [`netlink_in`].
     pub fn netlink(&self) -> Result<rtnetlink::Handle, FixtureError> {
-        let fd = self.dup_file()?;
-        let rt = tokio::runtime::Handle::current();
-        let made = std::thread::scope(|s| {
-            s.spawn(|| {
-                nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
-                let _guard = rt.enter();
-                let (conn, handle, _) = rtnetlink::new_connection()?;
-                Ok::<_, std::io::Error>((conn, handle))
-            })
-            .join()
-        });
-        let (conn, handle) = made
-            .map_err(|_| FixtureError::HelperPanicked {
-                netns: self.name.clone(),
-            })?
-            .map_err(|source| FixtureError::NetlinkSocket {
-                netns: self.name.clone(),
-                source,
-            })?;
-        rt.spawn(conn);
-        Ok(handle)
+        netlink_in(self.dup_file()?, &self.name)
     }
+}
+
+/// A rtnetlink handle whose socket lives in the network namespace of `fd` (`netns` names it in
+/// errors), opened on a helper thread that `setns`es and exits; its connection runs on the
+/// current tokio runtime.
+pub fn netlink_in(fd: File, netns: &str) -> Result<rtnetlink::Handle, FixtureError> {
+    let rt = tokio::runtime::Handle::current();
+    let made = std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(fd.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+            let _guard = rt.enter();
+            let (conn, handle, _) = rtnetlink::new_connection()?;
+            Ok::<_, std::io::Error>((conn, handle))
+        })
+        .join()
+    });
+    let (conn, handle) = made
+        .map_err(|_| FixtureError::HelperPanicked {
+            netns: netns.to_string(),
+        })?
+        .map_err(|source| FixtureError::NetlinkSocket {
+            netns: netns.to_string(),
+            source,
+        })?;
+    rt.spawn(conn);
+    Ok(handle)
 }
 
 impl Drop for Netns {

@@ -87,7 +87,13 @@ impl Unit {
         }
     }
 
-    fn summary(self, s: &Summary) -> String {
+    /// A difference, with its sign.
+    pub fn signed(self, x: f64) -> String {
+        let sign = if x < 0.0 { "−" } else { "+" };
+        format!("{sign}{}", self.fmt(x.abs()))
+    }
+
+    pub fn summary(self, s: &Summary) -> String {
         format!("{} [{} – {}]", self.fmt(s.median), self.fmt(s.min), self.fmt(s.max))
     }
 }
@@ -103,6 +109,8 @@ pub struct Row {
     pub baseline: Option<(String, Option<Summary>)>,
     /// `ours / floor` or `theirs / ours`, from the medians: (label, value).
     pub ratio: Option<(String, f64)>,
+    /// `ours − baseline` of the medians, in the row's unit; printed in the ratio column.
+    pub added: Option<f64>,
     pub target: String,
     /// Whether the target is met; `None` when there is none.
     pub met: Option<bool>,
@@ -119,6 +127,7 @@ impl Row {
             ours: None,
             baseline: None,
             ratio: None,
+            added: None,
             target: String::new(),
             met: None,
             error: None,
@@ -165,10 +174,11 @@ pub fn render(rows: &[Row]) -> String {
                 Some((name, None)) => format!("{name}: FAILED"),
                 None => "—".to_string(),
             };
-            let ratio = r
-                .ratio
-                .as_ref()
-                .map_or("—".to_string(), |(label, x)| format!("{x:.2}× ({label})"));
+            let ratio = match (&r.ratio, r.added) {
+                (Some((label, x)), _) => format!("{x:.2}× ({label})"),
+                (None, Some(x)) => format!("{} added", r.unit.signed(x)),
+                (None, None) => "—".to_string(),
+            };
             let met = match r.met {
                 Some(true) => "yes",
                 Some(false) => "NO",
@@ -238,8 +248,11 @@ mod tests {
     fn table_has_one_line_per_row() {
         let mut r = Row::new("1", "attach m=1", Unit::Ms);
         r.ours = Summary::of(&[1.0, 2.0]);
-        let text = render(&[r, Row::failed("2", "x", "boom")]);
-        assert_eq!(text.lines().count(), 4);
+        let mut added = Row::new("10", "pod start", Unit::Ms);
+        added.added = Some(-1.5);
+        let text = render(&[r, Row::failed("2", "x", "boom"), added]);
+        assert_eq!(text.lines().count(), 5);
         assert!(text.contains("FAILED"));
+        assert!(text.contains("| −1.50 ms added |"), "{text}");
     }
 }
