@@ -535,7 +535,6 @@ check "no row FAILED" sh -c "! grep -q FAILED '$bench_log'"
 check "it left no namespace multinic-bench" sh -c "! '$K8S_BIN/kubectl' get ns multinic-bench"
 check "it left no multinic-bench-* network" sh -c "! '$K8S_BIN/kubectl' get multinicnetworks -o name | grep -q multinic-bench"
 
-
 scenario "end: nothing leaked"
 check "no plan files left" [ "$(plans)" = 0 ]
 for ((k = 0; k < RAILS; k++)); do check "$NIC_PREFIX$k on the node" ip link show "$NIC_PREFIX$k"; done
