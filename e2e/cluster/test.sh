@@ -442,6 +442,10 @@ check "carrier back: $HNET counts 1/1 ready nodes and 0/1 unhealthy devices" wai
 kc -n "$NS" delete pod pod-h --wait=true --timeout=90s >/dev/null
 kc delete multinicnetwork "$HNET" --wait=true --timeout=60s >/dev/null
 
+# 9. Kueue queues Jobs with NIC claims (cpu quota, then Kueue's DRA quota mode).
+# shellcheck source-path=SCRIPTDIR source=kueue.sh
+. "$E2E_DIR/kueue.sh"
+
 scenario "end: nothing leaked"
 check "no plan files left" [ "$(plans)" = 0 ]
 for ((k = 0; k < RAILS; k++)); do check "$NIC_PREFIX$k on the node" ip link show "$NIC_PREFIX$k"; done
