@@ -10,9 +10,10 @@
 #       the same with quota for 2 NICs and a plain template (exactly: deviceClassName + count);
 #       templates with `config`, `constraints` or CEL `selectors` are inadmissible (Kueue's messages
 #       are printed). Kueue is back in cpu mode afterwards.
-# Each Job's container fails unless net1 and net2 have IPv4 addresses, then waits for
-# /tmp/release, which this script creates: "the first Job still runs" is a fact while the second is
-# checked, not a timing. Kueue's webhooks are not registered (up.sh), so Jobs are created with
+# Each Job's container prints `ip -br addr` (iproute2's /bin/ip of the image: busybox's sh would run
+# its own ip applet for a bare `ip`, which has no -br) and fails unless net1 and net2 have IPv4
+# addresses, then waits for /tmp/release, which this script creates: "the first Job still runs" is
+# a fact while the second is checked, not a timing. Kueue's webhooks are not registered (up.sh), so Jobs are created with
 # `suspend: true` and the label kueue.x-k8s.io/queue-name, as Kueue's Job webhook would make them.
 # Deletes what it creates.
 
@@ -67,9 +68,9 @@ spec:
             - sh
             - -c
             - |
-              ip -br addr
+              /bin/ip -br addr
               for i in net1 net2; do
-                ip -o -4 addr show dev \$i | grep -q inet || { echo "no IPv4 on \$i"; exit 1; }
+                /bin/ip -o -4 addr show dev \$i | grep -q inet || { echo "no IPv4 on \$i"; exit 1; }
               done
               until [ -e /tmp/release ]; do sleep 1; done
               echo "released"
