@@ -1,12 +1,12 @@
 # shellcheck shell=bash
-# Scenario 9 of test.sh (sourced by it: uses check, scenario, running, show, check_pod_nics, $NS,
+# Scenario 10 of test.sh (sourced by it: uses check, scenario, running, show, check_pod_nics, $NS,
 # $NET): Kueue v0.17.0, which up.sh runs as a host process, queues batch/v1 Jobs whose pods take
 # 2 NICs each from a ResourceClaimTemplate of the network $NET.
-#   9a. cpu quota (Kueue's default, its DynamicResourceAllocation gate off, claims not counted):
+#   10a. cpu quota (Kueue's default, its DynamicResourceAllocation gate off, claims not counted):
 #       a ClusterQueue with cpu for one Job. The second Job's Workload is not admitted while the
 #       first runs (QuotaReserved=False, Job suspended, no pod); once the first completes, the second
 #       is admitted and its pod gets its NICs.
-#   9b. DRA quota (gate on, resources.deviceClassMappings: DeviceClass $NET -> resource `nics`):
+#   10b. DRA quota (gate on, resources.deviceClassMappings: DeviceClass $NET -> resource `nics`):
 #       the same with quota for 2 NICs and a plain template (exactly: deviceClassName + count);
 #       templates with `config`, `constraints` or CEL `selectors` are inadmissible (Kueue's messages
 #       are printed). Kueue is back in cpu mode afterwards.
@@ -195,7 +195,7 @@ kq_pair() {
 }
 
 # ------------------------------------------------------------------------------------------------
-scenario "9a. $(basename "${KUEUE_BIN%/bin}") (cpu quota): of two Jobs with 2 NICs each and quota for one, the second waits until the first completes, then runs with its NICs"
+scenario "10a. $(basename "${KUEUE_BIN%/bin}") (cpu quota): of two Jobs with 2 NICs each and quota for one, the second waits until the first completes, then runs with its NICs"
 kc delete clusterqueues.kueue.x-k8s.io e2e-cpu e2e-dra --ignore-not-found --wait=true --timeout=60s >/dev/null 2>&1
 kc delete resourceflavors.kueue.x-k8s.io e2e-flavor --ignore-not-found --wait=true --timeout=60s >/dev/null 2>&1
 check "Kueue ready (cpu mode: $KUEUE_DIR/cpu.yaml)" kq_restart cpu
@@ -209,7 +209,7 @@ kq_queues e2e-cpu cpu '[{name: cpu, nominalQuota: 100m}]' | kc apply -f - >/dev/
 check "ClusterQueue e2e-cpu Active" kc wait --for=condition=Active clusterqueues.kueue.x-k8s.io/e2e-cpu --timeout=60s
 kq_pair e2e-cpu kueue-nics kq-job-1 kq-job-2 cpu
 
-scenario "9b. Kueue DRA quota (gate DynamicResourceAllocation, deviceClassMappings $NET -> nics): plain template queued by NIC count; config, constraints, CEL selectors inadmissible"
+scenario "10b. Kueue DRA quota (gate DynamicResourceAllocation, deviceClassMappings $NET -> nics): plain template queued by NIC count; config, constraints, CEL selectors inadmissible"
 kueue_config ", DynamicResourceAllocation: true" "resources:
   deviceClassMappings:
     - {name: nics, deviceClassNames: [$NET]}" >"$KUEUE_DIR/dra.yaml"

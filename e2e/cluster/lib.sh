@@ -22,6 +22,7 @@ NIC_PREFIX=mnic
 IMAGE=localhost/multinic-e2e/multinic:e2e
 PAUSE_IMAGE=localhost/multinic-e2e/pause:1
 BUSYBOX_IMAGE=localhost/multinic-e2e/busybox:1
+EXAMPLES_BUSYBOX=docker.io/library/busybox:1.36
 # The driver image is built from SRC (default: this clone) into TARGET_DIR.
 SRC=${MULTINIC_E2E_SRC:-$REPO}
 TARGET_DIR=${MULTINIC_E2E_TARGET_DIR:-/work/target-cluster}

@@ -184,7 +184,7 @@ plans() { find /var/lib/multinic/plans -maxdepth 1 -name '*.json' 2>/dev/null | 
 
 # ------------------------------------------------------------------------------------------------
 kc delete ns "$NS" --ignore-not-found --wait=true >/dev/null 2>&1
-kc delete multinicnetwork "$NET" e2e-impossible ipvlan-l3 e2e-health --ignore-not-found --wait=true >/dev/null 2>&1
+kc delete multinicnetwork "$NET" e2e-impossible ipvlan-l3 e2e-health quickstart e2e-shared --ignore-not-found --wait=true >/dev/null 2>&1
 kc create ns "$NS" >/dev/null
 
 scenario "1. MultiNicNetwork -> DeviceClass + NicNodeBlocks; an impossible spec is rejected at admission"
@@ -359,6 +359,22 @@ else
 	ip link del e2e-probe0 2>/dev/null
 	echo "SKIP: examples/ipvlan-l3 not run: this kernel has no ipvlan link type ('ip link add ... type ipvlan' fails)"
 fi
+# examples/quickstart runs as the README's quick start says, its files unchanged.
+kc apply -n "$NS" -f "$REPO/examples/quickstart/network.yaml" >/dev/null
+check "quickstart network Ready" kc wait --for=condition=Ready multinicnetwork/quickstart --timeout=90s
+kc apply -n "$NS" -f "$REPO/examples/quickstart/pod.yaml" >/dev/null
+check "pod quickstart Running (examples/quickstart)" running 180 quickstart
+# Its first command is `ip addr`: both NICs with an address of 10.66.0.0/16 (the log can lag the
+# Running phase by a moment).
+quickstart_nics() {
+	local l i
+	l=$(kc -n "$NS" logs quickstart 2>&1)
+	for i in net1 net2; do grep -A3 ": ${i}[:@]" <<<"$l" | grep -q 'inet 10\.66\.' || return 1; done
+}
+check "quickstart's log shows net1 and net2 with 10.66.0.0/16 addresses" wait_for 30 "quickstart log" quickstart_nics
+kc -n "$NS" logs quickstart 2>&1 | grep -E '^[0-9]+: net|inet 10\.66\.'
+kc -n "$NS" delete -f "$REPO/examples/quickstart/pod.yaml" --wait=true --timeout=90s >/dev/null
+kc delete -f "$REPO/examples/quickstart/network.yaml" -n "$NS" --wait=true --timeout=90s >/dev/null
 
 scenario "7. testkit/tests/api against this API server (the semantics the fake API server imitates)"
 # Built with the cargo of the environment (CARGO_TARGET_DIR if set, else the clone's target/, where
@@ -442,7 +458,70 @@ check "carrier back: $HNET counts 1/1 ready nodes and 0/1 unhealthy devices" wai
 kc -n "$NS" delete pod pod-h --wait=true --timeout=90s >/dev/null
 kc delete multinicnetwork "$HNET" --wait=true --timeout=60s >/dev/null
 
-# 9. Kueue queues Jobs with NIC claims (cpu quota, then Kueue's DRA quota mode).
+scenario "9. shared NICs (consumable capacity): macvlan pods on one parent; --shared-pods 2 leaves the third Pending, 3 runs it"
+# The plugin restarted with --shared-pods N publishes every NIC with allowMultipleAllocations and
+# capacity multinic.dev/pods = N (a claim consumes 1 unless it asks for more).
+SNET=e2e-shared
+sdev=$(awk '$2 == 3 {print $1}' "$DEVMAP")
+shared_pods() { # N, or "" for none: the plugin's --shared-pods, rolled out
+	kc -n multinic-system get ds multinic-kubelet-plugin -o json |
+		jq --arg n "$1" '.spec.template.spec.containers[0].args |= (map(select(startswith("--shared-pods") | not)) +
+			(if $n == "" then [] else ["--shared-pods=\($n)"] end))' | kc replace -f - >/dev/null &&
+		kc -n multinic-system rollout status ds/multinic-kubelet-plugin --timeout=120s >/dev/null
+}
+published_share() {
+	kc get resourceslices -o json | jq -r --arg d "$sdev" '[.items[] | select(.spec.driver == "multinic.dev") |
+		.spec.devices[] | select(.name == $d) |
+		"\(.allowMultipleAllocations // false) \(.capacity["multinic.dev/pods"].value // "-")"] | join(",")'
+}
+share_is() { [ "$(published_share)" = "$1" ]; }
+claim_shares() { # CLAIM: "ok" when its allocation result and its status entry carry one shareID
+	kc -n "$NS" get resourceclaim "$1" -o json | jq -r '(.status.allocation.devices.results[0].shareID // "") as $s |
+		if $s != "" and .status.devices[0].shareID == $s then "ok" else "no" end'
+}
+check "plugin rolled out with --shared-pods=2" shared_pods 2
+check "$sdev published with allowMultipleAllocations and multinic.dev/pods 2" wait_for 60 "shared slice" share_is "true 2"
+kc get resourceslices -o json | jq -c --arg d "$sdev" '.items[] | select(.spec.driver == "multinic.dev") |
+	.spec.devices[] | select(.name == $d) | {name, allowMultipleAllocations, capacity}'
+kc apply -f - >/dev/null <<EOF
+apiVersion: multinic.dev/v1alpha1
+kind: MultiNicNetwork
+metadata: {name: $SNET}
+spec:
+  selector: 'device.attributes["multinic.dev"].railIndex == 3'
+  attachment: {mode: macvlan}
+  ipam: {type: rails, subnet: 10.79.0.0/16, hostBlock: 8, interfaceBlock: 2}
+EOF
+check "network $SNET Ready" kc wait --for=condition=Ready "multinicnetwork/$SNET" --timeout=90s
+template_yaml one-shared 1 "" "$SNET" | kc apply -f - >/dev/null
+for p in pod-s1 pod-s2; do pod_yaml "$p" one-shared | kc apply -f - >/dev/null; done
+for p in pod-s1 pod-s2; do check "$p Running (macvlan child of $sdev)" running 180 "$p"; done
+pod_yaml pod-s3 one-shared | kc apply -f - >/dev/null
+s3_reason() { kc -n "$NS" get pod pod-s3 -o jsonpath='{.status.conditions[?(@.type=="PodScheduled")].reason}'; }
+s3_unschedulable() { [ "$(s3_reason)" = Unschedulable ]; }
+check "pod-s3 unschedulable: $sdev has no multinic.dev/pods left" wait_for 60 "pod-s3 unschedulable" s3_unschedulable
+echo "pod-s3 PodScheduled: $(kc -n "$NS" get pod pod-s3 -o jsonpath='{.status.conditions[?(@.type=="PodScheduled")].message}')"
+check "pod-s3 Pending" [ "$(kc -n "$NS" get pod pod-s3 -o jsonpath='{.status.phase}')" = Pending ]
+check "plugin rolled out with --shared-pods=3" shared_pods 3
+check "pod-s3 Running once $sdev has room for 3" running 180 pod-s3
+share_addrs=""
+for p in pod-s1 pod-s2 pod-s3; do
+	c=$(claim_of "$p")
+	kc -n "$NS" get resourceclaim "$c" -o json | jq -c '{allocated: [.status.allocation.devices.results[] |
+		{device, shareID, consumedCapacity}], status: [.status.devices[]? | {device, shareID, ips: .networkData.ips}]}'
+	check "$p's claim: allocation result and status entry carry the same shareID" [ "$(claim_shares "$c")" = ok ]
+	a=$(pexec "$p" ip -4 -o addr show net1 | awk '{print $4}')
+	check "$p has net1 with an address of 10.79.0.0/16 (${a:-none})" grep -q '^10\.79\.' <<<"$a"
+	share_addrs="$share_addrs $a"
+done
+distinct=$(tr ' ' '\n' <<<"$share_addrs" | sed '/^$/d' | sort -u | wc -l)
+check "three pods on one parent, three addresses:$share_addrs" [ "$distinct" = 3 ]
+kc -n "$NS" delete pod pod-s1 pod-s2 pod-s3 --wait=true --timeout=90s >/dev/null
+check "plugin rolled out without --shared-pods" shared_pods ""
+check "$sdev published unshared again" wait_for 60 "unshared slice" share_is "false -"
+kc delete multinicnetwork "$SNET" --wait=true --timeout=60s >/dev/null
+
+# 10. Kueue queues Jobs with NIC claims (cpu quota, then Kueue's DRA quota mode).
 # shellcheck source-path=SCRIPTDIR source=kueue.sh
 . "$E2E_DIR/kueue.sh"
 

@@ -225,6 +225,12 @@ wait_for 60 "containerd socket" ctr_ version
 have_image() { ctr_ images ls -q | grep -qxF "$1"; }
 have_image "$PAUSE_IMAGE" || "$E2E_DIR/images.sh" pause
 have_image "$BUSYBOX_IMAGE" || "$E2E_DIR/images.sh" busybox
+# The examples name upstream's busybox (examples/quickstart/pod.yaml, imagePullPolicy IfNotPresent);
+# here that name is the local busybox image, so they run unchanged with no registry.
+if ! have_image "$EXAMPLES_BUSYBOX"; then
+	ctr_ images tag "$BUSYBOX_IMAGE" "$EXAMPLES_BUSYBOX" >/dev/null
+	ctr_ images label "$EXAMPLES_BUSYBOX" io.cri-containerd.pinned=pinned >/dev/null
+fi
 # The driver image is rebuilt every run (cargo is incremental); the DaemonSet and the Deployment
 # are restarted below when its content changed.
 old_image=$(ctr_ images ls | awk -v r="$IMAGE" '$1 == r {print $3}')

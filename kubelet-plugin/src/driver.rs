@@ -447,16 +447,18 @@ impl<A: ClaimApi> Driver<A> {
         };
         self.table.hold(&plan);
         self.fault(claim, FaultPoint::AfterPlanWrite)?;
+        let shares = share_ids(&rc, &self.opts.driver_name, &self.opts.node_name);
         let cdi_ids = match &self.opts.cdi_dir {
-            Some(dir) => cdi::write_spec(dir, &self.opts.driver_name, &plan, &self.table).map_err(|source| {
-                PrepareError::Cdi {
-                    claim: Box::new(claim.clone()),
-                    source,
-                }
-            })?,
+            Some(dir) => {
+                cdi::write_spec(dir, &self.opts.driver_name, &plan, &self.table, &shares).map_err(|source| {
+                    PrepareError::Cdi {
+                        claim: Box::new(claim.clone()),
+                        source,
+                    }
+                })?
+            }
             None => BTreeMap::new(),
         };
-        let shares = share_ids(&rc, &self.opts.driver_name, &self.opts.node_name);
         let applied = self
             .api
             .apply_status(claim, status_entries(&self.opts.driver_name, &plan, &shares))

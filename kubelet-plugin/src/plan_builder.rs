@@ -103,6 +103,18 @@ pub enum ClaimError {
     DeviceNotInInventory { device: String },
     #[error("request {request}: {source}")]
     Config { request: String, source: ConfigError },
+    #[error(
+        "device {device} is shared (the plugin runs with --shared-pods) and request {request} attaches it with {mode}, which moves the NIC into one pod; use attachment macvlan, ipvlan-l2 or ipvlan-l3 for shared NICs, or run the plugin without --shared-pods"
+    )]
+    SharedMove {
+        device: String,
+        request: String,
+        mode: &'static str,
+    },
+    #[error(
+        "device {device} is allocated to the claim more than once (shared device, several shareIDs); a pod gets one interface per device: ask for distinct devices (constraints distinctAttribute on multinic.dev/railIndex)"
+    )]
+    DeviceTwice { device: String },
 }
 
 /// The request a result belongs to: `req` for a `req/sub` result of a prioritized list.
@@ -147,12 +159,18 @@ pub fn allocated_devices(
     let entries = alloc.config.as_deref().unwrap_or_default();
     let mut configs: HashMap<&str, NetworkConfig> = HashMap::new();
     let mut devices = Vec::new();
+    let mut seen = HashSet::new();
     for r in alloc
         .results
         .iter()
         .flatten()
         .filter(|r| r.driver == driver && r.pool == pool)
     {
+        if !seen.insert(r.device.as_str()) {
+            return Err(ClaimError::DeviceTwice {
+                device: r.device.clone(),
+            });
+        }
         let published = published(&r.device).ok_or_else(|| ClaimError::DeviceNotInInventory {
             device: r.device.clone(),
         })?;
@@ -167,6 +185,13 @@ pub fn allocated_devices(
                 config
             }
         };
+        if r.share_id.is_some() && !config.attachment.mode.is_shared() {
+            return Err(ClaimError::SharedMove {
+                device: r.device.clone(),
+                request: r.request.clone(),
+                mode: config.attachment.mode.as_str(),
+            });
+        }
         devices.push(DeviceInput {
             request: r.request.clone(),
             pool: r.pool.clone(),
@@ -411,6 +436,56 @@ mod tests {
             "requests": requests,
             "opaque": {"driver": DRIVER, "parameters": parameters},
         })
+    }
+
+    /// Issue 16.2: a shared allocation (with a shareID) must get a child link; the same shared
+    /// device twice in one claim is refused, not planned as two interfaces of one NIC.
+    #[test]
+    fn shared_allocations_need_a_child_link_mode_and_distinct_devices() {
+        let table = build_device_table(&(0..2).map(nic).collect::<Vec<_>>(), &SliceOptions::new("node-a"));
+        let names: Vec<String> = table.iter().map(|p| p.device.name.clone()).collect();
+        let lookup = |d: &str| table.iter().find(|p| p.device.name == d).cloned();
+        let shared = |config: serde_json::Value, devices: &[&str]| {
+            let mut rc = claim(
+                &["a"],
+                &devices.iter().map(|d| ("a", DRIVER, *d)).collect::<Vec<_>>(),
+                config,
+            );
+            for (i, r) in rc
+                .status
+                .as_mut()
+                .and_then(|s| s.allocation.as_mut())
+                .and_then(|a| a.devices.as_mut())
+                .and_then(|d| d.results.as_mut())
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                r.share_id = Some(format!("00000000-0000-0000-0000-00000000000{i}"));
+            }
+            rc
+        };
+        let macvlan = serde_json::json!([opaque(
+            "FromClass",
+            None,
+            serde_json::json!({"attachment": {"mode": "macvlan"}})
+        )]);
+        assert_eq!(
+            allocated_devices(&shared(macvlan.clone(), &[&names[0]]), DRIVER, "node-a", lookup)
+                .unwrap()
+                .len(),
+            1
+        );
+        let moved = allocated_devices(&shared(serde_json::json!([]), &[&names[0]]), DRIVER, "node-a", lookup);
+        assert!(
+            matches!(&moved, Err(ClaimError::SharedMove { device, mode: "host-device", .. }) if *device == names[0]),
+            "{moved:?}"
+        );
+        let twice = allocated_devices(&shared(macvlan, &[&names[1], &names[1]]), DRIVER, "node-a", lookup);
+        assert!(
+            matches!(&twice, Err(ClaimError::DeviceTwice { device }) if *device == names[1]),
+            "{twice:?}"
+        );
     }
 
     #[test]

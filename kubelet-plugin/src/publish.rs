@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,11 +37,42 @@ pub enum PublishError {
     Ledger(#[from] LedgerError),
 }
 
+impl PublishError {
+    /// The API server refused a shared device's consumable capacity: with DRAConsumableCapacity
+    /// off it drops `allowMultipleAllocations`, and then validation forbids a `requestPolicy`
+    /// ("allowMultipleAllocations must be true", `validateSingleAllocatableDeviceCapacity`,
+    /// kubernetes `pkg/apis/resource/validation/validation.go`).
+    fn refuses_sharing(&self) -> bool {
+        matches!(self, Self::Apply { source: kube::Error::Api(s), .. }
+            if s.code == 422 && s.message.contains("allowMultipleAllocations"))
+    }
+}
+
+/// Whether the API server stored `sent` without the `allowMultipleAllocations` of a device that
+/// asked for it: what it does with the DRAConsumableCapacity feature off (the field is dropped on
+/// write, `dropDisabledFields` of the ResourceSlice strategy).
+pub fn sharing_dropped(sent: &ResourceSlice, stored: &ResourceSlice) -> bool {
+    let kept: BTreeSet<&str> = stored
+        .spec
+        .devices
+        .iter()
+        .flatten()
+        .filter(|d| d.allow_multiple_allocations == Some(true))
+        .map(|d| d.name.as_str())
+        .collect();
+    sent.spec
+        .devices
+        .iter()
+        .flatten()
+        .any(|d| d.allow_multiple_allocations == Some(true) && !kept.contains(d.name.as_str()))
+}
+
 /// Where slices go. Implemented for the API server and in memory (tests, dry runs).
 pub trait SliceStore: Send + Sync {
     /// The slices of our driver on this node.
     fn list_pool(&self, opts: &SliceOptions) -> impl Future<Output = Result<Vec<ResourceSlice>, PublishError>> + Send;
-    fn apply(&self, slice: &ResourceSlice) -> impl Future<Output = Result<(), PublishError>> + Send;
+    /// Returns the slice as stored (the API server may drop fields it does not know).
+    fn apply(&self, slice: &ResourceSlice) -> impl Future<Output = Result<ResourceSlice, PublishError>> + Send;
     /// Deleting a missing slice is success.
     fn delete(&self, name: &str) -> impl Future<Output = Result<(), PublishError>> + Send;
 }
@@ -105,7 +137,7 @@ impl SliceStore for KubeSliceStore {
         Ok(list.items)
     }
 
-    async fn apply(&self, slice: &ResourceSlice) -> Result<(), PublishError> {
+    async fn apply(&self, slice: &ResourceSlice) -> Result<ResourceSlice, PublishError> {
         let name = slice.metadata.name.clone().unwrap_or_default();
         let mut body = slice.clone();
         body.metadata.managed_fields = None;
@@ -119,7 +151,6 @@ impl SliceStore for KubeSliceStore {
         self.api
             .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(value))
             .await
-            .map(|_| ())
             .map_err(|source| PublishError::Apply { name, source })
     }
 
@@ -140,11 +171,21 @@ impl SliceStore for KubeSliceStore {
 pub struct MemorySliceStore {
     slices: Arc<Mutex<BTreeMap<String, ResourceSlice>>>,
     version: Arc<watch::Sender<u64>>,
+    without_consumable_capacity: bool,
 }
 
 impl MemorySliceStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Stores slices as an API server with DRAConsumableCapacity off does: without
+    /// `allowMultipleAllocations`.
+    pub fn without_consumable_capacity() -> Self {
+        Self {
+            without_consumable_capacity: true,
+            ..Self::default()
+        }
     }
 
     /// Every stored slice, by name.
@@ -181,12 +222,18 @@ impl SliceStore for MemorySliceStore {
             .collect())
     }
 
-    async fn apply(&self, slice: &ResourceSlice) -> Result<(), PublishError> {
+    async fn apply(&self, slice: &ResourceSlice) -> Result<ResourceSlice, PublishError> {
         let name = slice.metadata.name.clone().unwrap_or_default();
+        let mut stored = slice.clone();
+        if self.without_consumable_capacity {
+            for d in stored.spec.devices.iter_mut().flatten() {
+                d.allow_multiple_allocations = None;
+            }
+        }
         self.write(|s| {
-            s.insert(name, slice.clone());
+            s.insert(name, stored.clone());
         });
-        Ok(())
+        Ok(stored)
     }
 
     async fn delete(&self, name: &str) -> Result<(), PublishError> {
@@ -195,6 +242,13 @@ impl SliceStore for MemorySliceStore {
         });
         Ok(())
     }
+}
+
+/// One publish pass: done, or stopped because the API server refused shared devices (the next
+/// pass publishes them unshared; `state` is `None`, so it starts from a list of the pool).
+enum Attempt {
+    Done(PublishOutcome),
+    SharingRefused,
 }
 
 /// What a publish did.
@@ -347,6 +401,9 @@ pub struct Publisher<S> {
     table: DeviceTable,
     ledger: std::sync::Mutex<DeviceLedger>,
     ledger_file: Option<LedgerFile>,
+    /// Set once the API server refused shared devices (DRAConsumableCapacity off): from then on
+    /// the NICs are published unshared, one claim per NIC.
+    sharing_refused: AtomicBool,
 }
 
 impl<S: SliceStore> Publisher<S> {
@@ -358,6 +415,7 @@ impl<S: SliceStore> Publisher<S> {
             table: DeviceTable::default(),
             ledger: std::sync::Mutex::new(DeviceLedger::default()),
             ledger_file: None,
+            sharing_refused: AtomicBool::new(false),
         }
     }
 
@@ -410,7 +468,21 @@ impl<S: SliceStore> Publisher<S> {
             links: &inventory.links,
             parents: &parents,
         };
-        Ok(build_rail_devices(&rails, &self.opts, health))
+        Ok(build_rail_devices(&rails, &self.slice_options(), health))
+    }
+
+    /// The options devices are built with: shared mode only while the API server takes it.
+    fn slice_options(&self) -> SliceOptions {
+        let mut opts = self.opts.clone();
+        if self.sharing_refused.load(Ordering::Relaxed) {
+            opts.shared_pods = None;
+        }
+        opts
+    }
+
+    /// Whether devices are published shared (`--shared-pods` given and the API server takes it).
+    pub fn sharing(&self) -> bool {
+        self.opts.shared_pods.is_some() && !self.sharing_refused.load(Ordering::Relaxed)
     }
 
     /// The devices of the last inventory (updated even when publishing fails).
@@ -418,8 +490,27 @@ impl<S: SliceStore> Publisher<S> {
         self.table.clone()
     }
 
-    /// Publishes the NICs if they differ from what was last published.
+    /// Publishes the NICs if they differ from what was last published. In shared mode, when the
+    /// API server turns out not to take shared devices, publishes them again unshared.
     pub async fn publish(&self, inventory: &Inventory) -> Result<PublishOutcome, PublishError> {
+        // Ends: once sharing is refused, a pass never asks for it again.
+        loop {
+            match self.publish_once(inventory).await? {
+                Attempt::Done(outcome) => return Ok(outcome),
+                Attempt::SharingRefused => {
+                    tracing::warn!(
+                        pool = %self.opts.node_name,
+                        "the API server does not keep allowMultipleAllocations (feature gate DRAConsumableCapacity off): \
+                         publishing every NIC unshared, one claim per NIC; turn the gate on in kube-apiserver, \
+                         kube-scheduler and kube-controller-manager, or drop --shared-pods"
+                    );
+                    self.sharing_refused.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    async fn publish_once(&self, inventory: &Inventory) -> Result<Attempt, PublishError> {
         let table: Vec<PublishedDevice> = self
             .rails(inventory)?
             .into_iter()
@@ -435,7 +526,7 @@ impl<S: SliceStore> Publisher<S> {
         let devices: Vec<Device> = table.into_iter().map(|d| d.device).collect();
         let mut state = self.state.lock().await;
         if state.as_ref().is_some_and(|p| p.devices == devices) {
-            return Ok(PublishOutcome::Unchanged);
+            return Ok(Attempt::Done(PublishOutcome::Unchanged));
         }
         let (generation, old_names) = match state.take() {
             Some(p) => (p.generation + 1, p.names),
@@ -454,8 +545,14 @@ impl<S: SliceStore> Publisher<S> {
         };
         // On any failure below `state` stays `None`, so the next attempt lists the pool again.
         let slices = build_slices(&devices, &self.opts, generation);
+        let shared = self.sharing();
         for slice in &slices {
-            self.store.apply(slice).await?;
+            match self.store.apply(slice).await {
+                Ok(stored) if shared && sharing_dropped(slice, &stored) => return Ok(Attempt::SharingRefused),
+                Ok(_) => {}
+                Err(e) if shared && e.refuses_sharing() => return Ok(Attempt::SharingRefused),
+                Err(e) => return Err(e),
+            }
         }
         let names: BTreeSet<String> = slices.iter().filter_map(|s| s.metadata.name.clone()).collect();
         for stale in old_names.difference(&names) {
@@ -472,7 +569,7 @@ impl<S: SliceStore> Publisher<S> {
             devices,
             names,
         });
-        Ok(outcome)
+        Ok(Attempt::Done(outcome))
     }
 }
 
@@ -666,6 +763,97 @@ mod tests {
         changes.next().await.unwrap();
         assert_eq!(taints(&store), vec![None, None]);
         assert_eq!(statuses(&publisher), vec![Status::Healthy, Status::Healthy]);
+    }
+
+    fn shared_opts() -> SliceOptions {
+        SliceOptions {
+            shared_pods: Some(4),
+            ..SliceOptions::new("node-a")
+        }
+    }
+
+    fn stored_devices(store: &MemorySliceStore) -> Vec<Device> {
+        store
+            .slices()
+            .into_values()
+            .flat_map(|s| s.spec.devices.into_iter().flatten())
+            .collect()
+    }
+
+    /// Issue 16.2: with DRAConsumableCapacity on, the NICs stay shared with their capacities.
+    #[tokio::test]
+    async fn shared_nics_are_published_shared_where_the_api_server_keeps_it() {
+        let store = MemorySliceStore::new();
+        let publisher = Publisher::new(store.clone(), shared_opts());
+        publisher.publish(&inv(2)).await.unwrap();
+        assert!(publisher.sharing());
+        let devices = stored_devices(&store);
+        assert_eq!(devices.len(), 2);
+        for d in &devices {
+            assert_eq!(d.allow_multiple_allocations, Some(true), "{}", d.name);
+            assert!(
+                d.capacity
+                    .as_ref()
+                    .is_some_and(|c| c.contains_key(crate::slices::PODS_CAPACITY))
+            );
+        }
+    }
+
+    /// Issue 16.2: where the API server drops `allowMultipleAllocations` (feature off), the next
+    /// pass publishes the NICs the old way: no sharing, no consumable capacity (which validation
+    /// would refuse without it), at a new generation.
+    #[tokio::test]
+    async fn shared_nics_fall_back_to_unshared_where_the_api_server_drops_the_field() {
+        let store = MemorySliceStore::without_consumable_capacity();
+        let publisher = Publisher::new(store.clone(), shared_opts());
+        let outcome = publisher.publish(&inv(2)).await.unwrap();
+        assert_eq!(
+            outcome,
+            PublishOutcome::Published {
+                generation: 2,
+                slices: 1,
+                devices: 2
+            }
+        );
+        assert!(!publisher.sharing());
+        for d in &stored_devices(&store) {
+            assert_eq!(d.allow_multiple_allocations, None, "{}", d.name);
+            assert_eq!(d.capacity, None, "{}", d.name);
+        }
+        assert_eq!(publisher.publish(&inv(2)).await.unwrap(), PublishOutcome::Unchanged);
+    }
+
+    #[test]
+    fn only_a_422_naming_allow_multiple_allocations_refuses_sharing() {
+        let err = |code, message: &str| PublishError::Apply {
+            name: "s".into(),
+            source: kube::Error::Api(kube::core::Status::failure(message, "Invalid").with_code(code).boxed()),
+        };
+        // The message validation gives a requestPolicy without allowMultipleAllocations.
+        let forbidden = "ResourceSlice.resource.k8s.io \"n-multinic.dev-1\" is invalid: \
+            spec.devices[0].capacity[multinic.dev/pods].requestPolicy: Forbidden: allowMultipleAllocations must be true";
+        assert!(err(422, forbidden).refuses_sharing());
+        assert!(!err(422, "spec.devices[0].name: Invalid value").refuses_sharing());
+        assert!(!err(500, forbidden).refuses_sharing());
+    }
+
+    #[test]
+    fn sharing_dropped_compares_sent_and_stored_devices() {
+        let opts = shared_opts();
+        let sent = build_slices(&crate::slices::build_devices(&[nic(0), nic(1)], &opts), &opts, 1).remove(0);
+        assert!(!sharing_dropped(&sent, &sent));
+        let mut stored = sent.clone();
+        if let Some(d) = stored.spec.devices.as_mut().and_then(|d| d.get_mut(1)) {
+            d.allow_multiple_allocations = None;
+        }
+        assert!(sharing_dropped(&sent, &stored));
+        let unshared = build_slices(
+            &crate::slices::build_devices(&[nic(0)], &SliceOptions::new("n")),
+            &opts,
+            1,
+        )
+        .remove(0);
+        assert!(!sharing_dropped(&unshared, &unshared));
     }
 
     #[tokio::test]

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::resource::v1::{
-    Device, DeviceAttribute, DeviceCapacity, ResourcePool, ResourceSlice, ResourceSliceSpec,
+    CapacityRequestPolicy, CapacityRequestPolicyRange, Device, DeviceAttribute, DeviceCapacity, ResourcePool,
+    ResourceSlice, ResourceSliceSpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -26,6 +27,8 @@ pub const MAX_DNS_LABEL: usize = 63;
 pub const MAX_ATTRIBUTE_ID: usize = 32;
 /// Capacity consumed per pod in shared mode.
 pub const PODS_CAPACITY: &str = "multinic.dev/pods";
+/// Link bandwidth in bits/s, in shared mode when the NIC's speed is known.
+pub const BANDWIDTH_CAPACITY: &str = "multinic.dev/bandwidth";
 
 /// What the slices are for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +209,51 @@ pub fn build_device_table(nics: &[Nic], opts: &SliceOptions) -> Vec<PublishedDev
     )
 }
 
+/// The consumable capacities of a shared device (DRAConsumableCapacity; rules of
+/// `validateRequestPolicyRange`, kubernetes `pkg/apis/resource/validation/validation.go`):
+/// - `multinic.dev/pods` = `pods`; a claim that does not ask for it consumes 1 (`default`), at most
+///   `pods`. Without a `requestPolicy` a claim that does not ask would consume the whole capacity,
+///   i.e. the device would not be shared at all. `step` 1 only when `min + step` fits (`pods` ≥ 2).
+/// - `multinic.dev/bandwidth` = the link speed in bits/s (`<Mb/s>M`) when sysfs says it; a claim
+///   that does not ask consumes 0 (no reservation), one that asks reserves in steps of 1 Mb/s.
+pub fn shared_capacity(pods: u32, speed_mbps: Option<u32>) -> BTreeMap<String, DeviceCapacity> {
+    let pods_policy = CapacityRequestPolicy {
+        default: Some(Quantity("1".into())),
+        valid_range: Some(CapacityRequestPolicyRange {
+            min: Quantity("1".into()),
+            max: Some(Quantity(pods.to_string())),
+            step: (pods >= 2).then(|| Quantity("1".into())),
+        }),
+        valid_values: None,
+    };
+    let mut caps = BTreeMap::from([(
+        PODS_CAPACITY.to_string(),
+        DeviceCapacity {
+            value: Quantity(pods.to_string()),
+            request_policy: Some(pods_policy),
+        },
+    )]);
+    if let Some(speed) = speed_mbps.filter(|s| *s > 0) {
+        let policy = CapacityRequestPolicy {
+            default: Some(Quantity("0".into())),
+            valid_range: Some(CapacityRequestPolicyRange {
+                min: Quantity("0".into()),
+                max: None,
+                step: Some(Quantity("1M".into())),
+            }),
+            valid_values: None,
+        };
+        caps.insert(
+            BANDWIDTH_CAPACITY.to_string(),
+            DeviceCapacity {
+                value: Quantity(format!("{speed}M")),
+                request_policy: Some(policy),
+            },
+        );
+    }
+    caps
+}
+
 /// The devices of NICs whose rails the node ledger decided, in the order given, with their health.
 pub fn build_rail_devices(rails: &[Rail<'_>], opts: &SliceOptions, health: HealthInputs<'_>) -> Vec<PublishedDevice> {
     let mut used = std::collections::HashSet::new();
@@ -218,12 +266,9 @@ pub fn build_rail_devices(rails: &[Rail<'_>], opts: &SliceOptions, health: Healt
                 name = dns_label(&format!("{name}-{}", nic.if_name));
                 used.insert(name.clone());
             }
-            let capacity: BTreeMap<String, DeviceCapacity> = opts
+            let capacity = opts
                 .shared_pods
-                .map(|pods| {
-                    let cap = DeviceCapacity { value: Quantity(pods.to_string()), request_policy: None };
-                    BTreeMap::from([(PODS_CAPACITY.to_string(), cap)])
-                })
+                .map(|pods| shared_capacity(pods, nic.speed_mbps))
                 .unwrap_or_default();
             let room = MAX_ATTRIBUTES_AND_CAPACITIES - capacity.len();
             let mut attrs = device_attributes(nic, rail);
@@ -465,8 +510,42 @@ pub(crate) mod tests {
         };
         let d = &build_devices(&[nic(0)], &opts)[0];
         assert_eq!(d.allow_multiple_allocations, Some(true));
-        assert_eq!(d.capacity.as_ref().unwrap()[PODS_CAPACITY].value.0, "16");
+        let caps = d.capacity.as_ref().unwrap();
+        assert_eq!(caps[PODS_CAPACITY].value.0, "16");
+        // Without a default a claim would consume all 16, i.e. the NIC would not be shared.
+        let policy = caps[PODS_CAPACITY].request_policy.as_ref().unwrap();
+        assert_eq!(policy.default, Some(Quantity("1".into())));
+        let range = policy.valid_range.as_ref().unwrap();
+        assert_eq!(
+            (range.min.0.as_str(), range.max.as_ref().unwrap().0.as_str()),
+            ("1", "16")
+        );
+        assert_eq!(range.step, Some(Quantity("1".into())));
         assert!(validate_device(d).is_empty());
+    }
+
+    #[test]
+    fn shared_capacity_follows_the_api_request_policy_rules() {
+        // One pod: min + step would exceed the capacity, which the API server rejects.
+        let one = shared_capacity(1, None);
+        let range = one[PODS_CAPACITY]
+            .request_policy
+            .as_ref()
+            .unwrap()
+            .valid_range
+            .clone()
+            .unwrap();
+        assert_eq!(range.step, None);
+        assert!(!one.contains_key(BANDWIDTH_CAPACITY));
+        // A known speed adds bandwidth in bits/s, not reserved unless a claim asks.
+        let caps = shared_capacity(4, Some(100_000));
+        let bw = &caps[BANDWIDTH_CAPACITY];
+        assert_eq!(bw.value.0, "100000M");
+        let policy = bw.request_policy.as_ref().unwrap();
+        assert_eq!(policy.default, Some(Quantity("0".into())));
+        assert_eq!(policy.valid_range.as_ref().unwrap().step, Some(Quantity("1M".into())));
+        // sysfs reports 0 for some virtual links: no bandwidth capacity then.
+        assert!(!shared_capacity(4, Some(0)).contains_key(BANDWIDTH_CAPACITY));
     }
 
     #[test]
