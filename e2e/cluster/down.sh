@@ -35,6 +35,7 @@ if alive kube-apiserver && alive kubelet && kc get --raw /readyz >/dev/null 2>&1
 fi
 
 # --- 2. processes, in reverse start order ------------------------------------------------------
+stop kueue
 stop kubelet
 if alive containerd; then
 	# Sandboxes the kubelet did not stop: kill their tasks so the shims exit.

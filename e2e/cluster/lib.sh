@@ -35,6 +35,7 @@ ETCD_BIN=$("$E2E_DIR/build.sh" --bindir etcd)
 CTRD_BIN=$("$E2E_DIR/build.sh" --bindir containerd)
 RUNC_BIN=$("$E2E_DIR/build.sh" --bindir runc)
 HELM_BIN=$("$E2E_DIR/build.sh" --bindir helm)
+KUEUE_BIN=$("$E2E_DIR/build.sh" --bindir kueue)
 export PATH="$K8S_BIN:$CTRD_BIN:$RUNC_BIN:$ETCD_BIN:$PATH"
 export KUBECONFIG=$PKI/admin.kubeconfig
 # How up.sh installs the driver (MULTINIC_E2E_INSTALL): `kustomize` (kubectl apply -k of the overlay
@@ -132,3 +133,29 @@ kubelet_start() {
 	start kubelet "$K8S_BIN/kubelet" --config="$STATE/kubelet.yaml" \
 		--kubeconfig="$PKI/kubelet.kubeconfig" --hostname-override="$NODE" --v=2
 }
+
+# Kueue (host process, admin kubeconfig, no webhooks: Jobs are created suspended with the
+# queue-name label). up.sh writes $KUEUE_DIR/{cpu,dra}.yaml; kueue.sh switches between the two.
+KUEUE_DIR=$STATE/kueue
+KUEUE_HEALTH=127.0.0.1:18081
+# kueue_config EXTRA-FEATURE-GATES [EXTRA-YAML]: the Configuration (config.kueue.x-k8s.io/v1beta2,
+# fields of kubernetes-sigs/kueue apis/config/v1beta2/configuration_types.go, v0.17.0).
+# VisibilityOnDemand off: no visibility API server (it needs its own certs and an APIService).
+kueue_config() {
+	cat <<EOF
+apiVersion: config.kueue.x-k8s.io/v1beta2
+kind: Configuration
+leaderElection: {leaderElect: false}
+internalCertManagement: {enable: false}
+health: {healthProbeBindAddress: "$KUEUE_HEALTH"}
+metrics: {bindAddress: "127.0.0.1:18443"}
+webhook: {host: 127.0.0.1, port: 19443, certDir: "$KUEUE_DIR/certs"}
+integrations: {frameworks: ["batch/job"]}
+featureGates: {VisibilityOnDemand: false$1}
+${2:-}
+EOF
+}
+kueue_start() { # cpu | dra
+	start kueue "$KUEUE_BIN/kueue" --config="$KUEUE_DIR/$1.yaml" --kubeconfig="$PKI/admin.kubeconfig"
+}
+kueue_ready() { curl -fsS "http://$KUEUE_HEALTH/readyz" >/dev/null 2>&1; }

@@ -535,6 +535,10 @@ check "no row FAILED" sh -c "! grep -q FAILED '$bench_log'"
 check "it left no namespace multinic-bench" sh -c "! '$K8S_BIN/kubectl' get ns multinic-bench"
 check "it left no multinic-bench-* network" sh -c "! '$K8S_BIN/kubectl' get multinicnetworks -o name | grep -q multinic-bench"
 
+# 10. Kueue queues Jobs with NIC claims (cpu quota, then Kueue's DRA quota mode).
+# shellcheck source-path=SCRIPTDIR source=kueue.sh
+. "$E2E_DIR/kueue.sh"
+
 scenario "end: nothing leaked"
 check "no plan files left" [ "$(plans)" = 0 ]
 for ((k = 0; k < RAILS; k++)); do check "$NIC_PREFIX$k on the node" ip link show "$NIC_PREFIX$k"; done

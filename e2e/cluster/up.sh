@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Brings up a one-node Kubernetes on loopback, as root: etcd, kube-apiserver (Node,RBAC authz,
 # ServiceAccount tokens), kube-controller-manager, kube-scheduler, containerd (CDI on) + runc, a
-# kubelet on cgroupfs (node name 127.0.0.1); veth "NICs" mnic0..mnic{RAILS-1} whose peers sit in
-# netns multinic-e2e-fabric; a bridge+host-local primary conflist; then installs the driver, so
+# kubelet on cgroupfs (node name 127.0.0.1); Kueue v0.17 as a host process (CRDs, no webhooks; for
+# kueue.sh); veth "NICs" mnic0..mnic{RAILS-1} whose peers sit in netns multinic-e2e-fabric; a
+# bridge+host-local primary conflist; then installs the driver, so
 # the plugin runs as the DaemonSet pod and chains multinic-cni into the conflist:
 #   MULTINIC_E2E_INSTALL=kustomize (default): deploy/ through the overlay here (`kubectl apply -k`)
 #   MULTINIC_E2E_INSTALL=helm: `helm upgrade --install` of deploy/helm/multinic-dra with values.yaml
@@ -110,6 +111,26 @@ EOF
 start kube-scheduler "$K8S_BIN/kube-scheduler" --config="$STATE/scheduler.yaml" \
 	--authentication-kubeconfig="$PKI/scheduler.kubeconfig" \
 	--authorization-kubeconfig="$PKI/scheduler.kubeconfig" --bind-address=127.0.0.1 --v=1
+
+# --- Kueue v0.17 as a host process (kueue.sh): CRDs, namespace, serving certs, config ---------
+# With internalCertManagement off, kubernetes-sigs/kueue v0.17.0 cmd/kueue/main.go reads the
+# metrics cert from the fixed /etc/kueue/metrics/certs/tls.{crt,key}; the webhook server (no
+# webhook is registered in the API server) reads webhook.certDir.
+kc apply --server-side --force-conflicts -f "$KUEUE_BIN/crd" >"$LOGS/kueue-crds.log"
+# Before Kueue starts: it exits when a kind is not served yet ("Unable to setup indexes ... no
+# matches for kind \"Workload\"", seen on a fresh API server right after the apply).
+kc wait --for=condition=Established -f "$KUEUE_BIN/crd" --timeout=60s >>"$LOGS/kueue-crds.log"
+kc get ns kueue-system >/dev/null 2>&1 || kc create ns kueue-system >/dev/null
+sign kueue /CN=kueue "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth"
+ensure_dir /etc/kueue/metrics/certs
+mkdir -p "$KUEUE_DIR/certs"
+for d in /etc/kueue/metrics/certs "$KUEUE_DIR/certs"; do
+	install -m 0600 "$PKI/kueue.crt" "$d/tls.crt"
+	install -m 0600 "$PKI/kueue.key" "$d/tls.key"
+done
+kueue_config "" >"$KUEUE_DIR/cpu.yaml"
+kueue_start cpu
+wait_for 120 "Kueue /readyz" kueue_ready || { tail -n 30 "$LOGS/kueue.log" >&2; die "Kueue is not ready"; }
 
 # --- node network: primary bridge, the kubernetes Service, veth NICs ----------------------------
 # No kube-proxy: the kubernetes Service's ClusterIP is DNATed to the loopback API server, so the
@@ -271,5 +292,5 @@ kc -n multinic-system rollout status deployment/multinic-controller --timeout=18
 	{ kc -n multinic-system describe pods >&2; die "the controller Deployment did not roll out"; }
 
 log "cluster up in $((SECONDS - t0))s; KUBECONFIG=$KUBECONFIG; kubectl: $K8S_BIN/kubectl"
-log "logs: $(for f in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet; do printf '%s ' "$LOGS/$f.log"; done)"
+log "logs: $(for f in etcd kube-apiserver kube-controller-manager kube-scheduler kueue containerd kubelet; do printf '%s ' "$LOGS/$f.log"; done)"
 log "driver logs: kubectl -n multinic-system logs ds/multinic-kubelet-plugin | deploy/multinic-controller (files under $STATE/pod-logs)"
