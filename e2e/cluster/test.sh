@@ -102,6 +102,21 @@ EOF
 	fi
 }
 
+# rail3_macvlan_network NAME SUBNET: a macvlan network on rail 3 only (the NIC stays on the host),
+# applied and checked Ready.
+rail3_macvlan_network() {
+	kc apply -f - >/dev/null <<EOF
+apiVersion: multinic.dev/v1alpha1
+kind: MultiNicNetwork
+metadata: {name: $1}
+spec:
+  selector: 'device.attributes["multinic.dev"].railIndex == 3'
+  attachment: {mode: macvlan}
+  ipam: {type: rails, subnet: $2, hostBlock: 8, interfaceBlock: 2}
+EOF
+	check "network $1 Ready" kc wait --for=condition=Ready "multinicnetwork/$1" --timeout=90s
+}
+
 claim_of() { kc -n "$NS" get pod "$1" -o jsonpath='{.status.resourceClaimStatuses[0].resourceClaimName}'; }
 pod_running() { [ "$(kc -n "$NS" get pod "$1" -o jsonpath='{.status.phase}' 2>/dev/null)" = Running ]; }
 # running SECONDS POD: waits for POD to run; if it does not, prints why (pod conditions, events of
@@ -415,16 +430,7 @@ scenario "8. NIC health: rail 3 loses its carrier -> the pod's allocatedResource
 # A macvlan network on rail 3 only: the NIC stays on the host, where the plugin sees its carrier.
 # Taking the fabric end of the veth down drops the carrier of the node's end.
 HNET=e2e-health
-kc apply -f - >/dev/null <<EOF
-apiVersion: multinic.dev/v1alpha1
-kind: MultiNicNetwork
-metadata: {name: $HNET}
-spec:
-  selector: 'device.attributes["multinic.dev"].railIndex == 3'
-  attachment: {mode: macvlan}
-  ipam: {type: rails, subnet: 10.78.0.0/16, hostBlock: 8, interfaceBlock: 2}
-EOF
-check "network $HNET Ready" kc wait --for=condition=Ready "multinicnetwork/$HNET" --timeout=90s
+rail3_macvlan_network "$HNET" 10.78.0.0/16
 template_yaml one-macvlan 1 "" "$HNET" | kc apply -f - >/dev/null
 pod_yaml pod-h one-macvlan | kc apply -f - >/dev/null
 check "pod-h Running (macvlan on rail 3)" running 180 pod-h
@@ -483,16 +489,7 @@ check "plugin rolled out with --shared-pods=2" shared_pods 2
 check "$sdev published with allowMultipleAllocations and multinic.dev/pods 2" wait_for 60 "shared slice" share_is "true 2"
 kc get resourceslices -o json | jq -c --arg d "$sdev" '.items[] | select(.spec.driver == "multinic.dev") |
 	.spec.devices[] | select(.name == $d) | {name, allowMultipleAllocations, capacity}'
-kc apply -f - >/dev/null <<EOF
-apiVersion: multinic.dev/v1alpha1
-kind: MultiNicNetwork
-metadata: {name: $SNET}
-spec:
-  selector: 'device.attributes["multinic.dev"].railIndex == 3'
-  attachment: {mode: macvlan}
-  ipam: {type: rails, subnet: 10.79.0.0/16, hostBlock: 8, interfaceBlock: 2}
-EOF
-check "network $SNET Ready" kc wait --for=condition=Ready "multinicnetwork/$SNET" --timeout=90s
+rail3_macvlan_network "$SNET" 10.79.0.0/16
 template_yaml one-shared 1 "" "$SNET" | kc apply -f - >/dev/null
 for p in pod-s1 pod-s2; do pod_yaml "$p" one-shared | kc apply -f - >/dev/null; done
 for p in pod-s1 pod-s2; do check "$p Running (macvlan child of $sdev)" running 180 "$p"; done
