@@ -6,13 +6,13 @@
 
 use std::net::Ipv4Addr;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::names::API_VERSION;
-use crate::rails::{RailsError, RailsLayout};
+use crate::rails::{RailsError, RailsLayout, RailsLayouts};
 
 /// Largest accepted opaque parameters object (the API server's limit, 10 KiB).
 pub const MAX_PARAMETERS_BYTES: usize = 10 * 1024;
@@ -113,15 +113,23 @@ pub struct Attachment {
 pub struct Ipam {
     #[serde(rename = "type", default)]
     pub kind: IpamType,
+    /// `rails`: the IPv4 subnet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet: Option<Ipv4Net>,
+    /// `rails`: the IPv6 subnet; with `subnet` too the network is dual-stack (every pod interface
+    /// gets one address of each family, from block (h, k) of each subnet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")] // the family is checked by the CRD's CEL rules
+    pub subnet6: Option<Ipv6Net>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_block: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface_block: Option<u8>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))] // bounds the CEL cost of `exclude.all(...)` (the API server's budget)
-    pub exclude: Vec<Ipv4Net>,
+    /// Ranges of either family no pod gets an address from.
+    #[schemars(length(max = 64), with = "Vec<String>")]
+    // bounds the CEL cost of `exclude.all(...)` (the API server's budget)
+    pub exclude: Vec<IpNet>,
     /// `static`: one CIDR per device, in device order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(with = "Vec<String>")] // IpNet's oneOf schema is not structural (the API server refuses the CRD)
@@ -226,23 +234,32 @@ impl NetworkConfig {
             )));
         }
         if self.ipam.kind == IpamType::Rails {
-            let subnet = self
-                .ipam
-                .subnet
-                .ok_or_else(|| ConfigError::Invalid("ipam.type rails needs ipam.subnet, e.g. 10.10.0.0/16".into()))?;
-            self.rails_layout(subnet)
+            let layouts = self
+                .rails_layouts()
                 .map_err(|e| ConfigError::Invalid(format!("ipam: {e}")))?;
+            if layouts.v4.is_none() && layouts.v6.is_none() {
+                return Err(ConfigError::Invalid(
+                    "ipam.type rails needs ipam.subnet (IPv4, e.g. 10.10.0.0/16), ipam.subnet6 (IPv6, e.g. fd00:10::/64) or both".into(),
+                ));
+            }
         }
         Ok(())
     }
 
-    /// The `rails` block layout of this config over `subnet`.
-    pub fn rails_layout(&self, subnet: Ipv4Net) -> Result<RailsLayout, RailsError> {
-        RailsLayout::new(
-            subnet,
+    /// The `rails` block layouts of this config: one per subnet it names, with the same block bits.
+    pub fn rails_layouts(&self) -> Result<RailsLayouts, RailsError> {
+        let (host, iface) = (
             self.ipam.host_block.unwrap_or(0),
             self.ipam.interface_block.unwrap_or(0),
-        )
+        );
+        Ok(RailsLayouts {
+            v4: self.ipam.subnet.map(|s| RailsLayout::new(s, host, iface)).transpose()?,
+            v6: self
+                .ipam
+                .subnet6
+                .map(|s| RailsLayout::new6(s, host, iface))
+                .transpose()?,
+        })
     }
 
     pub fn prefix(&self) -> &str {
@@ -373,6 +390,43 @@ mod tests {
         assert!(
             parse(&[r#"{"ipam":{"type":"rails","subnet":"10.10.0.0/16","hostBlock":8,"interfaceBlock":2}}"#]).is_ok()
         );
+    }
+
+    #[test]
+    fn ipv6_and_dual_stack_rails() {
+        let v6 =
+            parse(&[r#"{"ipam":{"type":"rails","subnet6":"fd00:10::/64","hostBlock":8,"interfaceBlock":2}}"#]).unwrap();
+        let layouts = v6.rails_layouts().unwrap();
+        assert!(layouts.v4.is_none());
+        assert_eq!(layouts.v6.unwrap().block_prefix(), 74);
+        let dual = parse(&[
+            r#"{"ipam":{"type":"rails","subnet":"10.10.0.0/16","subnet6":"fd00:10::/64","hostBlock":8,"interfaceBlock":2,
+                "exclude":["10.10.0.0/30","fd00:10::/120"]}}"#,
+        ])
+        .unwrap();
+        assert_eq!(dual.rails_layouts().unwrap().subnets().len(), 2);
+        assert_eq!(dual.ipam.exclude[1].to_string(), "fd00:10::/120");
+        // Each family is checked: the IPv4 subnet passes, the IPv6 one leaves no address bits.
+        let err = parse(&[r#"{"ipam":{"type":"rails","subnet":"10.0.0.0/8","subnet6":"fd00::/122","hostBlock":4,"interfaceBlock":2}}"#])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("fd00::/122") && err.to_string().contains("/126"),
+            "{err}"
+        );
+        let err = parse(&[r#"{"ipam":{"type":"rails","subnet":"10.0.0.0/24","subnet6":"fd00::/64","hostBlock":4,"interfaceBlock":3}}"#])
+            .unwrap_err();
+        assert!(err.to_string().contains("10.0.0.0/24"), "{err}");
+        // The family of each field is fixed.
+        assert!(matches!(
+            parse(&[r#"{"ipam":{"type":"rails","subnet6":"10.0.0.0/8"}}"#]),
+            Err(ConfigError::Parse(_))
+        ));
+        assert!(matches!(
+            parse(&[r#"{"ipam":{"type":"rails","subnet":"fd00::/64"}}"#]),
+            Err(ConfigError::Parse(_))
+        ));
+        let err = parse(&[r#"{"ipam":{"type":"rails","hostBlock":4}}"#]).unwrap_err();
+        assert!(err.to_string().contains("subnet6"), "{err}");
     }
 
     #[test]

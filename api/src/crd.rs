@@ -1,8 +1,8 @@
 //! Our custom resources (group `multinic.dev`, version `v1alpha1`, cluster-scoped).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -79,7 +79,8 @@ pub struct NicNodeBlocksSpec {
     pub node_name: String,
     /// The node's host index *h* in the network (stable while the node exists).
     pub host_index: u32,
-    /// One block per rail.
+    /// One block per rail and address family (a dual-stack network lists an IPv4 and an IPv6
+    /// block for each rail, IPv4 first).
     pub blocks: Vec<RailBlock>,
 }
 
@@ -87,14 +88,16 @@ pub struct NicNodeBlocksSpec {
 #[serde(rename_all = "camelCase")]
 pub struct RailBlock {
     pub rail_index: u32,
+    /// The block, IPv4 or IPv6.
     #[schemars(with = "String")]
-    pub cidr: Ipv4Net,
-    /// The node's own IPv4 address on this rail (the address its rail NIC publishes as `ipv4`),
-    /// when it has one. Peers route this block `via` it: a pod's address on an ipvlan-l3 child
-    /// never answers ARP, so an on-link route to the block reaches nobody (design.md §5).
+    pub cidr: IpNet,
+    /// The node's own address on this rail in the block's family (for IPv4 the address its rail
+    /// NIC publishes as `ipv4`), when it has one. Peers route this block `via` it: a pod's address
+    /// on an ipvlan-l3 child never answers ARP, so an on-link route to the block reaches nobody
+    /// (design.md §5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>")]
-    pub node_address: Option<Ipv4Addr>,
+    pub node_address: Option<IpAddr>,
 }
 
 /// Name of the NicNodeBlocks of a node in a network.
@@ -127,14 +130,20 @@ pub const NETWORK_RULES: &[(&str, &str, &str)] = &[
     ),
     (
         "ipam",
-        "!has(self.exclude) || self.exclude.all(x, isCIDR(x))",
-        "every ipam.exclude entry must be a CIDR such as 10.10.0.0/30",
+        "!has(self.subnet6) || (isCIDR(self.subnet6) && cidr(self.subnet6).ip().family() == 6)",
+        "ipam.subnet6 must be an IPv6 CIDR such as fd00:10::/64",
     ),
     (
         "ipam",
-        "!has(self.type) || self.type != 'rails' || has(self.subnet)",
-        "ipam.type rails needs ipam.subnet",
+        "!has(self.exclude) || self.exclude.all(x, isCIDR(x))",
+        "every ipam.exclude entry must be a CIDR such as 10.10.0.0/30 or fd00:10::/120",
     ),
+    (
+        "ipam",
+        "!has(self.type) || self.type != 'rails' || has(self.subnet) || has(self.subnet6)",
+        "ipam.type rails needs ipam.subnet (IPv4), ipam.subnet6 (IPv6) or both",
+    ),
+    // The prefix rule of `RailsLayout::new`, once per family: 2 bits left for pod addresses.
     (
         "ipam",
         "!has(self.type) || self.type != 'rails' || !has(self.subnet) || !isCIDR(self.subnet) || \
@@ -142,6 +151,14 @@ pub const NETWORK_RULES: &[(&str, &str, &str)] = &[
          (has(self.interfaceBlock) ? self.interfaceBlock : 0) <= 30",
         "subnet prefix + hostBlock + interfaceBlock must be at most 30 bits so every interface block holds pod \
          addresses; use a larger subnet or fewer block bits",
+    ),
+    (
+        "ipam",
+        "!has(self.type) || self.type != 'rails' || !has(self.subnet6) || !isCIDR(self.subnet6) || \
+         cidr(self.subnet6).prefixLength() + (has(self.hostBlock) ? self.hostBlock : 0) + \
+         (has(self.interfaceBlock) ? self.interfaceBlock : 0) <= 126",
+        "subnet6 prefix + hostBlock + interfaceBlock must be at most 126 bits so every interface block holds pod \
+         addresses; use a larger subnet6 or fewer block bits",
     ),
     (
         "routing",
@@ -234,6 +251,44 @@ mod tests {
         .unwrap();
         check(json!({"ipam": {"type": "none"}})).unwrap();
         check(json!({})).unwrap();
+        check(json!({"ipam": {"type": "rails", "subnet6": "fd00:10::/64", "hostBlock": 32, "interfaceBlock": 30}}))
+            .unwrap();
+        check(
+            json!({"ipam": {"type": "rails", "subnet": "10.10.0.0/16", "subnet6": "fd00:10::/64",
+                     "hostBlock": 8, "interfaceBlock": 2, "exclude": ["10.10.0.0/30", "fd00:10::/120"]},
+            "routing": {"mode": "l3"}}),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn impossible_ipv6_networks_are_rejected_by_the_crd_rules() {
+        let cases = [
+            (
+                json!({"ipam": {"type": "rails", "subnet6": "fd00::/64", "hostBlock": 32, "interfaceBlock": 31}}),
+                "at most 126 bits",
+            ),
+            (
+                json!({"ipam": {"type": "rails", "subnet6": "fd00::/120", "hostBlock": 8}}),
+                "at most 126 bits",
+            ),
+            // Dual stack: each family is checked on its own.
+            (
+                json!({"ipam": {"type": "rails", "subnet": "10.0.0.0/24", "subnet6": "fd00::/64", "hostBlock": 8}}),
+                "at most 30 bits",
+            ),
+            (
+                json!({"ipam": {"type": "rails", "subnet": "10.0.0.0/8", "subnet6": "fd00::/124", "hostBlock": 4}}),
+                "at most 126 bits",
+            ),
+            (json!({"ipam": {"type": "rails", "subnet6": "10.0.0.0/8"}}), "IPv6 CIDR"),
+            (json!({"ipam": {"type": "rails", "subnet6": "fd00::/129"}}), "IPv6 CIDR"),
+            (json!({"ipam": {"type": "rails", "hostBlock": 4}}), "needs ipam.subnet"),
+        ];
+        for (spec, needle) in cases {
+            let err = check(spec.clone()).expect_err(&format!("{spec} should be rejected"));
+            assert!(err.contains(needle), "{spec}: {err}");
+        }
     }
 
     #[test]

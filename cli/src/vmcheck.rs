@@ -1101,12 +1101,10 @@ fn own_blocks(layout: &RailsLayout, host: u32, node: &str, slices: &[ResourceSli
     let rails = nodes
         .get(node)
         .ok_or_else(|| VmCheckError::NoDevices { node: node.to_string() })?;
-    let blocks =
-        multinic_controller::blocks::node_blocks(layout, host, rails.rails, &rails.addresses).map_err(|source| {
-            VmCheckError::Blocks {
-                node: node.to_string(),
-                source,
-            }
+    let blocks = multinic_controller::blocks::node_blocks(&(*layout).into(), host, rails.rails, &rails.addresses)
+        .map_err(|source| VmCheckError::Blocks {
+            node: node.to_string(),
+            source,
         })?;
     serde_json::to_value(multinic_api::crd::NicNodeBlocks::new(
         &multinic_api::crd::node_blocks_name(L3_NETWORK, node),

@@ -10,14 +10,16 @@ use multinic_api::hash::fnv1a64;
 use multinic_api::names::format_mac;
 use multinic_api::{AttachmentMode, PlannedDevice};
 use netlink_packet_route::AddressFamily;
-use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoIpVlan, InfoKind, InfoMacVlan, IpVlanMode, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
     MacVlanMode,
 };
 use netlink_packet_route::route::{RouteMessage, RouteScope};
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
-use rtnetlink::{Handle, IpVersion, LinkDelRequest, LinkIpVlan, LinkMacVlan, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{
+    AddressMessageBuilder, Handle, IpVersion, LinkDelRequest, LinkIpVlan, LinkMacVlan, LinkUnspec, RouteMessageBuilder,
+};
 
 use crate::result::AppliedRoute;
 
@@ -281,6 +283,30 @@ pub fn device_rules(dev: &PlannedDevice) -> Vec<(IpAddr, u32)> {
     }
 }
 
+/// The RTM_NEWADDR message for `ip` on link `index`. An IPv6 address carries `IFA_F_NODAD`
+/// (0x02, include/uapi/linux/if_addr.h): the pod's address comes from this node's own block, so
+/// Duplicate Address Detection has nothing to find, and without the flag the address stays
+/// tentative (unusable as a source, `ipv6_dev_get_saddr` in net/ipv6/addrconf.c) for the ~1 s DAD
+/// takes after the link is up. `inet6_rtm_newaddr` (net/ipv6/addrconf.c) reads the flags from
+/// IFA_FLAGS when present, else from `ifa_flags`: both are set.
+pub fn address_message(index: u32, ip: IpNet) -> AddressMessage {
+    match ip {
+        IpNet::V4(net) => AddressMessageBuilder::<std::net::Ipv4Addr>::new()
+            .index(index)
+            .address(net.addr(), net.prefix_len())
+            .build(),
+        IpNet::V6(net) => {
+            let mut msg = AddressMessageBuilder::<std::net::Ipv6Addr>::new()
+                .index(index)
+                .address(net.addr(), net.prefix_len())
+                .build();
+            msg.header.flags |= AddressHeaderFlags::Nodad;
+            msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+            msg
+        }
+    }
+}
+
 /// The errno of a netlink error, if it is one.
 pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
@@ -377,15 +403,11 @@ impl Nl {
         self.set(LinkUnspec::new_with_index(index).alias(alias).build()).await
     }
 
-    /// Adds an address; an existing one is success.
+    /// Adds an address ([`address_message`]); an existing one is success.
     pub async fn add_address(&self, index: u32, ip: IpNet) -> Result<(), rtnetlink::Error> {
-        match self
-            .handle
-            .address()
-            .add(index, ip.addr(), ip.prefix_len())
-            .execute()
-            .await
-        {
+        let mut req = self.handle.address().add(index, ip.addr(), ip.prefix_len());
+        *req.message_mut() = address_message(index, ip);
+        match req.execute().await {
             Err(e) if matches!(errno(&e), Some(EEXIST)) => Ok(()),
             other => other,
         }
@@ -641,6 +663,71 @@ mod tests {
         assert!(t.header.change_mask.contains(LinkFlags::Up));
         assert!(!t.header.flags.contains(LinkFlags::Up));
         assert!(t.attributes.contains(&LinkAttribute::IfAlias("multinic:x".into())));
+    }
+
+    #[test]
+    fn ipv6_addresses_skip_dad_and_ipv4_ones_carry_no_flags() {
+        use netlink_packet_core::Emitable;
+        let msg = address_message(7, "fd00:10::5/74".parse().unwrap());
+        assert_eq!(msg.header.family, AddressFamily::Inet6);
+        assert_eq!((msg.header.index, msg.header.prefix_len), (7, 74));
+        assert!(msg.header.flags.contains(AddressHeaderFlags::Nodad));
+        assert!(msg.attributes.contains(&AddressAttribute::Flags(AddressFlags::Nodad)));
+        let mut buf = vec![0u8; msg.buffer_len()];
+        msg.emit(&mut buf);
+        // ifaddrmsg: family AF_INET6 (10), prefix 74, flags IFA_F_NODAD (0x02); then IFA_FLAGS
+        // (8): len 8, type 8, u32 0x02.
+        assert_eq!(&buf[..3], [10, 74, 0x02]);
+        assert!(
+            buf.windows(8).any(|w| w == [8, 0, 8, 0, 2, 0, 0, 0]),
+            "IFA_FLAGS on the wire"
+        );
+        let v4 = address_message(7, "10.10.0.5/26".parse().unwrap());
+        assert_eq!(v4.header.family, AddressFamily::Inet);
+        assert!(v4.header.flags.is_empty());
+        assert!(!v4.attributes.iter().any(|a| matches!(a, AddressAttribute::Flags(_))));
+    }
+
+    #[test]
+    fn dual_stack_routes_and_rules_per_family() {
+        let mut d = dev(Some(101));
+        d.ips = vec!["10.10.0.5/24".parse().unwrap(), "fd00:10::5/74".parse().unwrap()];
+        d.routes = vec![
+            PlannedRoute {
+                dst: "10.10.0.0/16".parse().unwrap(),
+                gateway: None,
+            },
+            PlannedRoute {
+                dst: "fd00:10::/64".parse().unwrap(),
+                gateway: None,
+            },
+        ];
+        let r = device_routes(&d);
+        let got: Vec<(String, Option<String>)> = r
+            .iter()
+            .map(|r| (r.dst.to_string(), r.gw.map(|g| g.to_string())))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("10.10.0.0/24".to_string(), None),
+                ("fd00:10::/74".to_string(), None),
+                ("10.10.0.0/16".to_string(), Some("10.10.0.1".to_string())),
+                ("fd00:10::/64".to_string(), None),
+                ("0.0.0.0/0".to_string(), Some("10.10.0.1".to_string())),
+            ],
+            "the IPv4 gateway is never used for an IPv6 route"
+        );
+        assert_eq!(
+            device_rules(&d),
+            vec![
+                ("10.10.0.5".parse().unwrap(), 101),
+                ("fd00:10::5".parse().unwrap(), 101)
+            ]
+        );
+        let msg = route_message(&d, &r[3], 5).unwrap();
+        assert_eq!(msg.header.address_family, AddressFamily::Inet6);
+        assert_eq!(route_table(&msg), 101);
     }
 
     #[test]

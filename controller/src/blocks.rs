@@ -3,11 +3,11 @@
 //! NicNodeBlocks), never shared, and freed only when the node is gone.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use multinic_api::crd::RailBlock;
-use multinic_api::rails::{RailsError, RailsLayout};
+use multinic_api::rails::{RailsError, RailsLayouts};
 
 /// The outcome of one assignment round.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub struct Assignment {
 /// Assigns host indexes. `existing` are the indexes recorded in NicNodeBlocks (node → h), `nodes`
 /// the nodes that currently publish matching devices. Existing nodes keep their index; gone nodes
 /// free theirs; new nodes take the lowest free index, in name order.
-pub fn assign(layout: &RailsLayout, existing: &BTreeMap<String, u32>, nodes: &BTreeSet<String>) -> Assignment {
+pub fn assign(layout: &RailsLayouts, existing: &BTreeMap<String, u32>, nodes: &BTreeSet<String>) -> Assignment {
     let mut out = Assignment::default();
     let mut used = BTreeSet::new();
     for (node, &h) in existing {
@@ -50,27 +50,34 @@ pub fn assign(layout: &RailsLayout, existing: &BTreeMap<String, u32>, nodes: &BT
     out
 }
 
-/// The blocks of host `h` for rails `0..rails`, each with the node's own address on that rail
-/// where `addresses` has one (peers route the block via it).
+/// The blocks of host `h` for rails `0..rails`, one per family of the network (IPv4 first), each
+/// IPv4 block with the node's own address on that rail where `addresses` has one (peers route the
+/// block via it; IPv6 blocks are routed on-link).
 pub fn node_blocks(
-    layout: &RailsLayout,
+    layout: &RailsLayouts,
     host: u32,
     rails: u32,
     addresses: &BTreeMap<u32, Ipv4Addr>,
 ) -> Result<Vec<RailBlock>, RailsError> {
-    (0..rails)
-        .map(|k| {
-            Ok(RailBlock {
+    let mut out = Vec::new();
+    for k in 0..rails {
+        for cidr in layout.blocks(host, k)? {
+            let node_address = match cidr {
+                IpNet::V4(_) => addresses.get(&k).copied().map(IpAddr::V4),
+                IpNet::V6(_) => None,
+            };
+            out.push(RailBlock {
                 rail_index: k,
-                cidr: layout.block(host, k)?,
-                node_address: addresses.get(&k).copied(),
-            })
-        })
-        .collect()
+                cidr,
+                node_address,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Whether two blocks overlap.
-pub fn overlaps(a: &Ipv4Net, b: &Ipv4Net) -> bool {
+pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
@@ -80,8 +87,10 @@ mod tests {
 
     use super::*;
 
-    fn layout() -> RailsLayout {
-        RailsLayout::new("10.0.0.0/8".parse().unwrap(), 14, 3).unwrap()
+    use multinic_api::rails::RailsLayout;
+
+    fn layout() -> RailsLayouts {
+        RailsLayout::new("10.0.0.0/8".parse().unwrap(), 14, 3).unwrap().into()
     }
 
     fn nodes(range: std::ops::Range<usize>) -> BTreeSet<String> {
@@ -94,7 +103,7 @@ mod tests {
         let all = nodes(0..10_000);
         let start = Instant::now();
         let a = assign(&l, &BTreeMap::new(), &all);
-        let blocks: Vec<Ipv4Net> = a
+        let blocks: Vec<IpNet> = a
             .hosts
             .values()
             .flat_map(|&h| node_blocks(&l, h, 8, &BTreeMap::new()).unwrap())
@@ -111,13 +120,13 @@ mod tests {
         // Blocks of one prefix length overlap only if equal.
         let distinct: BTreeSet<_> = blocks.iter().collect();
         assert_eq!(distinct.len(), 80_000, "no two blocks overlap");
-        assert!(blocks.iter().all(|b| l.subnet.contains(b)));
+        assert!(blocks.iter().all(|b| l.holds(b)));
         assert!(!overlaps(&blocks[0], &blocks[1]));
     }
 
     #[test]
     fn restart_keeps_assignment_and_gone_nodes_free_their_index() {
-        let l = RailsLayout::new("10.10.0.0/16".parse().unwrap(), 2, 2).unwrap();
+        let l: RailsLayouts = RailsLayout::new("10.10.0.0/16".parse().unwrap(), 2, 2).unwrap().into();
         let first = assign(&l, &BTreeMap::new(), &nodes(0..3));
         // A restart derives the same answer from the existing objects.
         assert_eq!(assign(&l, &first.hosts, &nodes(0..3)).hosts, first.hosts);
@@ -140,7 +149,7 @@ mod tests {
 
     #[test]
     fn conflicting_or_out_of_range_existing_indexes_are_reassigned() {
-        let l = RailsLayout::new("10.10.0.0/16".parse().unwrap(), 2, 2).unwrap();
+        let l: RailsLayouts = RailsLayout::new("10.10.0.0/16".parse().unwrap(), 2, 2).unwrap().into();
         let existing = BTreeMap::from([("a".to_string(), 1), ("b".to_string(), 1), ("c".to_string(), 9)]);
         let all: BTreeSet<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
         let got = assign(&l, &existing, &all);
@@ -148,5 +157,35 @@ mod tests {
             got.hosts,
             BTreeMap::from([("a".into(), 1), ("b".into(), 0), ("c".into(), 2)])
         );
+    }
+
+    #[test]
+    fn dual_stack_nodes_get_a_block_per_rail_and_family() {
+        let l = RailsLayouts {
+            v4: Some(RailsLayout::new("10.10.0.0/16".parse().unwrap(), 8, 2).unwrap()),
+            v6: Some(RailsLayout::new6("fd00:10::/64".parse().unwrap(), 8, 2).unwrap()),
+        };
+        let addresses = BTreeMap::from([(1, "192.168.1.7".parse().unwrap())]);
+        let got: Vec<(u32, String, Option<String>)> = node_blocks(&l, 7, 2, &addresses)
+            .unwrap()
+            .into_iter()
+            .map(|b| (b.rail_index, b.cidr.to_string(), b.node_address.map(|a| a.to_string())))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, "10.10.7.0/26".to_string(), None),
+                (0, "fd00:10:0:0:700::/74".to_string(), None),
+                (1, "10.10.7.64/26".to_string(), Some("192.168.1.7".to_string())),
+                (1, "fd00:10:0:0:740::/74".to_string(), None),
+            ]
+        );
+        // IPv6 only, with many host bits: the host count saturates, assignment still works.
+        let v6: RailsLayouts = RailsLayout::new6("fd00::/32".parse().unwrap(), 64, 8).unwrap().into();
+        assert_eq!(v6.hosts(), u64::MAX);
+        let a = assign(&v6, &BTreeMap::new(), &nodes(0..3));
+        assert_eq!(a.hosts.values().copied().collect::<Vec<_>>(), [0, 1, 2]);
+        let b = node_blocks(&v6, 2, 1, &BTreeMap::new()).unwrap();
+        assert_eq!(b[0].cidr.to_string(), "fd00::2:0:0/104");
     }
 }

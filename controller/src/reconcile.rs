@@ -21,7 +21,7 @@ use multinic_api::crd::{
     node_blocks_name,
 };
 use multinic_api::names::{API_VERSION, DRIVER_NAME};
-use multinic_api::rails::RailsLayout;
+use multinic_api::rails::RailsLayouts;
 use serde_json::{Value, json};
 
 use crate::blocks::{self, Assignment};
@@ -229,8 +229,8 @@ pub async fn apply_network(ctx: &Context, net: &MultiNicNetwork) -> Result<Outco
         .map_err(|e| e.to_string())
         .and_then(|(config, params)| {
             let selector = Selector::compile(net.spec.selector.as_deref()).map_err(|e: SelectorError| e.to_string())?;
-            let layout = match (config.ipam.kind, config.ipam.subnet) {
-                (IpamType::Rails, Some(subnet)) => Some(config.rails_layout(subnet).map_err(|e| e.to_string())?),
+            let layout = match config.ipam.kind {
+                IpamType::Rails => Some(config.rails_layouts().map_err(|e| e.to_string())?),
                 _ => None,
             };
             Ok((params, selector, layout))
@@ -367,11 +367,12 @@ impl NodeSummary {
     }
 }
 
-fn exhausted_message(layout: &RailsLayout, problems: &[String]) -> String {
+fn exhausted_message(layout: &RailsLayouts, problems: &[String]) -> String {
+    let subnets: Vec<String> = layout.subnets().iter().map(ToString::to_string).collect();
     format!(
         "{}; the subnet {} gives {} hosts x {} rails: grow the subnet, hostBlock or interfaceBlock",
         problems.join("; "),
-        layout.subnet,
+        subnets.join(" and "),
         layout.hosts(),
         layout.rails()
     )

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::resource::v1::{AllocatedDeviceStatus, NetworkDeviceData, ResourceClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -311,7 +311,8 @@ impl<A: ClaimApi> Driver<A> {
         self.leases.used().await.into_iter().collect()
     }
 
-    /// Free addresses per (network, rail) over this node's blocks in the watch-backed store.
+    /// Free addresses per (network, rail) over this node's blocks in the watch-backed store; for a
+    /// dual-stack rail the fewer of its two blocks (a pod needs one address of each).
     pub async fn free_per_rail(&self) -> BTreeMap<(String, u32), u64> {
         let used = self.leases.used().await;
         let mut free = BTreeMap::new();
@@ -322,7 +323,10 @@ impl<A: ClaimApi> Driver<A> {
             .filter(|nb| nb.spec.node_name == self.opts.node_name)
         {
             for b in &nb.spec.blocks {
-                free.insert((nb.spec.network.clone(), b.rail_index), free_addresses(b.cidr, &used));
+                let n = free_addresses(b.cidr, &used);
+                free.entry((nb.spec.network.clone(), b.rail_index))
+                    .and_modify(|f: &mut u64| *f = (*f).min(n))
+                    .or_insert(n);
             }
         }
         free
@@ -555,7 +559,7 @@ impl<A: ClaimApi> Driver<A> {
         claim: &ClaimRef,
         network: &str,
         config: &NetworkConfig,
-    ) -> Result<Option<BTreeMap<u32, Ipv4Net>>, PrepareError> {
+    ) -> Result<Option<BTreeMap<u32, Vec<IpNet>>>, PrepareError> {
         let name = node_blocks_name(network, &self.opts.node_name);
         if let Some(watched) = self.blocks.get(&ObjectRef::new(&name))
             && let Ok(checked) = check_blocks(config, &watched.spec.blocks)

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use k8s_openapi::api::resource::v1::{DeviceAllocationConfiguration, ResourceClaim};
 use multinic_api::config::{ConfigError, IpamType, NetworkConfig, RoutingMode};
 use multinic_api::plan::{PLAN_VERSION, Plan, PlannedDevice, PlannedRoute, PodRef};
@@ -32,7 +32,7 @@ pub enum BuildError {
     #[error(
         "device {device}: block {block} is exhausted (every usable address is leased); grow the network's subnet or hostBlock/interfaceBlock, or release claims"
     )]
-    Exhausted { device: String, block: Ipv4Net },
+    Exhausted { device: String, block: IpNet },
     #[error(
         "device {device}: ipam type host needs an IPv4 address on host interface {if_name}; assign one or use another IPAM type"
     )]
@@ -50,13 +50,16 @@ pub enum BuildError {
     #[error("ipam type pool is not supported by this version; use rails, host, static or none")]
     PoolUnsupported,
     #[error(
-        "NicNodeBlocks block {block} of rail {rail} is not a /{prefix} inside {layout}; the network's subnet or block bits changed after the controller assigned blocks — re-create the network"
+        "NicNodeBlocks block {block} of rail {rail} is not a block of the network's subnets ({subnets}) with its hostBlock/interfaceBlock; the network's subnets or block bits changed after the controller assigned blocks — re-create the network"
     )]
-    ForeignBlock {
+    ForeignBlock { rail: u32, block: IpNet, subnets: String },
+    #[error(
+        "NicNodeBlocks has no {family} block for rail {rail} but the network has ipam.{field}; the controller has not written it yet — check that multinic-controller is running and up to date"
+    )]
+    NoFamilyBlock {
         rail: u32,
-        block: Ipv4Net,
-        layout: Ipv4Net,
-        prefix: u8,
+        family: &'static str,
+        field: &'static str,
     },
     #[error("ipam: {0}")]
     Rails(#[from] multinic_api::rails::RailsError),
@@ -86,8 +89,8 @@ pub struct PlanInput {
     pub pods: Vec<PodRef>,
     /// Devices in plan order (request order, then rail index).
     pub devices: Vec<DeviceInput>,
-    /// The node's blocks per network: rail index → block.
-    pub blocks: BTreeMap<String, BTreeMap<u32, Ipv4Net>>,
+    /// The node's blocks per network: rail index → its blocks, one per family, IPv4 first.
+    pub blocks: BTreeMap<String, BTreeMap<u32, Vec<IpNet>>>,
 }
 
 /// Why the allocation of a claim cannot be planned on this node (the caller names the claim).
@@ -298,35 +301,42 @@ pub fn build_plan(input: &PlanInput, leased: &BTreeSet<IpAddr>) -> Result<Plan, 
                     device: name.clone(),
                     network: network.to_string(),
                 })?;
-                let block = *blocks.get(&d.published.rail_index).ok_or(BuildError::NoRailBlock {
+                let rail_blocks = blocks.get(&d.published.rail_index).ok_or(BuildError::NoRailBlock {
                     device: name.clone(),
                     rail: d.published.rail_index,
                 })?;
-                // The block's leased addresses in order, walked alongside the candidates: the first
-                // free one costs one comparison per leased address before it, not a set lookup.
-                let mut held = leased
-                    .range(IpAddr::V4(block.network())..=IpAddr::V4(block.broadcast()))
-                    .peekable();
-                let ip = usable(block, &cfg.ipam.exclude)
-                    .find(|ip| {
-                        let ip = IpAddr::V4(*ip);
-                        while held.next_if(|h| **h < ip).is_some() {}
-                        held.peek() != Some(&&ip) && !taken.contains(&ip)
-                    })
-                    .ok_or(BuildError::Exhausted {
-                        device: name.clone(),
-                        block,
-                    })?;
-                vec![IpNet::V4(address_in(block, ip)?)]
+                // One address per block: per family of a dual-stack network.
+                let mut ips = Vec::with_capacity(rail_blocks.len());
+                for &block in rail_blocks {
+                    // The block's leased addresses in order, walked alongside the candidates: the
+                    // first free one costs one comparison per leased address before it, not a set
+                    // lookup.
+                    let mut held = leased.range(block.network()..=block.broadcast()).peekable();
+                    let ip = usable(block, &cfg.ipam.exclude)
+                        .find(|ip| {
+                            while held.next_if(|h| *h < ip).is_some() {}
+                            held.peek() != Some(&ip) && !taken.contains(ip)
+                        })
+                        .ok_or(BuildError::Exhausted {
+                            device: name.clone(),
+                            block,
+                        })?;
+                    ips.push(address_in(block, ip)?);
+                }
+                ips
             }
         };
         taken.extend(ips.iter().map(IpNet::addr));
-        let routes = match (cfg.routing.mode, cfg.ipam.subnet) {
-            (RoutingMode::L3, Some(subnet)) => vec![PlannedRoute {
-                dst: IpNet::V4(subnet),
-                gateway: None,
-            }],
-            _ => Vec::new(),
+        // l3: a route to each subnet of the network, out of this interface.
+        let subnets = cfg
+            .ipam
+            .subnet
+            .map(IpNet::V4)
+            .into_iter()
+            .chain(cfg.ipam.subnet6.map(IpNet::V6));
+        let routes = match cfg.routing.mode {
+            RoutingMode::L3 => subnets.map(|dst| PlannedRoute { dst, gateway: None }).collect(),
+            RoutingMode::None => Vec::new(),
         };
         let mtu = match cfg.attachment.mtu {
             Some(m) => Some(m.min(nic.mtu)),
@@ -375,26 +385,43 @@ fn policy_table(position: usize, count: usize) -> Result<u32, BuildError> {
         .ok_or(BuildError::TooManyDevices(count))
 }
 
-/// The blocks of a `rails` config, checked against its layout: rail index → block.
+/// The blocks of a `rails` config, checked against its layouts: rail index → its blocks, one per
+/// family of the network, IPv4 first. Every block must be one of the layouts', and every rail
+/// must have a block of each family the network has.
 pub fn check_blocks(
     config: &NetworkConfig,
     blocks: &[multinic_api::crd::RailBlock],
-) -> Result<BTreeMap<u32, Ipv4Net>, BuildError> {
-    if let Some(subnet) = config.ipam.subnet {
-        let layout = config.rails_layout(subnet)?;
-        if let Some(b) = blocks
-            .iter()
-            .find(|b| !layout.subnet.contains(&b.cidr) || b.cidr.prefix_len() != layout.block_prefix())
-        {
-            return Err(BuildError::ForeignBlock {
-                rail: b.rail_index,
-                block: b.cidr,
-                layout: layout.subnet,
-                prefix: layout.block_prefix(),
-            });
+) -> Result<BTreeMap<u32, Vec<IpNet>>, BuildError> {
+    let layouts = config.rails_layouts()?;
+    if let Some(b) = blocks.iter().find(|b| !layouts.holds(&b.cidr)) {
+        let subnets: Vec<String> = layouts.subnets().iter().map(IpNet::to_string).collect();
+        return Err(BuildError::ForeignBlock {
+            rail: b.rail_index,
+            block: b.cidr,
+            subnets: subnets.join(", "),
+        });
+    }
+    let mut out: BTreeMap<u32, Vec<IpNet>> = BTreeMap::new();
+    for b in blocks {
+        let rail = out.entry(b.rail_index).or_default();
+        // One block per family: a repeated family keeps the first.
+        if !rail.iter().any(|c| c.addr().is_ipv4() == b.cidr.addr().is_ipv4()) {
+            rail.push(b.cidr);
         }
     }
-    Ok(blocks.iter().map(|b| (b.rail_index, b.cidr)).collect())
+    for (&rail, cidrs) in &mut out {
+        cidrs.sort_by_key(|c| c.addr().is_ipv6());
+        let has = |v4: bool| cidrs.iter().any(|c| c.addr().is_ipv4() == v4);
+        for (present, v4, family, field) in [
+            (layouts.v4.is_some(), true, "IPv4", "subnet"),
+            (layouts.v6.is_some(), false, "IPv6", "subnet6"),
+        ] {
+            if present && !has(v4) {
+                return Err(BuildError::NoFamilyBlock { rail, family, field });
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -579,7 +606,19 @@ mod tests {
         let cfg = NetworkConfig::from_layers([config.as_bytes()]).unwrap();
         let table = build_device_table(&(0..n).map(nic).collect::<Vec<_>>(), &SliceOptions::new("node-a"));
         let layout = RailsLayout::new("10.10.0.0/16".parse().unwrap(), 8, 2).unwrap();
-        let blocks = (0..4).map(|k| (k, layout.block(host, k).unwrap())).collect();
+        let layout6 = RailsLayout::new6("fd00:10::/64".parse().unwrap(), 8, 2).unwrap();
+        let blocks = (0..4)
+            .map(|k| {
+                let mut blocks = Vec::new();
+                if cfg.ipam.subnet.is_some() || cfg.ipam.subnet6.is_none() {
+                    blocks.push(IpNet::V4(layout.block(host, k).unwrap()));
+                }
+                if cfg.ipam.subnet6.is_some() {
+                    blocks.push(IpNet::V6(layout6.block(host, k).unwrap()));
+                }
+                (k, blocks)
+            })
+            .collect();
         PlanInput {
             claim_uid: "uid-1".into(),
             namespace: "ml".into(),
@@ -625,7 +664,7 @@ mod tests {
         let plan = build_plan(&input(1, RAILS, 7), &leased).unwrap();
         assert_eq!(plan.devices[0].ips[0].to_string(), "10.10.7.3/26");
         let all: BTreeSet<IpAddr> = "10.10.7.0/26"
-            .parse::<Ipv4Net>()
+            .parse::<ipnet::Ipv4Net>()
             .unwrap()
             .hosts()
             .map(IpAddr::V4)
@@ -634,6 +673,108 @@ mod tests {
             build_plan(&input(1, RAILS, 7), &all),
             Err(BuildError::Exhausted { .. })
         ));
+    }
+
+    const DUAL: &str = r#"{"network":"rails","ipam":{"type":"rails","subnet":"10.10.0.0/16","subnet6":"fd00:10::/64","hostBlock":8,"interfaceBlock":2,"exclude":["fd00:10:0:0:700::/126"]},"routing":{"mode":"l3","policyRouting":true}}"#;
+    const V6: &str = r#"{"network":"rails","ipam":{"type":"rails","subnet6":"fd00:10::/64","hostBlock":8,"interfaceBlock":2},"routing":{"mode":"l3"}}"#;
+
+    #[test]
+    fn dual_stack_rails_get_one_address_and_route_per_family() {
+        let plan = build_plan(&input(2, DUAL, 7), &BTreeSet::new()).unwrap();
+        let ips: Vec<Vec<String>> = plan
+            .devices
+            .iter()
+            .map(|d| d.ips.iter().map(IpNet::to_string).collect())
+            .collect();
+        // Rail 0's v6 block (fd00:10:0:0:700::/74) starts with an excluded /126.
+        assert_eq!(
+            ips,
+            [
+                ["10.10.7.1/26", "fd00:10::700:0:0:4/74"],
+                ["10.10.7.65/26", "fd00:10::740:0:0:1/74"]
+            ]
+        );
+        let routes: Vec<String> = plan.devices[0].routes.iter().map(|r| r.dst.to_string()).collect();
+        assert_eq!(routes, ["10.10.0.0/16", "fd00:10::/64"]);
+        // Leases of both families are skipped.
+        let leased: BTreeSet<IpAddr> = ["10.10.7.1", "fd00:10::700:0:0:4"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let plan = build_plan(&input(1, DUAL, 7), &leased).unwrap();
+        let ips: Vec<String> = plan.devices[0].ips.iter().map(IpNet::to_string).collect();
+        assert_eq!(ips, ["10.10.7.2/26", "fd00:10::700:0:0:5/74"]);
+    }
+
+    #[test]
+    fn ipv6_only_rails() {
+        let plan = build_plan(&input(2, V6, 3), &BTreeSet::new()).unwrap();
+        let ips: Vec<String> = plan.devices.iter().map(|d| d.ips[0].to_string()).collect();
+        assert_eq!(ips, ["fd00:10::300:0:0:1/74", "fd00:10::340:0:0:1/74"]);
+        assert!(plan.devices.iter().all(|d| d.ips.len() == 1));
+        let routes: Vec<String> = plan.devices[1].routes.iter().map(|r| r.dst.to_string()).collect();
+        assert_eq!(routes, ["fd00:10::/64"]);
+        // A full v6 block: the leases of a tiny block cover it.
+        let tiny =
+            r#"{"network":"rails","ipam":{"type":"rails","subnet6":"fd00::/124","hostBlock":1,"interfaceBlock":1}}"#;
+        let mut input = input(1, tiny, 0);
+        input
+            .blocks
+            .get_mut("rails")
+            .unwrap()
+            .insert(0, vec!["fd00::/126".parse().unwrap()]);
+        let all: BTreeSet<IpAddr> = ["fd00::1", "fd00::2", "fd00::3"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert!(matches!(build_plan(&input, &all), Err(BuildError::Exhausted { .. })));
+    }
+
+    #[test]
+    fn dual_stack_blocks_are_checked_per_family() {
+        let cfg = NetworkConfig::from_layers([DUAL.as_bytes()]).unwrap();
+        let block = |rail: u32, cidr: &str| multinic_api::crd::RailBlock {
+            rail_index: rail,
+            cidr: cidr.parse().unwrap(),
+            node_address: None,
+        };
+        let both = [
+            block(0, "fd00:10:0:0:700::/74"),
+            block(0, "10.10.7.0/26"),
+            block(1, "10.10.7.64/26"),
+            block(1, "fd00:10:0:0:740::/74"),
+        ];
+        let checked = check_blocks(&cfg, &both).unwrap();
+        assert_eq!(
+            checked[&0],
+            [
+                "10.10.7.0/26".parse::<IpNet>().unwrap(),
+                "fd00:10:0:0:700::/74".parse().unwrap()
+            ],
+            "IPv4 first"
+        );
+        // An object written before the network had subnet6: the v6 blocks are missing.
+        assert_eq!(
+            check_blocks(&cfg, &both[1..3]).unwrap_err(),
+            BuildError::NoFamilyBlock {
+                rail: 0,
+                family: "IPv6",
+                field: "subnet6"
+            }
+        );
+        for bad in ["fd00:11::/74", "fd00:10::/80"] {
+            assert!(
+                matches!(
+                    check_blocks(&cfg, &[block(0, bad)]),
+                    Err(BuildError::ForeignBlock { .. })
+                ),
+                "{bad}"
+            );
+        }
+        // An IPv6-only network refuses IPv4 blocks.
+        let v6 = NetworkConfig::from_layers([V6.as_bytes()]).unwrap();
+        let err = check_blocks(&v6, &[block(0, "10.10.7.0/26")]).unwrap_err();
+        assert!(err.to_string().contains("fd00:10::/64"), "{err}");
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! L3 peer routes for `routing.mode: l3` networks (design.md §5): on each rail, a route to every
 //! peer node's block of that rail. Our routes carry their own route protocol number, so the sync
-//! only ever adds or removes routes it owns and never touches foreign ones.
+//! only ever adds or removes routes it owns and never touches foreign ones. Both address families:
+//! a dual-stack network's peers have an IPv4 and an IPv6 block per rail, each routed on its own
+//! (via the peer's address of that family when its NicNodeBlocks names one, else on-link).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use futures::TryStreamExt;
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use multinic_api::crd::NicNodeBlocks;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope};
@@ -25,9 +27,9 @@ pub const RTPROT_MULTINIC: u8 = 201;
 /// that rail when its NicNodeBlocks names one, else on-link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PeerRoute {
-    pub dst: Ipv4Net,
+    pub dst: IpNet,
     pub oif: u32,
-    pub via: Option<Ipv4Addr>,
+    pub via: Option<IpAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,10 @@ pub enum RouteError {
         route: Option<PeerRoute>,
         source: rtnetlink::Error,
     },
+    #[error(
+        "peer route {route:?} cannot be built: {reason}; the peers' NicNodeBlocks (their blocks and nodeAddress) are corrupt"
+    )]
+    Build { route: PeerRoute, reason: String },
 }
 
 /// Pure: the routes this node wants. `blocks` are every NicNodeBlocks of the l3 networks,
@@ -57,53 +63,72 @@ pub fn desired_routes<'a>(
             rails.get(&b.rail_index).map(|&oif| PeerRoute {
                 dst: b.cidr,
                 oif,
-                via: b.node_address,
+                // A gateway of the other family would be refused by the kernel: on-link instead.
+                via: b.node_address.filter(|a| a.is_ipv4() == b.cidr.addr().is_ipv4()),
             })
         })
         .collect()
 }
 
+fn route_ip(addr: &RouteAddress) -> Option<IpAddr> {
+    match addr {
+        RouteAddress::Inet(ip) => Some(IpAddr::V4(*ip)),
+        RouteAddress::Inet6(ip) => Some(IpAddr::V6(*ip)),
+        _ => None,
+    }
+}
+
 fn ours(msg: &RouteMessage) -> Option<PeerRoute> {
-    if msg.header.address_family != AddressFamily::Inet || msg.header.protocol != RouteProtocol::Other(RTPROT_MULTINIC)
+    if !matches!(msg.header.address_family, AddressFamily::Inet | AddressFamily::Inet6)
+        || msg.header.protocol != RouteProtocol::Other(RTPROT_MULTINIC)
     {
         return None;
     }
-    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let mut dst = None;
     let mut oif = None;
     let mut via = None;
     let mut table = u32::from(msg.header.table);
     for attr in &msg.attributes {
         match attr {
-            RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
+            RouteAttribute::Destination(a) => dst = route_ip(a),
             RouteAttribute::Oif(i) => oif = Some(*i),
-            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => via = Some(*ip),
+            RouteAttribute::Gateway(a) => via = route_ip(a),
             RouteAttribute::Table(t) => table = *t,
             _ => {}
         }
     }
     (table == RT_TABLE_MAIN).then_some(())?;
     Some(PeerRoute {
-        dst: Ipv4Net::new(dst, msg.header.destination_prefix_length).ok()?,
+        dst: IpNet::new(dst?, msg.header.destination_prefix_length).ok()?,
         oif: oif?,
         via,
     })
 }
 
-fn message(route: &PeerRoute) -> RouteMessage {
-    let builder = RouteMessageBuilder::<Ipv4Addr>::new()
+/// RTM_NEWROUTE of a peer route, in the family of its destination. Of the IPv6 route attributes
+/// the kernel reads (`rtm_to_fib6_config`, net/ipv6/route.c), these are RTA_DST, RTA_OIF,
+/// RTA_GATEWAY, RTA_TABLE and the header's protocol and flags; `RTNH_F_ONLINK` is honoured for IPv6
+/// gateways as for IPv4 ones (`ip6_validate_gw`).
+fn message(route: &PeerRoute) -> Result<RouteMessage, String> {
+    let builder = RouteMessageBuilder::<IpAddr>::new()
         .destination_prefix(route.dst.network(), route.dst.prefix_len())
+        .map_err(|e| e.to_string())?
         .output_interface(route.oif)
         .protocol(RouteProtocol::Other(RTPROT_MULTINIC))
         .table_id(RT_TABLE_MAIN);
-    match route.via {
+    Ok(match route.via {
         // `onlink`: the peer's rail address need not be in a subnet of this node's rail NIC.
         Some(via) => {
-            let mut msg = builder.gateway(via).scope(RouteScope::Universe).build();
+            let mut msg = builder
+                .gateway(via)
+                .map_err(|e| e.to_string())?
+                .scope(RouteScope::Universe)
+                .build();
             msg.header.flags |= RouteFlags::Onlink;
             msg
         }
         None => builder.scope(RouteScope::Link).build(),
-    }
+    })
 }
 
 /// What a sync changed.
@@ -115,22 +140,23 @@ pub struct SyncReport {
 
 /// Makes our routes in the main table exactly `desired`; foreign routes are left alone.
 pub async fn sync_routes(handle: &Handle, desired: &BTreeSet<PeerRoute>) -> Result<SyncReport, RouteError> {
-    let mut query = RouteMessage::default();
-    query.header.address_family = AddressFamily::Inet;
-    let current: Vec<(PeerRoute, RouteMessage)> = handle
-        .route()
-        .get(query)
-        .execute()
-        .try_collect::<Vec<_>>()
-        .await
-        .map_err(|source| RouteError::Netlink {
-            what: "dump",
-            route: None,
-            source,
-        })?
-        .into_iter()
-        .filter_map(|m| ours(&m).map(|r| (r, m)))
-        .collect();
+    let mut current: Vec<(PeerRoute, RouteMessage)> = Vec::new();
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let mut query = RouteMessage::default();
+        query.header.address_family = family;
+        let dump = handle
+            .route()
+            .get(query)
+            .execute()
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|source| RouteError::Netlink {
+                what: "dump",
+                route: None,
+                source,
+            })?;
+        current.extend(dump.into_iter().filter_map(|m| ours(&m).map(|r| (r, m))));
+    }
     let have: BTreeSet<PeerRoute> = current.iter().map(|(r, _)| *r).collect();
     let mut report = SyncReport::default();
     for (route, msg) in current.into_iter().filter(|(r, _)| !desired.contains(r)) {
@@ -150,7 +176,14 @@ pub async fn sync_routes(handle: &Handle, desired: &BTreeSet<PeerRoute>) -> Resu
     // every add is tried, the first failure is reported.
     let mut failed = None;
     for route in desired.difference(&have) {
-        match handle.route().add(message(route)).execute().await {
+        let msg = match message(route) {
+            Ok(msg) => msg,
+            Err(reason) => {
+                failed.get_or_insert(RouteError::Build { route: *route, reason });
+                continue;
+            }
+        };
+        match handle.route().add(msg).execute().await {
             Ok(()) => report.added += 1,
             Err(source) => {
                 failed.get_or_insert(RouteError::Netlink {
@@ -273,5 +306,44 @@ mod tests {
         );
         // A rail this node does not have gets no route.
         assert_eq!(desired_routes("me", &blocks, &BTreeMap::from([(1, 11)])).len(), 2);
+    }
+
+    #[test]
+    fn dual_stack_peers_get_a_route_per_family() {
+        let mut peer = nb("p2", 2);
+        peer.spec.blocks.push(RailBlock {
+            rail_index: 0,
+            cidr: "fd00:10:0:0:200::/74".parse().unwrap(),
+            node_address: Some("fd00:192:168::2".parse().unwrap()),
+        });
+        // A v4 nodeAddress on a v6 block (a corrupt object) is not used as the gateway.
+        peer.spec.blocks.push(RailBlock {
+            rail_index: 1,
+            cidr: "fd00:10:0:0:240::/74".parse().unwrap(),
+            node_address: Some("192.168.1.2".parse().unwrap()),
+        });
+        let rails = BTreeMap::from([(0, 10), (1, 11)]);
+        let got: Vec<(String, Option<String>)> = desired_routes("me", &[peer], &rails)
+            .iter()
+            .filter(|r| r.dst.addr().is_ipv6())
+            .map(|r| (r.dst.to_string(), r.via.map(|v| v.to_string())))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("fd00:10:0:0:200::/74".to_string(), Some("fd00:192:168::2".to_string())),
+                ("fd00:10:0:0:240::/74".to_string(), None)
+            ]
+        );
+        // The message is an IPv6 one, and what the kernel dumps back parses as ours.
+        let route = PeerRoute {
+            dst: "fd00:10:0:0:200::/74".parse().unwrap(),
+            oif: 10,
+            via: Some("fd00:192:168::2".parse().unwrap()),
+        };
+        let msg = message(&route).unwrap();
+        assert_eq!(msg.header.address_family, AddressFamily::Inet6);
+        assert!(msg.header.flags.contains(RouteFlags::Onlink));
+        assert_eq!(ours(&msg), Some(route));
     }
 }

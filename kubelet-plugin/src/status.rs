@@ -27,15 +27,17 @@
 //! * `claims`: every prepared claim (one plan each), by namespace and name; `pods` from the
 //!   claim's `reservedFor`, `devices` in pod interface order.
 //! * `blocks`: this node's blocks of `rails` networks, by network and rail; `free` counts the
-//!   usable addresses of the block that no plan (or prepare in flight) holds.
+//!   usable addresses of the block that no plan (or prepare in flight) holds. A dual-stack
+//!   network has an IPv4 and an IPv6 block per rail (`"cidr": "fd00:10::700:0:0:0/74"`).
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use multinic_api::config::AttachmentMode;
 use multinic_api::crd::NicNodeBlocksSpec;
 use multinic_api::plan::Plan;
+use multinic_api::rails::usable_count;
 use serde::{Deserialize, Serialize};
 
 use crate::health::Status;
@@ -117,9 +119,9 @@ pub struct ClaimDeviceStatus {
 pub struct BlockStatus {
     pub network: String,
     pub rail_index: u32,
-    pub cidr: Ipv4Net,
+    pub cidr: IpNet,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node_address: Option<Ipv4Addr>,
+    pub node_address: Option<IpAddr>,
     pub free: u64,
 }
 
@@ -137,9 +139,12 @@ pub struct StatusInputs<'a> {
     pub blocks: &'a [NicNodeBlocksSpec],
 }
 
-/// Usable addresses of `cidr` that are not in `used`.
-pub fn free_addresses(cidr: Ipv4Net, used: &BTreeSet<IpAddr>) -> u64 {
-    cidr.hosts().filter(|ip| !used.contains(&IpAddr::V4(*ip))).count() as u64
+/// Usable addresses of `cidr` that are not in `used` (counted, not walked: an IPv6 block holds up
+/// to 2^64 addresses; saturated at `u64::MAX`).
+pub fn free_addresses(cidr: IpNet, used: &BTreeSet<IpAddr>) -> u64 {
+    // Only usable addresses are ever leased from a block.
+    let held = used.range(cidr.network()..=cidr.broadcast()).count();
+    usable_count(&cidr).saturating_sub(u64::try_from(held).unwrap_or(u64::MAX))
 }
 
 fn pod_names(plan: &Plan) -> Vec<String> {
@@ -222,7 +227,9 @@ pub fn build(inputs: StatusInputs<'_>) -> NodeStatus {
             })
         })
         .collect();
-    blocks.sort_by(|a, b| (&a.network, a.rail_index).cmp(&(&b.network, b.rail_index)));
+    blocks.sort_by(|a, b| {
+        (&a.network, a.rail_index, a.cidr.addr().is_ipv6()).cmp(&(&b.network, b.rail_index, b.cidr.addr().is_ipv6()))
+    });
 
     NodeStatus {
         version: STATUS_VERSION,
@@ -326,5 +333,17 @@ mod tests {
         );
         let text = serde_json::to_string(&status).unwrap();
         assert_eq!(serde_json::from_str::<NodeStatus>(&text).unwrap(), status, "round trip");
+    }
+
+    #[test]
+    fn ipv6_blocks_are_counted_not_walked() {
+        let used: BTreeSet<IpAddr> = ["fd00::1", "fd00::2", "fd00:1::1", "10.0.0.1"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(free_addresses("fd00::/74".parse().unwrap(), &used), (1 << 54) - 3);
+        assert_eq!(free_addresses("fd00::/64".parse().unwrap(), &used), u64::MAX - 2);
+        assert_eq!(free_addresses("fd00::/126".parse().unwrap(), &used), 1);
+        assert_eq!(free_addresses("10.0.0.0/29".parse().unwrap(), &used), 5);
     }
 }

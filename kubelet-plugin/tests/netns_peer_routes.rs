@@ -1,9 +1,10 @@
-//! Acceptance: in a netns made by the test, L3 peer routes for 3 peer nodes x 2 rails appear on the
-//! right interfaces, survive a re-run unchanged, disappear when a peer is removed, and foreign
-//! routes are never touched. Needs root; with `CI=true` a missing privilege fails.
+//! Acceptance: in a netns made by the test, L3 peer routes for 3 peer nodes x 2 rails x 2 address
+//! families (a dual-stack network) appear on the right interfaces, survive a re-run unchanged,
+//! disappear when a peer is removed, and foreign routes are never touched. Needs root; with
+//! `CI=true` a missing privilege fails.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use multinic_api::crd::{NicNodeBlocks, NicNodeBlocksSpec, RailBlock};
@@ -17,6 +18,7 @@ use rtnetlink::{LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 fn blocks(node: &str, host: u32) -> NicNodeBlocks {
     let layout = RailsLayout::new("10.10.0.0/16".parse().unwrap(), 8, 2).unwrap();
+    let layout6 = RailsLayout::new6("fd00:10::/64".parse().unwrap(), 8, 2).unwrap();
     NicNodeBlocks::new(
         &format!("rails.{node}"),
         NicNodeBlocksSpec {
@@ -24,27 +26,45 @@ fn blocks(node: &str, host: u32) -> NicNodeBlocks {
             node_name: node.into(),
             host_index: host,
             blocks: (0..2)
-                .map(|k| RailBlock {
-                    rail_index: k,
-                    cidr: layout.block(host, k).unwrap(),
-                    // Peer 3 publishes its own address on each rail: its blocks go via it.
-                    node_address: (host == 3).then(|| Ipv4Addr::new(192, 168, k as u8, 3)),
+                .flat_map(|k| {
+                    [
+                        RailBlock {
+                            rail_index: k,
+                            cidr: layout.block(host, k).unwrap().into(),
+                            // Peer 3 publishes its own address on each rail: its blocks go via it.
+                            node_address: (host == 3).then(|| IpAddr::V4(Ipv4Addr::new(192, 168, k as u8, 3))),
+                        },
+                        RailBlock {
+                            rail_index: k,
+                            cidr: layout6.block(host, k).unwrap().into(),
+                            node_address: (host == 3)
+                                .then(|| IpAddr::V6(Ipv6Addr::new(0xfd00, 0x192, 0x168, k as u16, 0, 0, 0, 3))),
+                        },
+                    ]
                 })
                 .collect(),
         },
     )
 }
 
-/// Every IPv4 main-table route: (dst, oif, ours, gateway).
-async fn routes(handle: &rtnetlink::Handle) -> BTreeSet<(String, u32, bool, Option<Ipv4Addr>)> {
-    let mut q = RouteMessage::default();
-    q.header.address_family = AddressFamily::Inet;
-    let msgs: Vec<RouteMessage> = handle.route().get(q).execute().try_collect().await.unwrap();
+/// Every main-table route of both families: (dst, oif, ours, gateway).
+async fn routes(handle: &rtnetlink::Handle) -> BTreeSet<(String, u32, bool, Option<IpAddr>)> {
+    let mut msgs: Vec<RouteMessage> = Vec::new();
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let mut q = RouteMessage::default();
+        q.header.address_family = family;
+        msgs.extend(handle.route().get(q).execute().try_collect::<Vec<_>>().await.unwrap());
+    }
+    let ip = |a: &netlink_packet_route::route::RouteAddress| match a {
+        netlink_packet_route::route::RouteAddress::Inet(ip) => Some(IpAddr::V4(*ip)),
+        netlink_packet_route::route::RouteAddress::Inet6(ip) => Some(IpAddr::V6(*ip)),
+        _ => None,
+    };
     msgs.iter()
         .filter(|m| m.header.table == 254)
         .filter_map(|m| {
             let dst = m.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Destination(netlink_packet_route::route::RouteAddress::Inet(ip)) => Some(*ip),
+                RouteAttribute::Destination(a) => ip(a),
                 _ => None,
             })?;
             let oif = m.attributes.iter().find_map(|a| match a {
@@ -53,11 +73,13 @@ async fn routes(handle: &rtnetlink::Handle) -> BTreeSet<(String, u32, bool, Opti
             })?;
             let ours = m.header.protocol == RouteProtocol::Other(RTPROT_MULTINIC);
             let gateway = m.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Gateway(netlink_packet_route::route::RouteAddress::Inet(ip)) => Some(*ip),
+                RouteAttribute::Gateway(a) => ip(a),
                 _ => None,
             });
             Some((
-                format!("{dst}/{}", m.header.destination_prefix_length),
+                ipnet::IpNet::new(dst, m.header.destination_prefix_length)
+                    .ok()?
+                    .to_string(),
                 oif,
                 ours,
                 gateway,
@@ -110,11 +132,7 @@ fn peer_routes_follow_peers_and_leave_foreign_routes_alone() {
                         // peers' rail addresses: `via` routes to them need `onlink`.
                         handle
                             .address()
-                            .add(
-                                link.header.index,
-                                std::net::IpAddr::V4(Ipv4Addr::new(172, 16, k as u8, 1)),
-                                24,
-                            )
+                            .add(link.header.index, IpAddr::V4(Ipv4Addr::new(172, 16, k as u8, 1)), 24)
                             .execute()
                             .await
                             .unwrap();
@@ -132,18 +150,18 @@ fn peer_routes_follow_peers_and_leave_foreign_routes_alone() {
 
             let mut all = vec![blocks("me", 0), blocks("p1", 1), blocks("p2", 2), blocks("p3", 3)];
             let desired = desired_routes("me", &all, &rails);
-            assert_eq!(desired.len(), 6, "3 peers x 2 rails");
+            assert_eq!(desired.len(), 12, "3 peers x 2 rails x 2 families");
             assert_eq!(
                 sync_routes(&handle, &desired).await.unwrap(),
-                SyncReport { added: 6, removed: 0 }
+                SyncReport { added: 12, removed: 0 }
             );
-            let ours: BTreeSet<(String, u32, Option<Ipv4Addr>)> = routes(&handle)
+            let ours: BTreeSet<(String, u32, Option<IpAddr>)> = routes(&handle)
                 .await
                 .into_iter()
                 .filter(|r| r.2)
                 .map(|(d, o, _, g)| (d, o, g))
                 .collect();
-            let expected: BTreeSet<(String, u32, Option<Ipv4Addr>)> = desired
+            let expected: BTreeSet<(String, u32, Option<IpAddr>)> = desired
                 .iter()
                 .map(|r: &PeerRoute| (r.dst.to_string(), r.oif, r.via))
                 .collect();
@@ -156,29 +174,43 @@ fn peer_routes_follow_peers_and_leave_foreign_routes_alone() {
                 ours.contains(&(
                     "10.10.3.64/26".to_string(),
                     rails[&1],
-                    Some(Ipv4Addr::new(192, 168, 1, 3))
+                    Some("192.168.1.3".parse().unwrap())
                 )),
                 "peer 3's rail-1 block goes out of rail 1 via peer 3's rail-1 address"
+            );
+            assert!(
+                ours.contains(&("fd00:10:0:0:240::/74".to_string(), rails[&1], None)),
+                "peer 2's rail-1 IPv6 block goes out of rail 1, on-link"
+            );
+            assert!(
+                ours.contains(&(
+                    "fd00:10:0:0:340::/74".to_string(),
+                    rails[&1],
+                    Some("fd00:192:168:1::3".parse().unwrap())
+                )),
+                "peer 3's rail-1 IPv6 block goes via peer 3's rail-1 IPv6 address"
             );
 
             // A re-run changes nothing.
             assert_eq!(sync_routes(&handle, &desired).await.unwrap(), SyncReport::default());
 
-            // Peer p2 goes: its two routes go, nothing else.
+            // Peer p2 goes: its four routes go, nothing else.
             all.retain(|nb| nb.spec.node_name != "p2");
             let desired = desired_routes("me", &all, &rails);
             assert_eq!(
                 sync_routes(&handle, &desired).await.unwrap(),
-                SyncReport { added: 0, removed: 2 }
+                SyncReport { added: 0, removed: 4 }
             );
             let now = routes(&handle).await;
-            assert_eq!(now.iter().filter(|r| r.2).count(), 4);
-            assert!(!now.iter().any(|r| r.0.starts_with("10.10.2.")));
+            assert_eq!(now.iter().filter(|r| r.2).count(), 8);
+            assert!(!now.iter().any(|r| r.0.starts_with("10.10.2.") || r.0.starts_with("fd00:10:0:0:2")));
             assert!(
                 now.contains(&("10.99.0.0/24".to_string(), rails[&0], false, None)),
                 "foreign route kept"
             );
-            println!("peer routes: 6 installed, re-run unchanged, 2 removed with their peer, foreign route kept");
+            println!(
+                "peer routes: 12 installed (6 IPv4, 6 IPv6), re-run unchanged, 4 removed with their peer, foreign route kept"
+            );
         });
     })
     .join()
@@ -223,7 +255,7 @@ fn the_route_loop_follows_the_api_server() {
             let server = FakeApiServer::start().await;
             server
                 .insert(json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "MultiNicNetwork", "metadata": {"name": "rails"},
-                    "spec": {"routing": {"mode": "l3"}, "ipam": {"type": "rails", "subnet": "10.10.0.0/16", "hostBlock": 8, "interfaceBlock": 2}}}))
+                    "spec": {"routing": {"mode": "l3"}, "ipam": {"type": "rails", "subnet": "10.10.0.0/16", "subnet6": "fd00:10::/64", "hostBlock": 8, "interfaceBlock": 2}}}))
                 .unwrap();
             for (node, host) in [("me", 0), ("p1", 1), ("p2", 2)] {
                 server.insert(serde_json::to_value(blocks(node, host)).unwrap()).unwrap();
@@ -252,9 +284,10 @@ fn the_route_loop_follows_the_api_server() {
                         }
                     }
                 };
-                wait_for(4).await;
+                // 2 peers x 2 rails x 2 families, then 1 peer.
+                wait_for(8).await;
                 server.delete("multinic.dev/v1alpha1", "NicNodeBlocks", None, "rails.p1").unwrap();
-                wait_for(2).await;
+                wait_for(4).await;
             };
             tokio::select! {
                 () = route_loop => panic!("the route loop ended"),

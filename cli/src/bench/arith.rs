@@ -6,8 +6,9 @@ use std::hint::black_box;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
 use multinic_api::config::NetworkConfig;
-use multinic_api::rails::RailsLayout;
+use multinic_api::rails::{RailsLayout, RailsLayouts};
 use multinic_controller::blocks;
 use multinic_kubelet_plugin::inventory::Nic;
 use multinic_kubelet_plugin::plan_builder::{DeviceInput, PlanInput, build_plan};
@@ -60,7 +61,7 @@ pub fn slices(runs: usize) -> Vec<Row> {
 }
 
 pub fn blocks(runs: usize) -> Vec<Row> {
-    let layout = RailsLayout::new("10.0.0.0/8".parse().unwrap_or_default(), 14, 3);
+    let layout = RailsLayout::new("10.0.0.0/8".parse().unwrap_or_default(), 14, 3).map(RailsLayouts::from);
     [1_000usize, 10_000]
         .into_iter()
         .map(|nodes| {
@@ -109,7 +110,7 @@ pub fn allocator(runs: usize) -> Row {
         let nics: Vec<Nic> = (0..8).map(roce_nic).collect();
         let config = NetworkConfig::from_values([&super::dra::params(&layout, "host-device")])?;
         let blocks = (0..8u32)
-            .map(|k| Ok((k, super::dra::block(&layout, k)?)))
+            .map(|k| Ok((k, vec![IpNet::V4(super::dra::block(&layout, k)?)])))
             .collect::<Result<BTreeMap<_, _>, RowError>>()?;
         Ok(PlanInput {
             claim_uid: "bench-claim".into(),
