@@ -199,7 +199,7 @@ plans() { find /var/lib/multinic/plans -maxdepth 1 -name '*.json' 2>/dev/null | 
 
 # ------------------------------------------------------------------------------------------------
 kc delete ns "$NS" --ignore-not-found --wait=true >/dev/null 2>&1
-kc delete multinicnetwork "$NET" e2e-impossible ipvlan-l3 e2e-health quickstart e2e-shared --ignore-not-found --wait=true >/dev/null 2>&1
+kc delete multinicnetwork "$NET" e2e-impossible ipvlan-l3 e2e-health quickstart e2e-shared dual-stack --ignore-not-found --wait=true >/dev/null 2>&1
 kc create ns "$NS" >/dev/null
 
 scenario "1. MultiNicNetwork -> DeviceClass + NicNodeBlocks; an impossible spec is rejected at admission"
@@ -535,6 +535,45 @@ check "it left no multinic-bench-* network" sh -c "! '$K8S_BIN/kubectl' get mult
 # 10. Kueue queues Jobs with NIC claims (cpu quota, then Kueue's DRA quota mode).
 # shellcheck source-path=SCRIPTDIR source=kueue.sh
 . "$E2E_DIR/kueue.sh"
+
+scenario "11. dual stack (examples/dual-stack): one pod, 2 NICs, an IPv4 and an IPv6 address on each, both in networkData"
+kc apply -n "$NS" -f "$REPO/examples/dual-stack/network.yaml" >/dev/null
+check "network dual-stack Ready" kc wait --for=condition=Ready multinicnetwork/dual-stack --timeout=90s
+ds_blocks() { kc get nicnodeblocks "dual-stack.$NODE" -o json 2>/dev/null | jq -r '.spec.blocks[] | "\(.railIndex) \(.cidr)"'; }
+ds_have_blocks() { [ "$(ds_blocks | wc -l)" -gt 0 ]; }
+check "NicNodeBlocks dual-stack.$NODE written" wait_for 60 "dual-stack blocks" ds_have_blocks
+ds_blocks
+check "an IPv6 block (fd00:79::/64, /74) next to each IPv4 one" \
+	[ "$(ds_blocks | grep -c ':.*/74$')" = "$(ds_blocks | grep -c '^[0-9]* 10\.79\.')" ]
+pod_yaml pod-ds two-dual-stack | kc apply -f - >/dev/null
+check "pod-ds Running" running 180 pod-ds
+show pod-ds
+if pod_running pod-ds; then
+	ds_claim=$(kc -n "$NS" get resourceclaim "$(claim_of pod-ds)" -o json)
+	jq '.status.devices' <<<"$ds_claim"
+	# ds_match ND V4 V6: networkData lists the pod's IPv4 then its IPv6 address.
+	ds_match() { [ -n "$2" ] && [ -n "$3" ] && [ "$1" = "$2 $3" ]; }
+	ds_in_subnet6() { [[ $1 == fd00:79:*/74 ]]; }
+	ds_usable() { [ -n "$1" ] && ! grep -Eq 'tentative|dadfailed' <<<"$1"; }
+	for k in 1 2; do
+		ifn=net$k
+		nd=$(jq -r --arg i "$ifn" '.status.devices[] | select(.networkData.interfaceName == $i) | .networkData.ips | join(" ")' <<<"$ds_claim")
+		v4=$(pexec pod-ds ip -o -4 addr show dev "$ifn" 2>/dev/null | awk '{print $4}' | head -n1)
+		a6=$(pexec pod-ds ip -o -6 addr show dev "$ifn" 2>/dev/null | grep -v 'scope link')
+		v6=$(awk '{print $4}' <<<"$a6" | head -n1)
+		check "pod-ds: $ifn has $v4 and $v6 = networkData [$nd]" ds_match "$nd" "$v4" "$v6"
+		check "pod-ds: $ifn's IPv6 address $v6 is in fd00:79::/64 with the /74 block prefix" ds_in_subnet6 "$v6"
+		check "pod-ds: $ifn's IPv6 address is usable (not tentative, not dadfailed)" ds_usable "$a6"
+		table=$((100 + k))
+		check "pod-ds: $ifn routes fd00:79::/64 in its policy table $table" \
+			sh -c "'$K8S_BIN/kubectl' -n $NS exec pod-ds -- ip -6 route show table $table | grep -q 'fd00:79::/64 dev $ifn'"
+	done
+fi
+kc -n "$NS" delete pod pod-ds --wait=true --timeout=90s >/dev/null
+kc -n "$NS" delete resourceclaimtemplate two-dual-stack --ignore-not-found >/dev/null
+kc delete multinicnetwork dual-stack --wait=true --timeout=60s >/dev/null
+check "NicNodeBlocks dual-stack.$NODE gone with its network" wait_for 60 "dual-stack blocks deleted" \
+	sh -c "! '$K8S_BIN/kubectl' get nicnodeblocks dual-stack.$NODE >/dev/null 2>&1"
 
 scenario "end: nothing leaked"
 check "no plan files left" [ "$(plans)" = 0 ]
