@@ -3,7 +3,7 @@
 //! NicNodeBlocks), never shared, and freed only when the node is gone.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use multinic_api::crd::RailBlock;
@@ -51,21 +51,21 @@ pub fn assign(layout: &RailsLayouts, existing: &BTreeMap<String, u32>, nodes: &B
 }
 
 /// The blocks of host `h` for rails `0..rails`, one per family of the network (IPv4 first), each
-/// IPv4 block with the node's own address on that rail where `addresses` has one (peers route the
-/// block via it; IPv6 blocks are routed on-link).
+/// with the node's own address of its family on that rail where `addresses` has one (peers route
+/// the block via it, else on-link).
 pub fn node_blocks(
     layout: &RailsLayouts,
     host: u32,
     rails: u32,
-    addresses: &BTreeMap<u32, Ipv4Addr>,
+    addresses: &BTreeMap<u32, Vec<IpAddr>>,
 ) -> Result<Vec<RailBlock>, RailsError> {
     let mut out = Vec::new();
     for k in 0..rails {
         for cidr in layout.blocks(host, k)? {
-            let node_address = match cidr {
-                IpNet::V4(_) => addresses.get(&k).copied().map(IpAddr::V4),
-                IpNet::V6(_) => None,
-            };
+            let node_address = addresses
+                .get(&k)
+                .and_then(|a| a.iter().find(|a| a.is_ipv4() == cidr.addr().is_ipv4()))
+                .copied();
             out.push(RailBlock {
                 rail_index: k,
                 cidr,
@@ -165,7 +165,10 @@ mod tests {
             v4: Some(RailsLayout::new("10.10.0.0/16".parse().unwrap(), 8, 2).unwrap()),
             v6: Some(RailsLayout::new6("fd00:10::/64".parse().unwrap(), 8, 2).unwrap()),
         };
-        let addresses = BTreeMap::from([(1, "192.168.1.7".parse().unwrap())]);
+        let addresses = BTreeMap::from([
+            (0, vec!["fd00:192:168::7".parse().unwrap()]),
+            (1, vec!["192.168.1.7".parse().unwrap()]),
+        ]);
         let got: Vec<(u32, String, Option<String>)> = node_blocks(&l, 7, 2, &addresses)
             .unwrap()
             .into_iter()
@@ -175,7 +178,11 @@ mod tests {
             got,
             [
                 (0, "10.10.7.0/26".to_string(), None),
-                (0, "fd00:10:0:0:700::/74".to_string(), None),
+                (
+                    0,
+                    "fd00:10:0:0:700::/74".to_string(),
+                    Some("fd00:192:168::7".to_string())
+                ),
                 (1, "10.10.7.64/26".to_string(), Some("192.168.1.7".to_string())),
                 (1, "fd00:10:0:0:740::/74".to_string(), None),
             ]

@@ -2,9 +2,9 @@
 //! sees them (`device.driver`, `device.attributes["<domain>"].<id>`).
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use k8s_openapi::api::resource::v1::{Device, DeviceAttribute, ResourceSlice};
 use kube::core::cel::{KubeCelExt, cel};
@@ -119,9 +119,9 @@ fn attribute_value(a: &DeviceAttribute) -> CelAttribute {
 pub struct NodeRails {
     /// Highest matching `railIndex` + 1.
     pub rails: u32,
-    /// Rail index → the rail NIC's own IPv4 address (its `ipv4` attribute, prefix dropped), for
-    /// the rails whose NIC has one.
-    pub addresses: BTreeMap<u32, Ipv4Addr>,
+    /// Rail index → the rail NIC's own addresses (its `ipv4` and `ipv6` attributes, prefix
+    /// dropped, IPv4 first), for the rails whose NIC has one.
+    pub addresses: BTreeMap<u32, Vec<IpAddr>>,
     /// Matching devices, and how many of them carry a `NoSchedule`/`NoExecute` taint (the node
     /// plugin taints an unhealthy NIC; the scheduler places no new claim on it).
     pub devices: u32,
@@ -172,12 +172,21 @@ pub fn matching_nodes<'a>(
                 entry.rails = entry.rails.max(rail + 1);
                 entry.devices += 1;
                 entry.tainted += u32::from(tainted(device));
-                // The plugin publishes `ipv4` as the interface's address in CIDR form.
-                if let Some(ip) = attr(device, "ipv4")
-                    .and_then(|a| a.string)
-                    .and_then(|s| s.parse::<Ipv4Net>().ok())
-                {
-                    entry.addresses.entry(rail).or_insert(ip.addr());
+                // The plugin publishes `ipv4` and `ipv6` as the interface's addresses in CIDR
+                // form; the first device of a rail with an address of a family gives it.
+                for (name, v4) in [("ipv4", true), ("ipv6", false)] {
+                    let Some(ip) = attr(device, name)
+                        .and_then(|a| a.string)
+                        .and_then(|s| s.parse::<IpNet>().ok())
+                        .map(|n| n.addr())
+                        .filter(|ip| ip.is_ipv4() == v4)
+                    else {
+                        continue;
+                    };
+                    let known = entry.addresses.entry(rail).or_default();
+                    if !known.iter().any(|k| k.is_ipv4() == v4) {
+                        known.push(ip);
+                    }
                 }
             }
         }
@@ -309,6 +318,13 @@ mod tests {
                     ..Default::default()
                 },
             );
+            a.insert(
+                "multinic.dev/ipv6".into(),
+                DeviceAttribute {
+                    string: Some("fd00:192:168:3::11/64".into()),
+                    ..Default::default()
+                },
+            );
         }
         with_address.taints = Some(vec![k8s_openapi::api::resource::v1::DeviceTaint {
             key: "multinic.dev/unhealthy".into(),
@@ -326,7 +342,10 @@ mod tests {
                 "n1".to_string(),
                 NodeRails {
                     rails: 4,
-                    addresses: BTreeMap::from([(3, "192.168.3.11".parse().unwrap())]),
+                    addresses: BTreeMap::from([(
+                        3,
+                        vec!["192.168.3.11".parse().unwrap(), "fd00:192:168:3::11".parse().unwrap()]
+                    )]),
                     devices: 2,
                     tainted: 1,
                 }

@@ -305,6 +305,7 @@ mod tests {
             rdma: None,
             virtual_device: false,
             ipv4: None,
+            ipv6: None,
             pf_name: None,
         }
     }

@@ -173,6 +173,9 @@ pub fn device_attributes(nic: &Nic, rail_index: u32) -> Vec<(String, DeviceAttri
     if let Some(ipv4) = nic.ipv4 {
         attrs.push((q("ipv4"), string(&ipv4.to_string())));
     }
+    if let Some(ipv6) = nic.ipv6 {
+        attrs.push((q("ipv6"), string(&ipv6.to_string())));
+    }
     attrs
 }
 

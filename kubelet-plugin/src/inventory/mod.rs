@@ -10,7 +10,7 @@ pub mod sysfs;
 
 use std::collections::{BTreeMap, HashMap};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 pub use filter::{FilterError, Filters};
@@ -55,12 +55,12 @@ pub struct LinkInfo {
     pub loopback: bool,
 }
 
-/// One IPv4 address of a link.
+/// One address of a link, IPv4 or IPv6.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AddrInfo {
     pub index: u32,
-    pub cidr: Ipv4Net,
+    pub cidr: IpNet,
 }
 
 /// One IPv4 route.
@@ -126,6 +126,10 @@ pub struct Nic {
     /// The host's first IPv4 address on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipv4: Option<Ipv4Net>,
+    /// The host's first IPv6 address on it that is not link-local (fe80::/10): a peer's gateway
+    /// for this node's IPv6 blocks must be routable from other rails' subnets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Net>,
     /// Netdev name of the PF when this is an SR-IOV VF.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pf_name: Option<String>,
@@ -228,11 +232,15 @@ pub fn build_inventory(snapshot: &HostSnapshot, sysfs: &HashMap<String, SysfsNet
             inventory.excluded.insert(link.name.clone(), reason);
             continue;
         }
-        let ipv4 = snapshot
-            .addresses
-            .iter()
-            .find(|a| a.index == link.index)
-            .map(|a| a.cidr);
+        let mine = || snapshot.addresses.iter().filter(|a| a.index == link.index);
+        let ipv4 = mine().find_map(|a| match a.cidr {
+            IpNet::V4(net) => Some(net),
+            IpNet::V6(_) => None,
+        });
+        let ipv6 = mine().find_map(|a| match a.cidr {
+            IpNet::V6(net) if !is_link_local(&net) => Some(net),
+            _ => None,
+        });
         let link_type = if link.link_type == ARPHRD_INFINIBAND || facts.link_type == Some(ARPHRD_INFINIBAND) {
             LinkType::Infiniband
         } else {
@@ -254,11 +262,17 @@ pub fn build_inventory(snapshot: &HostSnapshot, sysfs: &HashMap<String, SysfsNet
             rdma: facts.rdma.clone(),
             virtual_device: is_virtual(link, facts),
             ipv4,
+            ipv6,
             pf_name: facts.pci.as_ref().and_then(|p| p.pf_netdev.clone()),
         });
     }
     inventory.nics.sort_by_key(Nic::order_key);
     inventory
+}
+
+/// fe80::/10 (RFC 4291 §2.5.6).
+fn is_link_local(net: &Ipv6Net) -> bool {
+    net.addr().segments()[0] & 0xffc0 == 0xfe80
 }
 
 fn is_virtual(link: &LinkInfo, facts: &SysfsNetdev) -> bool {
@@ -360,10 +374,20 @@ mod tests {
         let rail = link(9, "ens1f0");
         let snapshot = HostSnapshot {
             links: vec![lo, uplink, vlan, bond, slave, veth, vfio, uplink_vf, rail],
-            addresses: vec![AddrInfo {
-                index: 9,
-                cidr: "192.168.1.5/24".parse().unwrap(),
-            }],
+            addresses: vec![
+                AddrInfo {
+                    index: 9,
+                    cidr: "fe80::1/64".parse().unwrap(),
+                },
+                AddrInfo {
+                    index: 9,
+                    cidr: "fd00:192:168:1::5/64".parse().unwrap(),
+                },
+                AddrInfo {
+                    index: 9,
+                    cidr: "192.168.1.5/24".parse().unwrap(),
+                },
+            ],
             routes: vec![RouteInfo {
                 dst: "0.0.0.0/0".parse().unwrap(),
                 oifs: vec![2],
@@ -385,6 +409,11 @@ mod tests {
         let names: Vec<_> = inv.nics.iter().map(|n| n.if_name.as_str()).collect();
         assert_eq!(names, ["ens1f0"]);
         assert_eq!(inv.nics[0].ipv4, Some("192.168.1.5/24".parse().unwrap()));
+        assert_eq!(
+            inv.nics[0].ipv6,
+            Some("fd00:192:168:1::5/64".parse().unwrap()),
+            "the first IPv6 address that is not link-local"
+        );
         assert_eq!(inv.excluded["lo"], Exclusion::Loopback);
         assert_eq!(inv.excluded["eno1"], Exclusion::Uplink);
         assert_eq!(inv.excluded["eno1.100"], Exclusion::UplinkChild("eno1".into()));

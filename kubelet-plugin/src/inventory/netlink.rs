@@ -1,10 +1,10 @@
-//! rtnetlink side of the inventory: a [`HostSnapshot`] of links, IPv4 addresses and IPv4 routes, and a
-//! stream of change notifications that triggers a republish.
+//! rtnetlink side of the inventory: a [`HostSnapshot`] of links, IPv4 and IPv6 addresses and IPv4
+//! routes, and a stream of change notifications that triggers a republish.
 
 use std::net::IpAddr;
 
 use futures::{Stream, StreamExt, TryStreamExt};
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use multinic_api::names::format_mac;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
@@ -73,6 +73,7 @@ pub fn subscribe() -> Result<impl Stream<Item = ()> + Send + Unpin, NetlinkError
     let groups = [
         MulticastGroup::Link,
         MulticastGroup::Ipv4Ifaddr,
+        MulticastGroup::Ipv6Ifaddr,
         MulticastGroup::Ipv4Route,
     ];
     let (connection, _handle, messages) = rtnetlink::new_multicast_connection(&groups)?;
@@ -124,13 +125,21 @@ pub fn link_from_message(msg: &LinkMessage) -> Option<LinkInfo> {
     (!info.name.is_empty()).then_some(info)
 }
 
+/// IFA_LOCAL is the local address of an IPv4 point-to-point link (IFA_ADDRESS its peer); an IPv6
+/// address comes in IFA_ADDRESS (with IFA_LOCAL only on point-to-point links, then the local one).
 fn addr_from_message(msg: &AddressMessage) -> Option<AddrInfo> {
-    msg.attributes.iter().find_map(|attr| match attr {
-        AddressAttribute::Local(IpAddr::V4(ip)) | AddressAttribute::Address(IpAddr::V4(ip)) => Some(AddrInfo {
-            index: msg.header.index,
-            cidr: Ipv4Net::new(*ip, msg.header.prefix_len).ok()?,
-        }),
+    let local = msg.attributes.iter().find_map(|attr| match attr {
+        AddressAttribute::Local(ip) => Some(*ip),
         _ => None,
+    });
+    let address = msg.attributes.iter().find_map(|attr| match attr {
+        AddressAttribute::Address(ip) => Some(*ip),
+        _ => None,
+    });
+    let ip: IpAddr = local.or(address)?;
+    Some(AddrInfo {
+        index: msg.header.index,
+        cidr: IpNet::new(ip, msg.header.prefix_len).ok()?,
     })
 }
 
