@@ -27,6 +27,7 @@ fn nic(rail: usize) -> Nic {
         rdma: None,
         virtual_device: false,
         ipv4: Some("192.168.0.10/24".parse().unwrap()),
+        ipv6: None,
         pf_name: None,
     }
 }
@@ -76,12 +77,17 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(again, config);
 
     // Plan building with this config on a node whose blocks follow the config's layout.
+    // Both families of a dual-stack config: one block of each per rail.
     let mut blocks = BTreeMap::new();
     if config.ipam.kind == IpamType::Rails
-        && let Some(subnet) = config.ipam.subnet
-        && let Ok(layout) = config.rails_layout(subnet)
+        && let Ok(layouts) = config.rails_layouts()
     {
-        let rails: BTreeMap<u32, _> = (0..2u32).filter_map(|r| Some((r, layout.block(1, r).ok()?))).collect();
+        let rails: BTreeMap<u32, _> = (0..2u32)
+            .filter_map(|r| Some((r, layouts.blocks(1, r).ok()?)))
+            .collect();
+        for b in rails.values().flatten() {
+            assert!(layouts.holds(b), "block {b} of the layouts is one of theirs");
+        }
         blocks.insert(config.network.clone().unwrap_or_default(), rails);
     }
     let published = build_device_table(&[nic(0), nic(1)], &SliceOptions::new("node-a"));
