@@ -203,3 +203,88 @@ async fn nic_node_blocks_are_served() {
     assert!(o.data["spec"].get("unknown").is_none(), "{:?}", o.data);
     assert_eq!(o.metadata.generation, Some(1));
 }
+
+/// The CRD's CEL rules on the real API server, per address family: an IPv6 or dual-stack `rails`
+/// network is admitted; a family whose prefix arithmetic leaves no address bits is refused with
+/// the rule's message, and so is a subnet of the wrong family. Dual-stack blocks are served.
+#[tokio::test]
+async fn ipv6_and_dual_stack_networks_follow_the_cel_rules() {
+    let t = Scope::new("cel6").await;
+    let api = networks_api(&t);
+    let create = |suffix: &str, ipam: Value| {
+        let v = json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "MultiNicNetwork",
+                       "metadata": {"name": t.name(suffix)}, "spec": {"ipam": ipam}});
+        let api = api.clone();
+        async move { api.create(&PostParams::default(), &dynamic(v)).await }
+    };
+    let admitted = [
+        (
+            "v6",
+            json!({"type": "rails", "subnet6": "fd00:10::/64", "hostBlock": 32, "interfaceBlock": 30}),
+        ),
+        (
+            "dual",
+            json!({"type": "rails", "subnet": "10.10.0.0/16", "subnet6": "fd00:10::/64", "hostBlock": 8,
+                   "interfaceBlock": 2, "exclude": ["10.10.0.0/30", "fd00:10::/120"]}),
+        ),
+    ];
+    for (suffix, ipam) in admitted {
+        create(suffix, ipam.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{ipam} refused: {e}"));
+    }
+    let refused = [
+        (
+            "v6-bits",
+            json!({"type": "rails", "subnet6": "fd00::/64", "hostBlock": 32, "interfaceBlock": 31}),
+            "at most 126 bits",
+        ),
+        (
+            "dual-v4-bits",
+            json!({"type": "rails", "subnet": "10.0.0.0/24", "subnet6": "fd00::/64", "hostBlock": 8}),
+            "at most 30 bits",
+        ),
+        (
+            "dual-v6-bits",
+            json!({"type": "rails", "subnet": "10.0.0.0/8", "subnet6": "fd00::/124", "hostBlock": 4}),
+            "at most 126 bits",
+        ),
+        (
+            "v6-family",
+            json!({"type": "rails", "subnet6": "10.0.0.0/8"}),
+            "must be an IPv6 CIDR",
+        ),
+        (
+            "no-subnet",
+            json!({"type": "rails", "hostBlock": 4}),
+            "needs ipam.subnet (IPv4), ipam.subnet6",
+        ),
+    ];
+    for (suffix, ipam, needle) in refused {
+        let s = status(create(suffix, ipam.clone()).await);
+        assert_eq!(s.code, 422, "{ipam}: {}", s.message);
+        assert!(s.message.contains(needle), "{ipam}: {}", s.message);
+    }
+    for suffix in ["v6", "dual"] {
+        api.delete(&t.name(suffix), &DeleteParams::default())
+            .await
+            .expect("delete");
+    }
+
+    let blocks = multinic_api(t.client.clone(), "NicNodeBlocks", "nicnodeblocks");
+    let name = t.name("dual.node-a");
+    let v = json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "NicNodeBlocks", "metadata": {"name": name},
+                   "spec": {"network": "dual", "nodeName": "node-a", "hostIndex": 7,
+                            "blocks": [{"railIndex": 0, "cidr": "10.10.7.0/26", "nodeAddress": "192.168.0.7"},
+                                       {"railIndex": 0, "cidr": "fd00:10:0:0:700::/74", "nodeAddress": "fd00:192:168::7"}]}});
+    let o = blocks
+        .patch(&name, &PatchParams::apply("multinic-controller"), &Patch::Apply(&v))
+        .await
+        .expect("apply dual-stack blocks");
+    assert_eq!(o.data["spec"]["blocks"][1]["cidr"], "fd00:10:0:0:700::/74");
+    assert_eq!(o.data["spec"]["blocks"][1]["nodeAddress"], "fd00:192:168::7");
+    blocks
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete blocks");
+}
