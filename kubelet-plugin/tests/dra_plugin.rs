@@ -593,6 +593,77 @@ async fn blocks_of_a_recreated_network_are_read_again() {
     );
 }
 
+/// Dual stack through prepare: the node's NicNodeBlocks has an IPv4 and an IPv6 block per rail;
+/// each device of the claim gets an address of both, in its rail's blocks, and the claim's
+/// `networkData.ips` lists both as CIDR strings, IPv4 first. Unprepare frees both: the next claim
+/// on the same NICs gets the same addresses.
+#[tokio::test]
+async fn dual_stack_claims_get_both_families_in_network_data() {
+    let h = Harness::new(None).await;
+    let v6 = RailsLayout::new6("fd00:10::/64".parse().unwrap(), 8, 2).unwrap();
+    let blocks: Vec<Value> = (0..4)
+        .flat_map(|k| {
+            [
+                json!({"railIndex": k, "cidr": layout().block(HOST_INDEX, k).unwrap().to_string()}),
+                json!({"railIndex": k, "cidr": v6.block(HOST_INDEX, k).unwrap().to_string()}),
+            ]
+        })
+        .collect();
+    h.api
+        .insert(json!({
+            "apiVersion": "multinic.dev/v1alpha1", "kind": "NicNodeBlocks",
+            "metadata": {"name": node_blocks_name(RAILS, NODE)},
+            "spec": {"network": RAILS, "nodeName": NODE, "hostIndex": HOST_INDEX, "blocks": blocks},
+        }))
+        .unwrap();
+    let params = rails_params(
+        json!({"ipam": {"type": "rails", "subnet": "10.10.0.0/16", "subnet6": "fd00:10::/64",
+                                               "hostBlock": 8, "interfaceBlock": 2}}),
+    );
+    let d = h.devices.clone();
+    let nd = |c: &ClaimRef| -> Vec<(String, Vec<String>)> {
+        let status = h.claim_status(c);
+        let mut out: Vec<(String, Vec<String>)> = status["devices"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let ips = e["networkData"]["ips"].as_array().into_iter().flatten();
+                (
+                    e["networkData"]["interfaceName"].as_str().unwrap_or("").to_string(),
+                    ips.filter_map(|i| i.as_str().map(str::to_string)).collect(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let first = h.claim("dual", &[&d[0], &d[1]], params.clone());
+    h.driver.prepare(&first).await.unwrap();
+    let got = nd(&first);
+    assert_eq!(
+        got,
+        [
+            (
+                "net1".to_string(),
+                vec!["10.10.7.1/26".to_string(), "fd00:10::700:0:0:1/74".to_string()]
+            ),
+            (
+                "net2".to_string(),
+                vec!["10.10.7.65/26".to_string(), "fd00:10::740:0:0:1/74".to_string()]
+            ),
+        ]
+    );
+    for (k, (_, ips)) in got.iter().enumerate() {
+        let v6_ip: IpNet = ips[1].parse().unwrap();
+        assert!(IpNet::V6(v6.block(HOST_INDEX, k as u32).unwrap()).contains(&v6_ip.addr()));
+    }
+    h.driver.unprepare(&first).await.unwrap();
+    let second = h.claim("dual-again", &[&d[0], &d[1]], params);
+    h.driver.prepare(&second).await.unwrap();
+    assert_eq!(nd(&second), got, "unprepare freed the addresses of both families");
+}
+
 /// Issue 13, acceptance 3: the NIC left the host netns (the CNI moved it into the pod) and the
 /// kubelet retries the prepare: the same plan and the same CDI IDs come back, because the device
 /// stays published from the ledger while a plan holds it.
