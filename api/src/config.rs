@@ -119,7 +119,8 @@ pub struct Ipam {
     /// `rails`: the IPv6 subnet; with `subnet` too the network is dual-stack (every pod interface
     /// gets one address of each family, from block (h, k) of each subnet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<String>")] // the family is checked by the CRD's CEL rules
+    // The family is checked by the CRD's CEL rules; the length bounds their cost.
+    #[schemars(with = "Option<String>", length(max = 49))]
     pub subnet6: Option<Ipv6Net>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_block: Option<u8>,
@@ -127,8 +128,10 @@ pub struct Ipam {
     pub interface_block: Option<u8>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     /// Ranges of either family no pod gets an address from.
-    #[schemars(length(max = 64), with = "Vec<String>")]
-    // bounds the CEL cost of `exclude.all(...)` (the API server's budget)
+    // Both bounds keep the CEL cost of `exclude.all(x, isCIDR(x))` inside the API server's budget
+    // (unbounded strings exceed it); 49 bytes is the longest IPv6 CIDR text
+    // (`ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255/128`).
+    #[schemars(length(max = 64), inner(length(max = 49)), with = "Vec<String>")]
     pub exclude: Vec<IpNet>,
     /// `static`: one CIDR per device, in device order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
