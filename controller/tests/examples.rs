@@ -99,6 +99,15 @@ fn every_example_validates() {
                     "{at}: examples never run privileged"
                 );
             }
+            // Kueue's objects (examples/kueue): their schema is Kueue's CRDs, which e2e/cluster
+            // installs; test.sh scenario 6 checks these files with `--dry-run=server` there.
+            "ResourceFlavor" | "ClusterQueue" | "LocalQueue" => {
+                assert_eq!(doc["apiVersion"], "kueue.x-k8s.io/v1beta2", "{at}");
+                assert!(
+                    doc["metadata"]["name"].as_str().is_some_and(|n| !n.is_empty()),
+                    "{at}: no name"
+                );
+            }
             other => panic!("{at}: unexpected kind {other}"),
         }
         *counts.entry(kind).or_insert(0) += 1;
