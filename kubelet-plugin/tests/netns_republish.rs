@@ -11,6 +11,8 @@ use multinic_kubelet_plugin::inventory::{Filters, SysfsReader, netlink};
 use multinic_kubelet_plugin::publish::{InventorySource, LoopTiming, MemorySliceStore, Publisher, run_publish_loop};
 use multinic_kubelet_plugin::slices::SliceOptions;
 use multinic_testkit::fixtures;
+
+mod common;
 use rtnetlink::LinkVeth;
 
 /// Waits until `cond` holds, polling the store's change counter; returns the time it took.
@@ -35,70 +37,62 @@ fn veth_nics_added_and_deleted_are_republished_within_a_second() {
         return;
     }
     // The namespace belongs to this thread only; every netlink socket below is opened from it.
-    let worker = std::thread::spawn(|| {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare(CLONE_NEWNET)");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let sysfs = tempfile::tempdir().unwrap();
-            let handle = netlink::connect().unwrap();
-            let source = InventorySource {
-                handle: handle.clone(),
-                sysfs: SysfsReader::new(sysfs.path()),
-                filters: Filters::new(true, &[], &[], &[], &[]).unwrap(),
-            };
-            let store = MemorySliceStore::new();
-            let publisher = Publisher::new(store.clone(), SliceOptions::new("netns-node"));
-            let events = netlink::subscribe().unwrap();
-            let timing = LoopTiming {
-                debounce: Duration::from_millis(250),
-                resync: Duration::from_secs(3600),
-            };
-            let publish_loop = run_publish_loop(&publisher, &source, events, futures::stream::pending(), timing);
+    common::in_new_netns(|| async move {
+        let sysfs = tempfile::tempdir().unwrap();
+        let handle = netlink::connect().unwrap();
+        let source = InventorySource {
+            handle: handle.clone(),
+            sysfs: SysfsReader::new(sysfs.path()),
+            filters: Filters::new(true, &[], &[], &[], &[]).unwrap(),
+        };
+        let store = MemorySliceStore::new();
+        let publisher = Publisher::new(store.clone(), SliceOptions::new("netns-node"));
+        let events = netlink::subscribe().unwrap();
+        let timing = LoopTiming {
+            debounce: Duration::from_millis(250),
+            resync: Duration::from_secs(3600),
+        };
+        let publish_loop = run_publish_loop(&publisher, &source, events, futures::stream::pending(), timing);
 
-            let body = async {
-                wait_for(&store, Duration::from_secs(5), |s| !s.slices().is_empty()).await;
-                assert!(
-                    store.device_names().is_empty(),
-                    "only lo exists, and it is never published"
-                );
+        let body = async {
+            wait_for(&store, Duration::from_secs(5), |s| !s.slices().is_empty()).await;
+            assert!(
+                store.device_names().is_empty(),
+                "only lo exists, and it is never published"
+            );
 
-                handle
-                    .link()
-                    .add(LinkVeth::new("mnic0a", "mnic0b").build())
-                    .execute()
-                    .await
-                    .unwrap();
-                let added = wait_for(&store, Duration::from_secs(1), |s| {
-                    let names = s.device_names();
-                    names.contains("mnic0a") && names.contains("mnic0b")
-                })
-                .await;
-                println!("veth pair added: republished after {added:?}");
+            handle
+                .link()
+                .add(LinkVeth::new("mnic0a", "mnic0b").build())
+                .execute()
+                .await
+                .unwrap();
+            let added = wait_for(&store, Duration::from_secs(1), |s| {
+                let names = s.device_names();
+                names.contains("mnic0a") && names.contains("mnic0b")
+            })
+            .await;
+            println!("veth pair added: republished after {added:?}");
 
-                let link = handle
-                    .link()
-                    .get()
-                    .match_name("mnic0a".to_string())
-                    .execute()
-                    .try_next()
-                    .await
-                    .unwrap()
-                    .unwrap();
-                handle.link().del(link.header.index).execute().await.unwrap();
-                let deleted = wait_for(&store, Duration::from_secs(1), |s| s.device_names().is_empty()).await;
-                println!("veth pair deleted: republished after {deleted:?}");
+            let link = handle
+                .link()
+                .get()
+                .match_name("mnic0a".to_string())
+                .execute()
+                .try_next()
+                .await
+                .unwrap()
+                .unwrap();
+            handle.link().del(link.header.index).execute().await.unwrap();
+            let deleted = wait_for(&store, Duration::from_secs(1), |s| s.device_names().is_empty()).await;
+            println!("veth pair deleted: republished after {deleted:?}");
 
-                let generations: Vec<i64> = store.slices().values().map(|s| s.spec.pool.generation).collect();
-                assert_eq!(generations, [3], "one slice, generation bumped once per change");
-            };
-            tokio::select! {
-                () = publish_loop => panic!("the publish loop ended"),
-                () = body => {}
-            }
-        });
+            let generations: Vec<i64> = store.slices().values().map(|s| s.spec.pool.generation).collect();
+            assert_eq!(generations, [3], "one slice, generation bumped once per change");
+        };
+        tokio::select! {
+            () = publish_loop => panic!("the publish loop ended"),
+            () = body => {}
+        }
     });
-    worker.join().expect("netns test thread");
 }
