@@ -81,28 +81,13 @@ EOF
 }
 # A template for 2 NICs of $NET with one thing Kueue's DRA mode refuses: config | constraints | selectors.
 kq_template() { # name kind
-	local sel=""
-	[ "$2" = selectors ] && sel=', selectors: [{cel: {expression: '"'"'device.attributes["multinic.dev"].railIndex >= 0'"'"'}}]'
-	cat <<EOF
-apiVersion: resource.k8s.io/v1
-kind: ResourceClaimTemplate
-metadata: {name: $1, namespace: $NS}
-spec:
-  spec:
-    devices:
-      requests:
-        - name: nics
-          exactly: {deviceClassName: $NET, count: 2$sel}
-EOF
 	case $2 in
-	config)
-		cat <<EOF
-      config:
-        - requests: [nics]
-          opaque: {driver: multinic.dev, parameters: {interfaceNames: [data0, data1]}}
-EOF
+	config) template_yaml "$1" 2 '{"interfaceNames": [data0, data1]}' ;;
+	selectors)
+		template_yaml "$1" 2 | sed 's|count: 2}|count: 2, selectors: [{cel: {expression: '"'"'device.attributes["multinic.dev"].railIndex >= 0'"'"'}}]}|'
 		;;
 	constraints)
+		template_yaml "$1" 2
 		cat <<EOF
       constraints:
         - requests: [nics]
