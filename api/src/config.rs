@@ -4,7 +4,8 @@
 //! later layer replaces the same key of an earlier one, nested objects merge key by key, arrays are
 //! replaced whole. The merged object is then parsed strictly (unknown fields are errors).
 
-use std::net::Ipv4Addr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use schemars::JsonSchema;
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::names::API_VERSION;
-use crate::rails::{RailsError, RailsLayout, RailsLayouts};
+use crate::rails::{RailsError, RailsLayout, RailsLayouts, gateway_in};
 
 /// Largest accepted opaque parameters object (the API server's limit, 10 KiB).
 pub const MAX_PARAMETERS_BYTES: usize = 10 * 1024;
@@ -137,8 +138,103 @@ pub struct Ipam {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(with = "Vec<String>")] // IpNet's oneOf schema is not structural (the API server refuses the CRD)
     pub addresses: Vec<IpNet>,
+    /// One IPv4 gateway for every interface (not with `gatewayIndex`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<Ipv4Addr>,
+    /// `rails`: every interface block's gateway is its network address + `gatewayIndex` (1 = the
+    /// first usable address), per family; no pod gets it. Each interface routes via the gateway of
+    /// its own rail's block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_index: Option<u32>,
+    /// Static addresses for named pods, whatever the IPAM type. They must lie outside the
+    /// network's dynamic ranges (outside `subnet`/`subnet6`, or inside an `exclude` entry), so no
+    /// node ever hands them to another pod. A named pod's interfaces get `ipam.gateway`, not a
+    /// `gatewayIndex` gateway (their addresses are in no rails block).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    // The bound keeps the CEL cost of the rules over it inside the API server's budget.
+    #[schemars(length(max = 256))]
+    pub pod_addresses: Vec<PodAddresses>,
+}
+
+/// The static addresses of one pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodAddresses {
+    /// `<namespace>/<pod name>`.
+    #[schemars(length(max = 317))]
+    pub pod: String,
+    /// One CIDR per device of the pod's claim, in device order.
+    #[schemars(length(max = 32), inner(length(max = 49)), with = "Vec<String>")]
+    pub addresses: Vec<IpNet>,
+}
+
+/// Longest `podAddresses` key: a namespace (63 bytes), '/', a pod name (253 bytes).
+const MAX_POD_KEY_LEN: usize = 63 + 1 + 253;
+
+impl Ipam {
+    /// Whether the network hands `ip` out by itself (from its rails blocks or its pool): inside
+    /// `subnet` or `subnet6` and not excluded.
+    pub fn is_dynamic(&self, ip: IpAddr) -> bool {
+        let in_subnet = match ip {
+            IpAddr::V4(a) => self.subnet.is_some_and(|s| s.contains(&a)),
+            IpAddr::V6(a) => self.subnet6.is_some_and(|s| s.contains(&a)),
+        };
+        in_subnet && !self.exclude.iter().any(|x| x.contains(&ip))
+    }
+
+    /// The static addresses of pod `namespace`/`name`, if `podAddresses` names it.
+    pub fn pod_addresses_of(&self, namespace: &str, name: &str) -> Option<&[IpNet]> {
+        self.pod_addresses
+            .iter()
+            .find(|p| {
+                p.pod
+                    .split_once('/')
+                    .is_some_and(|(ns, pod)| ns == namespace && pod == name)
+            })
+            .map(|p| p.addresses.as_slice())
+    }
+
+    /// `podAddresses`: `<namespace>/<pod>` keys, at least one address each, none in a dynamic
+    /// range ([`is_dynamic`](Self::is_dynamic)) and none given to two pods.
+    fn validate_pod_addresses(&self) -> Result<(), ConfigError> {
+        let mut owners: BTreeMap<IpAddr, &str> = BTreeMap::new();
+        let mut pods = std::collections::BTreeSet::new();
+        for PodAddresses { pod, addresses } in &self.pod_addresses {
+            if !pods.insert(pod) {
+                return Err(ConfigError::Invalid(format!(
+                    "ipam.podAddresses names pod {pod:?} twice; keep one entry per pod"
+                )));
+            }
+            let well_formed = pod.len() <= MAX_POD_KEY_LEN
+                && pod
+                    .split_once('/')
+                    .is_some_and(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'));
+            if !well_formed {
+                return Err(ConfigError::Invalid(format!(
+                    "ipam.podAddresses pod {pod:?} must be <namespace>/<pod name>"
+                )));
+            }
+            if addresses.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "ipam.podAddresses of pod {pod:?} is empty; list one CIDR per device of the pod's claim"
+                )));
+            }
+            for cidr in addresses {
+                let ip = cidr.addr();
+                if self.is_dynamic(ip) {
+                    return Err(ConfigError::Invalid(format!(
+                        "ipam.podAddresses of pod {pod:?}: {cidr} is inside the range the network hands out by itself, so another pod could get it; add it (or a range holding it) to ipam.exclude, or pick an address outside subnet/subnet6"
+                    )));
+                }
+                if let Some(other) = owners.insert(ip, pod) {
+                    return Err(ConfigError::Invalid(format!(
+                        "ipam.podAddresses gives {ip} to both {other:?} and {pod:?}; give each pod its own addresses"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -148,6 +244,12 @@ pub struct Routing {
     pub mode: RoutingMode,
     #[serde(default)]
     pub policy_routing: bool,
+    /// The pod's default route (per family) goes via the gateway of its first interface that has
+    /// one of that family, replacing the primary network's default route. Not with
+    /// `policyRouting`, where each interface's table has its default route via its gateway and
+    /// the main table keeps the primary network's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub default_route: bool,
 }
 
 /// The merged, parsed opaque config.
@@ -243,6 +345,47 @@ impl NetworkConfig {
             if layouts.v4.is_none() && layouts.v6.is_none() {
                 return Err(ConfigError::Invalid(
                     "ipam.type rails needs ipam.subnet (IPv4, e.g. 10.10.0.0/16), ipam.subnet6 (IPv6, e.g. fd00:10::/64) or both".into(),
+                ));
+            }
+        }
+        self.validate_gateways()?;
+        self.ipam.validate_pod_addresses()
+    }
+
+    /// `gatewayIndex` inside every interface block, and `defaultRoute` with a gateway to use.
+    fn validate_gateways(&self) -> Result<(), ConfigError> {
+        if let Some(index) = self.ipam.gateway_index {
+            if self.ipam.kind != IpamType::Rails {
+                return Err(ConfigError::Invalid(
+                    "ipam.gatewayIndex picks a gateway inside each rails interface block and needs ipam.type rails; use ipam.gateway for one gateway of every interface".into(),
+                ));
+            }
+            if self.ipam.gateway.is_some() {
+                return Err(ConfigError::Invalid(
+                    "ipam.gateway and ipam.gatewayIndex exclude each other; keep one".into(),
+                ));
+            }
+            // Every block of a layout has the same size: block (0, 0) stands for all of them.
+            let blocks = self
+                .rails_layouts()
+                .and_then(|l| l.blocks(0, 0))
+                .map_err(|e| ConfigError::Invalid(format!("ipam: {e}")))?;
+            if let Some(block) = blocks.iter().find(|b| gateway_in(**b, index).is_none()) {
+                return Err(ConfigError::Invalid(format!(
+                    "ipam.gatewayIndex {index} is not a usable address of the /{} interface blocks (block {block} would not hold it); pick an index from 1 to the block's last usable address",
+                    block.prefix_len()
+                )));
+            }
+        }
+        if self.routing.default_route {
+            if self.routing.policy_routing {
+                return Err(ConfigError::Invalid(
+                    "routing.defaultRoute and routing.policyRouting exclude each other: with policyRouting each interface's table already has its default route via its gateway; turn one off".into(),
+                ));
+            }
+            if self.ipam.gateway.is_none() && self.ipam.gateway_index.is_none() {
+                return Err(ConfigError::Invalid(
+                    "routing.defaultRoute needs a gateway; set ipam.gatewayIndex (rails) or ipam.gateway".into(),
                 ));
             }
         }
@@ -430,6 +573,97 @@ mod tests {
         ));
         let err = parse(&[r#"{"ipam":{"type":"rails","hostBlock":4}}"#]).unwrap_err();
         assert!(err.to_string().contains("subnet6"), "{err}");
+    }
+
+    #[test]
+    fn gateway_index_is_checked_against_the_blocks() {
+        let rails =
+            r#""type":"rails","subnet":"10.10.0.0/16","subnet6":"fd00:10::/64","hostBlock":8,"interfaceBlock":2"#;
+        let ok = parse(&[&format!(
+            r#"{{"ipam":{{{rails},"gatewayIndex":62}},"routing":{{"defaultRoute":true}}}}"#
+        )])
+        .unwrap();
+        assert_eq!(ok.ipam.gateway_index, Some(62));
+        assert!(ok.routing.default_route);
+        for (config, says) in [
+            // /26 blocks: 63 is the broadcast address.
+            (
+                format!(r#"{{"ipam":{{{rails},"gatewayIndex":63}}}}"#),
+                "gatewayIndex 63",
+            ),
+            (format!(r#"{{"ipam":{{{rails},"gatewayIndex":0}}}}"#), "gatewayIndex 0"),
+            (
+                r#"{"ipam":{"type":"static","addresses":["10.0.0.1/24"],"gatewayIndex":1}}"#.to_string(),
+                "needs ipam.type rails",
+            ),
+            (
+                format!(r#"{{"ipam":{{{rails},"gatewayIndex":1,"gateway":"10.10.0.1"}}}}"#),
+                "exclude each other",
+            ),
+            (
+                format!(
+                    r#"{{"ipam":{{{rails},"gatewayIndex":1}},"routing":{{"defaultRoute":true,"policyRouting":true}}}}"#
+                ),
+                "policyRouting",
+            ),
+            (
+                format!(r#"{{"ipam":{{{rails}}},"routing":{{"defaultRoute":true}}}}"#),
+                "needs a gateway",
+            ),
+        ] {
+            let err = parse(&[&config]).unwrap_err().to_string();
+            assert!(err.contains(says), "{config}: {err}");
+        }
+    }
+
+    #[test]
+    fn pod_addresses_stay_out_of_the_dynamic_ranges() {
+        let ipam = r#""type":"rails","subnet":"10.10.0.0/16","subnet6":"fd00:10::/64","hostBlock":8,"interfaceBlock":2,
+                      "exclude":["10.10.255.0/24"]"#;
+        let ok = parse(&[&format!(
+            r#"{{"ipam":{{{ipam},"podAddresses":[{{"pod":"ml/trainer-0","addresses":["10.10.255.1/16","192.168.9.1/24"]}}]}}}}"#
+        )])
+        .unwrap();
+        let got = ok.ipam.pod_addresses_of("ml", "trainer-0").unwrap();
+        assert_eq!(got[1].to_string(), "192.168.9.1/24");
+        assert!(ok.ipam.pod_addresses_of("ml", "trainer-1").is_none());
+        assert!(ok.ipam.pod_addresses_of("other", "trainer-0").is_none());
+        for (addresses, says) in [
+            (
+                r#"[{"pod":"ml/a","addresses":["10.10.3.1/16"]}]"#,
+                "10.10.3.1/16 is inside the range",
+            ),
+            (
+                r#"[{"pod":"ml/a","addresses":["fd00:10::5/64"]}]"#,
+                "fd00:10::5/64 is inside the range",
+            ),
+            (
+                r#"[{"pod":"ml/a","addresses":["10.10.255.1/16"]},{"pod":"ml/b","addresses":["10.10.255.1/16"]}]"#,
+                "to both",
+            ),
+            (
+                r#"[{"pod":"ml/a","addresses":["10.10.255.1/16"]},{"pod":"ml/a","addresses":["10.10.255.2/16"]}]"#,
+                "twice",
+            ),
+            (r#"[{"pod":"ml/a","addresses":[]}]"#, "is empty"),
+            (
+                r#"[{"pod":"a","addresses":["192.168.0.1/24"]}]"#,
+                "<namespace>/<pod name>",
+            ),
+            (
+                r#"[{"pod":"/a","addresses":["192.168.0.1/24"]}]"#,
+                "<namespace>/<pod name>",
+            ),
+            (
+                r#"[{"pod":"ml/a/b","addresses":["192.168.0.1/24"]}]"#,
+                "<namespace>/<pod name>",
+            ),
+        ] {
+            let err = parse(&[&format!(r#"{{"ipam":{{{ipam},"podAddresses":{addresses}}}}}"#)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{addresses}: {err}");
+        }
     }
 
     #[test]

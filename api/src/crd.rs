@@ -160,10 +160,28 @@ pub const NETWORK_RULES: &[(&str, &str, &str)] = &[
         "subnet6 prefix + hostBlock + interfaceBlock must be at most 126 bits so every interface block holds pod \
          addresses; use a larger subnet6 or fewer block bits",
     ),
+    // The gateway rules of `NetworkConfig::validate` that need no block arithmetic.
+    (
+        "ipam",
+        "!has(self.gatewayIndex) || (has(self.type) && self.type == 'rails' && !has(self.gateway) && \
+         self.gatewayIndex >= 1)",
+        "ipam.gatewayIndex (1 = a block's first usable address) needs ipam.type rails and no ipam.gateway",
+    ),
+    (
+        "ipam",
+        "!has(self.podAddresses) || self.podAddresses.all(p, p.pod.matches('^[^/]+/[^/]+$') && \
+         p.addresses.all(x, isCIDR(x)))",
+        "every ipam.podAddresses entry needs pod: <namespace>/<pod name> and addresses that are CIDRs",
+    ),
     (
         "routing",
         "!has(self.mode) || self.mode in ['l3', 'none']",
         "routing.mode must be l3 or none",
+    ),
+    (
+        "routing",
+        "!has(self.defaultRoute) || !self.defaultRoute || !has(self.policyRouting) || !self.policyRouting",
+        "routing.defaultRoute and routing.policyRouting exclude each other: with policyRouting each interface's table has its default route via its gateway",
     ),
 ];
 
@@ -259,6 +277,13 @@ mod tests {
             "routing": {"mode": "l3"}}),
         )
         .unwrap();
+        check(
+            json!({"ipam": {"type": "rails", "subnet": "10.10.0.0/16", "hostBlock": 8, "interfaceBlock": 2,
+                     "gatewayIndex": 1, "exclude": ["10.10.255.0/24"],
+                     "podAddresses": [{"pod": "ml/trainer-0", "addresses": ["10.10.255.1/16", "10.10.255.2/16"]}]},
+            "routing": {"defaultRoute": true}}),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -310,6 +335,27 @@ mod tests {
             (json!({"ipam": {"type": "static", "exclude": ["nope"]}}), "exclude"),
             (json!({"routing": {"mode": "bgp"}}), "routing.mode"),
             (json!({"attachment": {"mtu": 10}}), "mtu"),
+            (json!({"ipam": {"type": "static", "gatewayIndex": 1}}), "gatewayIndex"),
+            (
+                json!({"ipam": {"type": "rails", "subnet": "10.0.0.0/16", "gatewayIndex": 1, "gateway": "10.0.0.1"}}),
+                "gatewayIndex",
+            ),
+            (
+                json!({"ipam": {"type": "rails", "subnet": "10.0.0.0/16", "gatewayIndex": 0}}),
+                "gatewayIndex",
+            ),
+            (
+                json!({"ipam": {"type": "none", "podAddresses": [{"pod": "trainer-0", "addresses": ["10.0.0.1/24"]}]}}),
+                "podAddresses",
+            ),
+            (
+                json!({"ipam": {"type": "none", "podAddresses": [{"pod": "ml/trainer-0", "addresses": ["10.0.0.1"]}]}}),
+                "podAddresses",
+            ),
+            (
+                json!({"routing": {"defaultRoute": true, "policyRouting": true}}),
+                "defaultRoute",
+            ),
         ];
         for (spec, needle) in cases {
             let err = check(spec.clone()).expect_err(&format!("{spec} should be rejected"));

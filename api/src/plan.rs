@@ -62,6 +62,14 @@ pub struct PlannedRoute {
     pub gateway: Option<IpAddr>,
 }
 
+/// The default route (`0.0.0.0/0` or `::/0`) of the family of `addr`.
+pub fn default_route(addr: IpAddr) -> IpNet {
+    match addr {
+        IpAddr::V4(_) => IpNet::V4(Default::default()),
+        IpAddr::V6(_) => IpNet::V6(Default::default()),
+    }
+}
+
 /// One device of the plan, in pod interface order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

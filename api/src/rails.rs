@@ -314,6 +314,16 @@ pub fn usable_count(block: &IpNet) -> u64 {
     u64::try_from(last - first).map_or(u64::MAX, |n| n.saturating_add(1))
 }
 
+/// The gateway of `block` for `ipam.gatewayIndex` `index`: the block's network address plus
+/// `index`, when that is a usable address of the block ([`usable_range`]: not the IPv4 network
+/// or broadcast address, not the IPv6 Subnet-Router anycast address). Pods never get it (the plan
+/// builder skips it).
+pub fn gateway_in(block: IpNet, index: u32) -> Option<IpAddr> {
+    let (first, last) = usable_range(&block);
+    let n = to_bits(block.network()).checked_add(u128::from(index))?;
+    (first..=last).contains(&n).then(|| to_ip(&block, n))
+}
+
 /// Usable host addresses of a block for pods ([`usable_range`]), none inside `exclude` (entries
 /// of the other family are ignored).
 ///
@@ -349,6 +359,30 @@ mod tests {
 
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn gateway_index_counts_from_the_network_address_within_the_usable_range() {
+        for (block, index, want) in [
+            ("10.10.0.64/26", 1, Some("10.10.0.65")),
+            ("10.10.0.64/26", 62, Some("10.10.0.126")),
+            // The broadcast and network addresses are never a gateway.
+            ("10.10.0.64/26", 63, None),
+            ("10.10.0.64/26", 0, None),
+            ("10.10.0.64/26", u32::MAX, None),
+            // /31 (RFC 3021): both addresses are usable.
+            ("10.10.0.6/31", 0, Some("10.10.0.6")),
+            ("10.10.0.6/31", 1, Some("10.10.0.7")),
+            ("10.10.0.6/31", 2, None),
+            // IPv6: the Subnet-Router anycast address (index 0) is not; the last address is.
+            ("fd00:10::/120", 0, None),
+            ("fd00:10::/120", 1, Some("fd00:10::1")),
+            ("fd00:10::/120", 255, Some("fd00:10::ff")),
+            ("fd00:10::/120", 256, None),
+        ] {
+            let got = gateway_in(net(block), index).map(|ip| ip.to_string());
+            assert_eq!(got.as_deref(), want, "{block} index {index}");
+        }
     }
 
     #[test]

@@ -186,13 +186,6 @@ fn same_family(a: IpAddr, b: IpAddr) -> bool {
     a.is_ipv4() == b.is_ipv4()
 }
 
-fn default_route(addr: IpAddr) -> IpNet {
-    match addr {
-        IpAddr::V4(_) => IpNet::V4(Default::default()),
-        IpAddr::V6(_) => IpNet::V6(Default::default()),
-    }
-}
-
 /// The routes a device gets, in install order.
 ///
 /// * Without a table: the planned routes in `main`. A route without a gateway uses the device's
@@ -231,7 +224,7 @@ pub fn device_routes(dev: &PlannedDevice) -> Vec<AppliedRoute> {
         );
     }
     if let (Some(table), Some(gw)) = (dev.table, dev.gateway) {
-        let dst = default_route(gw);
+        let dst = multinic_api::plan::default_route(gw);
         if !routes.iter().any(|r| r.dst == dst) {
             push(
                 &mut routes,

@@ -76,6 +76,12 @@ pub fn merge_result(
             if r.table.is_some() && !v11 {
                 continue;
             }
+            // A main-table route of ours replaced the kernel's route to the same destination (the
+            // add is a replace; `routing.defaultRoute` takes over the primary's default route):
+            // the result reports the one that is there.
+            if r.table.is_none() {
+                routes.retain(|prev| !is_main_route_to(prev, &r.dst));
+            }
             let mut entry = json!({ "dst": r.dst.to_string() });
             if let Some(gw) = r.gw {
                 entry["gw"] = json!(gw.to_string());
@@ -93,6 +99,16 @@ pub fn merge_result(
         obj.insert("routes".into(), Value::Array(routes));
     }
     Ok(Value::Object(obj))
+}
+
+/// Whether a result route is `dst` in the main table (no `table`, or table 254).
+fn is_main_route_to(route: &Value, dst: &IpNet) -> bool {
+    let main = route.get("table").is_none_or(|t| t.as_u64() == Some(254));
+    main && route
+        .get("dst")
+        .and_then(Value::as_str)
+        .and_then(|d| d.parse::<IpNet>().ok())
+        .is_some_and(|d| d.trunc() == dst.trunc())
 }
 
 /// The result when the pod has no plan: `prevResult` unchanged, or an empty result.
@@ -173,6 +189,32 @@ mod tests {
         assert_eq!(routes.len(), 2, "table routes are not reported in 1.0: {routes:?}");
         assert_eq!(routes[0]["dst"], "0.0.0.0/0");
         assert_eq!(r["dns"]["nameservers"][0], "10.96.0.10");
+    }
+
+    #[test]
+    fn a_default_route_of_ours_replaces_the_primary_ones_in_the_result() {
+        let mut d = devs();
+        d[0].routes.push(AppliedRoute {
+            dst: "0.0.0.0/0".parse().unwrap(),
+            gw: Some("192.168.0.1".parse().unwrap()),
+            table: None,
+        });
+        let r = merge_result("1.1.0", Some(&prev()), "/run/netns/p", &d).unwrap();
+        let main: Vec<(String, String)> = r["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r.get("table").is_none())
+            .map(|r| (r["dst"].as_str().unwrap().into(), r["gw"].as_str().unwrap_or("").into()))
+            .collect();
+        assert_eq!(
+            main,
+            [
+                ("192.168.0.0/16".to_string(), "192.168.0.1".to_string()),
+                ("0.0.0.0/0".to_string(), "192.168.0.1".to_string())
+            ],
+            "eth0's default route via 10.244.0.1 is gone from the result"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use k8s_openapi::api::resource::v1::{DeviceAllocationConfiguration, ResourceClaim};
 use multinic_api::config::{ConfigError, IpamType, NetworkConfig, RoutingMode};
 use multinic_api::plan::{PLAN_VERSION, Plan, PlannedDevice, PlannedRoute, PodRef};
-use multinic_api::rails::{address_in, usable};
+use multinic_api::rails::{address_in, gateway_in, usable};
 
 use crate::slices::PublishedDevice;
 
@@ -47,6 +47,19 @@ pub enum BuildError {
     },
     #[error("device {device}: static address {ip} is already leased on this node")]
     StaticTaken { device: String, ip: IpAddr },
+    #[error(
+        "device {device}: ipam.podAddresses[\"{pod}\"] lists {given} addresses for {needed} devices; list one CIDR per device of the pod's claim"
+    )]
+    PodAddressCount {
+        device: String,
+        pod: String,
+        given: usize,
+        needed: usize,
+    },
+    #[error(
+        "ipam.podAddresses names pod {pod} but the claim is shared by {pods} pods; static pod addresses need a claim per pod (a ResourceClaimTemplate)"
+    )]
+    PodAddressesShared { pod: String, pods: usize },
     #[error("ipam type pool is not supported by this version; use rails, host, static or none")]
     PoolUnsupported,
     #[error(
@@ -271,17 +284,35 @@ pub fn build_plan(input: &PlanInput, leased: &BTreeSet<IpAddr>) -> Result<Plan, 
             return Err(BuildError::DuplicateName(pod_if_name));
         }
         let is_free = |ip: &IpAddr| !leased.contains(ip) && !taken.contains(ip);
-        let ips: Vec<IpNet> = match cfg.ipam.kind {
-            IpamType::None => Vec::new(),
-            IpamType::Pool => return Err(BuildError::PoolUnsupported),
-            IpamType::Host => {
+        // The gateways of this device, IPv4 first: `ipam.gateway`, or the rails blocks' own.
+        let mut gateways: Vec<IpAddr> = cfg.ipam.gateway.map(IpAddr::V4).into_iter().collect();
+        let named = pod_addresses(input, cfg)?;
+        let ips: Vec<IpNet> = match (named, cfg.ipam.kind) {
+            (Some((pod, addresses)), _) => {
+                let cidr = *addresses.get(position).ok_or_else(|| BuildError::PodAddressCount {
+                    device: name.clone(),
+                    pod,
+                    given: addresses.len(),
+                    needed: input.devices.len(),
+                })?;
+                if !is_free(&cidr.addr()) {
+                    return Err(BuildError::StaticTaken {
+                        device: name,
+                        ip: cidr.addr(),
+                    });
+                }
+                vec![cidr]
+            }
+            (None, IpamType::None) => Vec::new(),
+            (None, IpamType::Pool) => return Err(BuildError::PoolUnsupported),
+            (None, IpamType::Host) => {
                 let cidr = nic.ipv4.ok_or_else(|| BuildError::NoHostAddress {
                     device: name.clone(),
                     if_name: nic.if_name.clone(),
                 })?;
                 vec![IpNet::V4(cidr)]
             }
-            IpamType::Static => {
+            (None, IpamType::Static) => {
                 let cidr = *cfg.ipam.addresses.get(position).ok_or(BuildError::StaticCount {
                     device: name.clone(),
                     given: cfg.ipam.addresses.len(),
@@ -295,7 +326,7 @@ pub fn build_plan(input: &PlanInput, leased: &BTreeSet<IpAddr>) -> Result<Plan, 
                 }
                 vec![cidr]
             }
-            IpamType::Rails => {
+            (None, IpamType::Rails) => {
                 let network = rails_network(cfg);
                 let blocks = input.blocks.get(network).ok_or_else(|| BuildError::NoBlocks {
                     device: name.clone(),
@@ -308,6 +339,8 @@ pub fn build_plan(input: &PlanInput, leased: &BTreeSet<IpAddr>) -> Result<Plan, 
                 // One address per block: per family of a dual-stack network.
                 let mut ips = Vec::with_capacity(rail_blocks.len());
                 for &block in rail_blocks {
+                    let gateway = cfg.ipam.gateway_index.and_then(|i| gateway_in(block, i));
+                    gateways.extend(gateway);
                     // The block's leased addresses in order, walked alongside the candidates: the
                     // first free one costs one comparison per leased address before it, not a set
                     // lookup.
@@ -315,7 +348,7 @@ pub fn build_plan(input: &PlanInput, leased: &BTreeSet<IpAddr>) -> Result<Plan, 
                     let ip = usable(block, &cfg.ipam.exclude)
                         .find(|ip| {
                             while held.next_if(|h| *h < ip).is_some() {}
-                            held.peek() != Some(&ip) && !taken.contains(ip)
+                            held.peek() != Some(&ip) && !taken.contains(ip) && gateway != Some(*ip)
                         })
                         .ok_or(BuildError::Exhausted {
                             device: name.clone(),
@@ -334,10 +367,22 @@ pub fn build_plan(input: &PlanInput, leased: &BTreeSet<IpAddr>) -> Result<Plan, 
             .map(IpNet::V4)
             .into_iter()
             .chain(cfg.ipam.subnet6.map(IpNet::V6));
-        let routes = match cfg.routing.mode {
+        let mut routes: Vec<PlannedRoute> = match cfg.routing.mode {
             RoutingMode::L3 => subnets.map(|dst| PlannedRoute { dst, gateway: None }).collect(),
             RoutingMode::None => Vec::new(),
         };
+        // defaultRoute: the first device with a gateway of a family takes that family's default.
+        if cfg.routing.default_route {
+            for &gw in &gateways {
+                let dst = multinic_api::plan::default_route(gw);
+                if !devices
+                    .iter()
+                    .any(|d: &PlannedDevice| d.routes.iter().any(|r| r.dst == dst))
+                {
+                    routes.push(PlannedRoute { dst, gateway: Some(gw) });
+                }
+            }
+        }
         let mtu = match cfg.attachment.mtu {
             Some(m) => Some(m.min(nic.mtu)),
             None => Some(nic.mtu),
@@ -357,7 +402,7 @@ pub fn build_plan(input: &PlanInput, leased: &BTreeSet<IpAddr>) -> Result<Plan, 
                 nic.mac.clone()
             },
             ips,
-            gateway: cfg.ipam.gateway.map(IpAddr::V4),
+            gateway: gateways.first().copied(),
             routes,
             table: match cfg.routing.policy_routing {
                 true => Some(policy_table(position, input.devices.len())?),
@@ -375,6 +420,30 @@ pub fn build_plan(input: &PlanInput, leased: &BTreeSet<IpAddr>) -> Result<Plan, 
         network: input.devices.iter().find_map(|d| d.config.network.clone()),
         devices,
     })
+}
+
+/// `<namespace>/<pod>`.
+fn pod_key(input: &PlanInput, pod: &str) -> String {
+    format!("{}/{pod}", input.namespace)
+}
+
+/// The static addresses `podAddresses` gives the claim's pod, with its key (`None` when it names
+/// none). A claim shared by several pods cannot give one of them its own addresses.
+fn pod_addresses<'a>(input: &PlanInput, cfg: &'a NetworkConfig) -> Result<Option<(String, &'a [IpNet])>, BuildError> {
+    let mut named = input.pods.iter().filter_map(|p| {
+        Some((
+            pod_key(input, &p.name),
+            cfg.ipam.pod_addresses_of(&input.namespace, &p.name)?,
+        ))
+    });
+    match named.next() {
+        None => Ok(None),
+        Some((pod, _)) if input.pods.len() > 1 => Err(BuildError::PodAddressesShared {
+            pod,
+            pods: input.pods.len(),
+        }),
+        Some(found) => Ok(Some(found)),
+    }
 }
 
 /// The policy-routing table of the device at `position`: `TABLE_BASE` + position + 1.
@@ -792,6 +861,96 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn gateway_index_gives_each_rail_its_own_gateway_and_no_pod_takes_it() {
+        let gw = r#"{"network":"rails","ipam":{"type":"rails","subnet":"10.10.0.0/16","subnet6":"fd00:10::/64","hostBlock":8,"interfaceBlock":2,"gatewayIndex":1},"routing":{"defaultRoute":true}}"#;
+        let plan = build_plan(&input(2, gw, 7), &BTreeSet::new()).unwrap();
+        let got: Vec<(Vec<String>, Option<String>, Vec<String>)> = plan
+            .devices
+            .iter()
+            .map(|d| {
+                (
+                    d.ips.iter().map(IpNet::to_string).collect(),
+                    d.gateway.map(|g| g.to_string()),
+                    d.routes
+                        .iter()
+                        .map(|r| format!("{} via {:?}", r.dst, r.gateway.map(|g| g.to_string())))
+                        .collect(),
+                )
+            })
+            .collect();
+        // Index 1 is each block's first usable address: pods start at the second. The default
+        // route of each family goes via the first device's gateway of that family, once.
+        assert_eq!(
+            got,
+            [
+                (
+                    vec!["10.10.7.2/26".into(), "fd00:10::700:0:0:2/74".into()],
+                    Some("10.10.7.1".into()),
+                    vec![
+                        "0.0.0.0/0 via Some(\"10.10.7.1\")".into(),
+                        "::/0 via Some(\"fd00:10::700:0:0:1\")".into()
+                    ]
+                ),
+                (
+                    vec!["10.10.7.66/26".into(), "fd00:10::740:0:0:2/74".into()],
+                    Some("10.10.7.65".into()),
+                    vec![]
+                ),
+            ]
+        );
+        // Without defaultRoute the gateways stay, the default routes do not.
+        let plain = gw.replace(r#","routing":{"defaultRoute":true}"#, "");
+        let plan = build_plan(&input(2, &plain, 7), &BTreeSet::new()).unwrap();
+        assert_eq!(plan.devices[1].gateway, Some("10.10.7.65".parse().unwrap()));
+        assert!(plan.devices.iter().all(|d| d.routes.is_empty()));
+        // A fixed ipam.gateway with defaultRoute: the first device routes the default via it.
+        let fixed = r#"{"ipam":{"type":"static","addresses":["192.168.0.5/24","192.168.1.5/24"],"gateway":"192.168.0.1"},"routing":{"defaultRoute":true}}"#;
+        let plan = build_plan(&input(2, fixed, 0), &BTreeSet::new()).unwrap();
+        assert_eq!(plan.devices[0].routes[0].dst.to_string(), "0.0.0.0/0");
+        assert!(plan.devices[1].routes.is_empty());
+    }
+
+    #[test]
+    fn named_pods_get_their_static_addresses() {
+        let named = r#"{"network":"rails","ipam":{"type":"rails","subnet":"10.10.0.0/16","hostBlock":8,"interfaceBlock":2,"exclude":["10.10.255.0/24"],
+                         "podAddresses":[{"pod":"ml/trainer-0","addresses":["10.10.255.1/16","10.10.255.2/16"]}]}}"#;
+        let pod = |name: &str| PodRef {
+            uid: format!("uid-{name}"),
+            name: name.into(),
+        };
+        let mut named_input = input(2, named, 7);
+        named_input.pods = vec![pod("trainer-0")];
+        let plan = build_plan(&named_input, &BTreeSet::new()).unwrap();
+        let ips: Vec<String> = plan.devices.iter().map(|d| d.ips[0].to_string()).collect();
+        assert_eq!(ips, ["10.10.255.1/16", "10.10.255.2/16"]);
+        // Another pod of the same network gets rails addresses.
+        let mut other = input(2, named, 7);
+        other.pods = vec![pod("trainer-1")];
+        let plan = build_plan(&other, &BTreeSet::new()).unwrap();
+        assert_eq!(plan.devices[0].ips[0].to_string(), "10.10.7.1/26");
+        // A leased static address, too few addresses, a claim shared with another pod: errors.
+        let leased = BTreeSet::from(["10.10.255.2".parse().unwrap()]);
+        assert!(matches!(
+            build_plan(&named_input, &leased),
+            Err(BuildError::StaticTaken { .. })
+        ));
+        let mut three = input(3, named, 7);
+        three.pods = vec![pod("trainer-0")];
+        let err = build_plan(&three, &BTreeSet::new()).unwrap_err();
+        assert!(
+            matches!(&err, BuildError::PodAddressCount { pod, given: 2, needed: 3, .. } if pod == "ml/trainer-0"),
+            "{err}"
+        );
+        let mut shared = input(2, named, 7);
+        shared.pods = vec![pod("web"), pod("trainer-0")];
+        let err = build_plan(&shared, &BTreeSet::new()).unwrap_err();
+        assert!(
+            matches!(&err, BuildError::PodAddressesShared { pod, pods: 2 } if pod == "ml/trainer-0"),
+            "{err}"
+        );
     }
 
     #[test]
