@@ -10,6 +10,7 @@ mod error;
 pub mod fixtures;
 mod grpc;
 mod ipam;
+mod plot;
 mod podlog;
 mod podstart;
 mod prepare;
@@ -49,6 +50,12 @@ pub enum BenchError {
     Missing { path: PathBuf, fix: &'static str },
     #[error("{failed} row(s) had a failed run")]
     RowsFailed { failed: usize },
+    #[error("writing the figure {path}: {source}; pick a writable --plot path")]
+    Plot {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Arguments of `multinic bench`.
@@ -69,6 +76,13 @@ pub struct BenchArgs {
     /// Only these rows (1-10, comma-separated); default: all but 10, which needs a cluster.
     #[arg(long, value_delimiter = ',')]
     pub rows: Vec<u8>,
+    /// Also write the figure of docs/benchmarks.md (SVG): attach/detach vs m of rows 1–3 and
+    /// row 10's pod start, from this run's medians.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// The figure's caption (tree, machine, load).
+    #[arg(long, default_value = "")]
+    pub plot_caption: String,
     #[command(flatten)]
     pub cluster: podstart::ClusterArgs,
 }
@@ -122,6 +136,8 @@ async fn bench(args: BenchArgs) -> Result<(), BenchError> {
     let mut tables: Vec<String> = Vec::new();
     // The floor's attach median per number of host-device NICs (row 1), for row 10's target.
     let mut floor_attach: BTreeMap<usize, f64> = BTreeMap::new();
+    let mut points: Vec<plot::AttachPoint> = Vec::new();
+    let mut starts: Vec<plot::StartPoint> = Vec::new();
     let progress = |what: &str| eprintln!("bench: {what} ({runs} runs)…");
 
     if want(1) || want(2) {
@@ -130,6 +146,7 @@ async fn bench(args: BenchArgs) -> Result<(), BenchError> {
             progress(&format!("attach host-device m={m}"));
             let r = attach::bench(&bins, Mode::HostDevice, m, runs).await;
             floor_attach.insert(m, r.floor_attach_ms);
+            points.push(r.point);
             floor.push(r.floor_row);
             multus.push(r.multus_row);
             notes.push(r.breakdown);
@@ -142,11 +159,14 @@ async fn bench(args: BenchArgs) -> Result<(), BenchError> {
         }
     }
     if want(3) {
-        progress("attach macvlan m=8");
-        let r = attach::bench(&bins, Mode::Macvlan, 8, runs).await;
-        rows.push(r.floor_row);
-        rows.push(r.multus_row);
-        notes.push(r.breakdown);
+        for m in [1, 2, 4, 8, 16] {
+            progress(&format!("attach macvlan m={m}"));
+            let r = attach::bench(&bins, Mode::Macvlan, m, runs).await;
+            points.push(r.point);
+            rows.push(r.floor_row);
+            rows.push(r.multus_row);
+            notes.push(r.breakdown);
+        }
     }
     if want(4) {
         progress("IPAM vs host-local");
@@ -192,9 +212,18 @@ async fn bench(args: BenchArgs) -> Result<(), BenchError> {
             }
         };
         progress(&format!("pods with {m} NICs vs no claim on the cluster"));
-        let (r, t) = podstart::bench(&args.cluster, runs, floor).await;
+        let (r, t, p) = podstart::bench(&args.cluster, runs, floor).await;
         rows.extend(r);
         tables.extend(t);
+        starts.extend(p);
+    }
+    if let Some(path) = &args.plot {
+        let figure = plot::svg(&points, &starts, &args.plot_caption);
+        std::fs::write(path, figure).map_err(|source| BenchError::Plot {
+            path: path.clone(),
+            source,
+        })?;
+        eprintln!("bench: figure written to {}", path.display());
     }
 
     println!("{}", stats::render(&rows));

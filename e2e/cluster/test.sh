@@ -523,9 +523,10 @@ scenario "bench: multinic bench --rows 10 (pods with $RAILS NICs, host-device an
 bench_log=$LOGS/bench-podstart.log
 "$TARGET_DIR/release/multinic" bench --rows 10 --runs 2 --nics "$RAILS" --kubeconfig "$KUBECONFIG" \
 	--node "$NODE" --pod-image "$BUSYBOX_IMAGE" --kubelet-log "$LOGS/kubelet.log" \
-	--containerd-log "$LOGS/containerd.log" >"$bench_log" 2>&1
+	--containerd-log "$LOGS/containerd.log" --plot "$LOGS/bench-podstart.svg" >"$bench_log" 2>&1
 rc=$?
 cat "$bench_log"
+check "it drew the pod-start panel of the figure (4 bars)" [ "$(grep -c 'data-bar=' "$LOGS/bench-podstart.svg")" = 4 ]
 check "multinic bench --rows 10 exited 0 (exit $rc)" [ "$rc" = 0 ]
 check "it printed the 6 rows of row 10" [ "$(grep -c '^| 10 ' "$bench_log")" = 6 ]
 check "no row FAILED" sh -c "! grep -q FAILED '$bench_log'"

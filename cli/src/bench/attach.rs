@@ -23,6 +23,7 @@ use super::BenchError;
 use super::dra::{self, DraError, Plugin};
 use super::error::{RowError, to_u32};
 use super::fixtures::{CniCall, Netns, exec_cni_async, link_names};
+use super::plot::AttachPoint;
 use super::stats::{Row, Summary, Unit, ms, rounds};
 
 /// The error of a netlink request; `op` names it (called only on failure: the floor is timed).
@@ -98,6 +99,8 @@ pub struct AttachResult {
     /// Median of the floor's attach alone (ms; `NaN` when no run succeeded): the kernel work of
     /// moving and configuring the m NICs, which row 10 compares a pod start with.
     pub floor_attach_ms: f64,
+    /// The medians of attach and detach alone, per variant, for the figure.
+    pub point: AttachPoint,
 }
 
 /// The rails layout of the attach rows: /16, 64 hosts, 16 rails, /26 blocks.
@@ -502,6 +505,12 @@ pub async fn bench(bins: &Bins, mode: Mode, m: usize, runs: usize) -> AttachResu
         multus_row,
         breakdown,
         floor_attach_ms: median(&p.floor.add),
+        point: AttachPoint {
+            mode: mode.as_str(),
+            m,
+            attach: [median(&p.ours.add), median(&p.floor.add), median(&p.multus.add)],
+            detach: [median(&p.ours.del), median(&p.floor.del), median(&p.multus.del)],
+        },
     }
 }
 

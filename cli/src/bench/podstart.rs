@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 
 use super::attach::Mode;
 use super::fixtures::{FixtureError, link_names, netlink_in};
+use super::plot::StartPoint;
 use super::podlog::{self, Micros, NodeEvents, PodRef};
 use super::stats::{Row, Summary, Unit, rounds};
 use crate::status::{self, StatusError};
@@ -256,6 +257,11 @@ pub fn breakdown(title: &str, phases: &[Phase], ours: &[Sample], base: &[Sample]
     out
 }
 
+/// The last phase's values (the whole pod start or delete) of each sample.
+fn total(phases: &[Phase], samples: &[Sample]) -> Vec<f64> {
+    phases.last().map_or_else(Vec::new, |(_, f)| values(samples, *f))
+}
+
 /// A row of ours against the no-claim pods, with the difference of the medians.
 fn compare(case: String, ours: Vec<f64>, base_name: &str, base: Vec<f64>, outcome: &Result<(), String>) -> Row {
     let mut row = Row::new("10", case, Unit::Ms);
@@ -277,7 +283,6 @@ pub fn rows(
     floor_attach_ms: f64,
     outcome: &Result<(), String>,
 ) -> Vec<Row> {
-    let total = |phases: &[Phase], s: &[Sample]| values(s, phases[phases.len() - 1].1);
     let what = format!("{}, {nics} NICs", mode.as_str());
     let mut start = compare(
         format!("pod create → Ready, {what} vs no claim, same node"),
@@ -1095,7 +1100,7 @@ async fn measure(cluster: &mut Cluster, runs: usize, samples: &mut Samples) -> R
 /// Row 10: the rows, and the breakdown tables (Markdown) to print below the table.
 /// `floor_attach_ms` is the netlink floor's attach of the same number of host-device NICs
 /// (row 1), measured in this run.
-pub async fn bench(args: &ClusterArgs, runs: usize, floor_attach_ms: f64) -> (Vec<Row>, Vec<String>) {
+pub async fn bench(args: &ClusterArgs, runs: usize, floor_attach_ms: f64) -> (Vec<Row>, Vec<String>, Vec<StartPoint>) {
     let mut made = Made::default();
     let mut samples = Samples::default();
     let outcome = match connect(args, &mut made).await {
@@ -1112,12 +1117,20 @@ pub async fn bench(args: &ClusterArgs, runs: usize, floor_attach_ms: f64) -> (Ve
     let outcome = outcome.map_err(|e| e.to_string());
     let mut rows_out = Vec::new();
     let mut tables = Vec::new();
+    let mut points = Vec::new();
     for mode in [Mode::HostDevice, Mode::Macvlan] {
         let ours = samples
             .modes
             .iter()
             .find(|(m, _)| *m == mode)
             .map_or(&[][..], |(_, v)| v.as_slice());
+        let start = |s: &[Sample]| median_of(&total(&START_PHASES, s)).unwrap_or(f64::NAN);
+        points.push(StartPoint {
+            mode: mode.as_str(),
+            nics: args.nics,
+            with_nics: start(ours),
+            no_claim: start(&samples.base),
+        });
         rows_out.extend(rows(mode, args.nics, ours, &samples.base, floor_attach_ms, &outcome));
         let what = format!("{} NICs, {}", args.nics, mode.as_str());
         tables.push(breakdown(
@@ -1133,7 +1146,7 @@ pub async fn bench(args: &ClusterArgs, runs: usize, floor_attach_ms: f64) -> (Ve
             &samples.base,
         ));
     }
-    (rows_out, tables)
+    (rows_out, tables, points)
 }
 
 #[cfg(test)]
