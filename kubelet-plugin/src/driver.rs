@@ -603,20 +603,24 @@ impl<A: ClaimApi> Driver<A> {
         let name = node_blocks_name(network, &self.opts.node_name);
         let object = match self.blocks.get(&ObjectRef::new(&name)) {
             Some(watched) => Some(watched.as_ref().clone()),
-            None => self
-                .api
-                .get_node_blocks(&name)
-                .await
-                .map_err(|source| PrepareError::Api {
-                    claim: Box::new(claim.clone()),
-                    what: "reading NicNodeBlocks",
-                    source,
-                })?,
+            None => self.read_node_blocks(claim, &name).await?,
         };
         Ok(object.map_or_else(Vec::new, |nb| {
             let released = nb.status.unwrap_or_default().released_blocks;
             crate::pool::usable_blocks(&layout, &nb.spec.granted_blocks, &released, &Default::default())
         }))
+    }
+
+    /// The NicNodeBlocks `name` as the API server has it now.
+    async fn read_node_blocks(&self, claim: &ClaimRef, name: &str) -> Result<Option<NicNodeBlocks>, PrepareError> {
+        self.api
+            .get_node_blocks(name)
+            .await
+            .map_err(|source| PrepareError::Api {
+                claim: Box::new(claim.clone()),
+                what: "reading NicNodeBlocks",
+                source,
+            })
     }
 
     /// The node's blocks of a `rails` network checked against the config; `None` when the node has
@@ -634,16 +638,7 @@ impl<A: ClaimApi> Driver<A> {
         {
             return Ok(Some(checked));
         }
-        let fresh = self
-            .api
-            .get_node_blocks(&name)
-            .await
-            .map_err(|source| PrepareError::Api {
-                claim: Box::new(claim.clone()),
-                what: "reading NicNodeBlocks",
-                source,
-            })?;
-        let Some(fresh) = fresh else {
+        let Some(fresh) = self.read_node_blocks(claim, &name).await? else {
             return Ok(None);
         };
         check_blocks(config, &fresh.spec.blocks)
