@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::names::API_VERSION;
+use crate::pool::PoolLayout;
 use crate::rails::{RailsError, RailsLayout, RailsLayouts, gateway_in};
 
 /// Largest accepted opaque parameters object (the API server's limit, 10 KiB).
@@ -83,7 +84,8 @@ pub enum IpamType {
     Rails,
     /// Reuse the host's address of the NIC.
     Host,
-    /// A node-local range.
+    /// One subnet shared by every node: the controller grants each node blocks of it on demand
+    /// (`NicNodeBlocks`), the node assigns pod addresses inside its blocks ([`crate::pool`]).
     Pool,
     /// Addresses listed in the config, in device order.
     Static,
@@ -127,6 +129,10 @@ pub struct Ipam {
     pub host_block: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface_block: Option<u8>,
+    /// `pool`: prefix length of the blocks of `subnet` the controller grants to nodes (default
+    /// /28, kept within the subnet's prefix and 16 bits past it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_prefix: Option<u8>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     /// Ranges of either family no pod gets an address from.
     // Both bounds keep the CEL cost of `exclude.all(x, isCIDR(x))` inside the API server's budget
@@ -348,6 +354,9 @@ impl NetworkConfig {
                 ));
             }
         }
+        if self.ipam.kind == IpamType::Pool {
+            self.pool_layout()?;
+        }
         self.validate_gateways()?;
         self.ipam.validate_pod_addresses()
     }
@@ -390,6 +399,21 @@ impl NetworkConfig {
             }
         }
         Ok(())
+    }
+
+    /// The block layout of a `pool` config: its IPv4 `subnet` in blocks of `blockPrefix`.
+    pub fn pool_layout(&self) -> Result<PoolLayout, ConfigError> {
+        if self.ipam.subnet6.is_some() {
+            return Err(ConfigError::Invalid(
+                "ipam.type pool takes an IPv4 ipam.subnet only; use rails for IPv6 (ipam.subnet6)".into(),
+            ));
+        }
+        let subnet = self.ipam.subnet.ok_or_else(|| {
+            ConfigError::Invalid(
+                "ipam.type pool needs ipam.subnet, the range shared by all nodes (e.g. 10.10.0.0/24)".into(),
+            )
+        })?;
+        PoolLayout::new(subnet, self.ipam.block_prefix).map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 
     /// The `rails` block layouts of this config: one per subnet it names, with the same block bits.
@@ -663,6 +687,28 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(says), "{addresses}: {err}");
+        }
+    }
+
+    #[test]
+    fn pool_configs_are_checked() {
+        let c = parse(&[r#"{"ipam":{"type":"pool","subnet":"10.20.0.0/24","exclude":["10.20.0.0/25"]}}"#]).unwrap();
+        assert_eq!(c.pool_layout().unwrap().block_prefix, 28);
+        let c = parse(&[r#"{"ipam":{"type":"pool","subnet":"10.20.0.0/24","blockPrefix":29}}"#]).unwrap();
+        assert_eq!(c.pool_layout().unwrap().blocks().count(), 32);
+        for (bad, needle) in [
+            (r#"{"ipam":{"type":"pool"}}"#, "needs ipam.subnet"),
+            (
+                r#"{"ipam":{"type":"pool","subnet":"10.20.0.0/24","blockPrefix":20}}"#,
+                "blockPrefix 20",
+            ),
+            (
+                r#"{"ipam":{"type":"pool","subnet":"10.20.0.0/24","subnet6":"fd00::/64"}}"#,
+                "IPv4 ipam.subnet only",
+            ),
+        ] {
+            let err = parse(&[bad]).unwrap_err();
+            assert!(err.to_string().contains(needle), "{bad}: {err}");
         }
     }
 

@@ -65,7 +65,9 @@ pub struct MultiNicNetworkStatus {
     pub unhealthy_devices: Option<u32>,
 }
 
-/// The blocks of one node in one `rails` network; named `<network>.<node>`.
+/// The blocks of one node in one `rails` or `pool` network; named `<network>.<node>`. The spec
+/// is written by the controller only; the status by the node only (the requests of a `pool`
+/// network: the protocol is in multinic_api::pool).
 #[derive(CustomResource, Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "multinic.dev",
@@ -73,15 +75,38 @@ pub struct MultiNicNetworkStatus {
     kind = "NicNodeBlocks",
     plural = "nicnodeblocks"
 )]
+#[kube(status = "NicNodeBlocksStatus")]
 #[serde(rename_all = "camelCase")]
 pub struct NicNodeBlocksSpec {
     pub network: String,
     pub node_name: String,
-    /// The node's host index *h* in the network (stable while the node exists).
+    /// `rails`: the node's host index *h* in the network (stable while the node exists); 0 in a
+    /// `pool` network.
+    #[serde(default)]
     pub host_index: u32,
-    /// One block per rail and address family (a dual-stack network lists an IPv4 and an IPv6
-    /// block for each rail, IPv4 first).
+    /// `rails`: one block per rail and address family (a dual-stack network lists an IPv4 and an
+    /// IPv6 block for each rail, IPv4 first); empty in a `pool` network.
     pub blocks: Vec<RailBlock>,
+    /// `pool`: the blocks of the network's subnet granted to this node, in address order. Only
+    /// the controller writes them; no block is granted to two nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
+    pub granted_blocks: Vec<IpNet>,
+}
+
+/// A `pool` network's requests of the node (written by the node plugin of `spec.nodeName`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NicNodeBlocksStatus {
+    /// How many blocks the node wants to hold: those it keeps, plus one when its free addresses
+    /// are below the low watermark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub want_blocks: Option<u32>,
+    /// Granted blocks the node gives back (no plan holds an address in them); it never allocates
+    /// from a block listed here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
+    pub released_blocks: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -172,6 +197,18 @@ pub const NETWORK_RULES: &[(&str, &str, &str)] = &[
         "!has(self.podAddresses) || self.podAddresses.all(p, p.pod.matches('^[^/]+/[^/]+$') && \
          p.addresses.all(x, isCIDR(x)))",
         "every ipam.podAddresses entry needs pod: <namespace>/<pod name> and addresses that are CIDRs",
+    ),
+    (
+        "ipam",
+        "!has(self.type) || self.type != 'pool' || (has(self.subnet) && !has(self.subnet6))",
+        "ipam.type pool needs ipam.subnet (IPv4, the range shared by all nodes) and takes no ipam.subnet6",
+    ),
+    (
+        "ipam",
+        "!has(self.type) || self.type != 'pool' || !has(self.subnet) || !isCIDR(self.subnet) || \
+         !has(self.blockPrefix) || (self.blockPrefix >= cidr(self.subnet).prefixLength() && self.blockPrefix <= 32 && \
+         self.blockPrefix - cidr(self.subnet).prefixLength() <= 16)",
+        "ipam.blockPrefix must be between the subnet's prefix length and 32, and at most 16 bits longer than it",
     ),
     (
         "routing",
@@ -268,6 +305,9 @@ mod tests {
             "routing": {"mode": "l3", "policyRouting": true}}))
         .unwrap();
         check(json!({"ipam": {"type": "none"}})).unwrap();
+        check(json!({"attachment": {"mode": "macvlan"},
+            "ipam": {"type": "pool", "subnet": "10.20.0.0/24", "blockPrefix": 28, "exclude": ["10.20.0.0/25"]}}))
+        .unwrap();
         check(json!({})).unwrap();
         check(json!({"ipam": {"type": "rails", "subnet6": "fd00:10::/64", "hostBlock": 32, "interfaceBlock": 30}}))
             .unwrap();
@@ -334,6 +374,19 @@ mod tests {
             (json!({"ipam": {"type": "dhcp"}}), "ipam.type"),
             (json!({"ipam": {"type": "static", "exclude": ["nope"]}}), "exclude"),
             (json!({"routing": {"mode": "bgp"}}), "routing.mode"),
+            (json!({"ipam": {"type": "pool"}}), "pool needs ipam.subnet"),
+            (
+                json!({"ipam": {"type": "pool", "subnet": "10.0.0.0/24", "subnet6": "fd00::/64"}}),
+                "pool needs ipam.subnet",
+            ),
+            (
+                json!({"ipam": {"type": "pool", "subnet": "10.0.0.0/24", "blockPrefix": 20}}),
+                "blockPrefix",
+            ),
+            (
+                json!({"ipam": {"type": "pool", "subnet": "10.0.0.0/8", "blockPrefix": 28}}),
+                "blockPrefix",
+            ),
             (json!({"attachment": {"mtu": 10}}), "mtu"),
             (json!({"ipam": {"type": "static", "gatewayIndex": 1}}), "gatewayIndex"),
             (

@@ -7,6 +7,7 @@
 //! * [`fsutil`]: crash-safe writes and bounded reads of small state files.
 //! * [`hash`]: the stable FNV-1a hash inside link aliases and device names.
 //! * [`rails`]: the block arithmetic of `rails` IPAM.
+//! * [`pool`]: the blocks of `pool` IPAM (one subnet shared by all nodes, granted in blocks).
 //! * [`setup`] (feature `setup`): logging, the Kubernetes client, hostname and signals of the binaries.
 //! * [`retry`]: retry delays and bounded-rate reporting of repeating failures (API server loops).
 
@@ -19,6 +20,7 @@ pub mod names;
 #[cfg(feature = "http")]
 pub mod observe;
 pub mod plan;
+pub mod pool;
 pub mod rails;
 pub mod retry;
 #[cfg(feature = "setup")]

@@ -331,6 +331,27 @@ pub fn gateway_in(block: IpNet, index: u32) -> Option<IpAddr> {
 /// address (prepare runs this under the node's lease lock).
 pub fn usable<'a>(block: IpNet, exclude: &'a [IpNet]) -> impl Iterator<Item = IpAddr> + 'a {
     let (first, last) = usable_range(&block);
+    walk(block, first, last, exclude)
+}
+
+/// The addresses of `block`, a part of `subnet`, that a pod may get as an address of `subnet`
+/// (a `pool` network: one flat subnet handed out in blocks): [`usable_range`] of the subnet
+/// within the block, none inside `exclude`. A block of another family than the subnet, or outside
+/// it, has none.
+pub fn usable_in<'a>(subnet: IpNet, block: IpNet, exclude: &'a [IpNet]) -> impl Iterator<Item = IpAddr> + 'a {
+    let (first, last) = usable_range(&subnet);
+    let inside = subnet.contains(&block);
+    let (first, last) = (
+        first.max(to_bits(block.network())),
+        last.min(to_bits(block.broadcast())),
+    );
+    // An empty range when the block is not inside the subnet.
+    let (first, last) = if inside { (first, last) } else { (1, 0) };
+    walk(block, first, last, exclude)
+}
+
+/// The addresses `first..=last` (numbers of `block`'s family), none inside `exclude`.
+fn walk(block: IpNet, first: u128, last: u128, exclude: &[IpNet]) -> impl Iterator<Item = IpAddr> + '_ {
     // `None` once past the last address (also past the family's last address).
     let mut next = Some(first);
     std::iter::from_fn(move || {

@@ -1112,6 +1112,7 @@ fn own_blocks(layout: &RailsLayout, host: u32, node: &str, slices: &[ResourceSli
             network: L3_NETWORK.into(),
             node_name: node.into(),
             host_index: host,
+            granted_blocks: Vec::new(),
             blocks,
         },
     ))

@@ -111,6 +111,7 @@ async fn node() -> Node {
             network: "rails".into(),
             node_name: node.into(),
             host_index: u32::from(host),
+            granted_blocks: Vec::new(),
             blocks: (0..4u8)
                 .map(|k| RailBlock {
                     rail_index: u32::from(k),

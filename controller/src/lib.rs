@@ -5,6 +5,7 @@ pub mod blocks;
 pub mod daemon;
 pub mod lease;
 pub mod metrics;
+pub mod pool;
 pub mod reconcile;
 pub mod selector;
 pub mod slices;

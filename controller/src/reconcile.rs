@@ -4,6 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::resource::v1::{
     CELDeviceSelector, DeviceClass, DeviceClassConfiguration, DeviceClassSpec, DeviceSelector,
     OpaqueDeviceConfiguration, ResourceSlice,
@@ -21,10 +23,12 @@ use multinic_api::crd::{
     node_blocks_name,
 };
 use multinic_api::names::{API_VERSION, DRIVER_NAME};
+use multinic_api::pool::PoolLayout;
 use multinic_api::rails::RailsLayouts;
 use serde_json::{Value, json};
 
 use crate::blocks::{self, Assignment};
+use crate::pool::{self, NodePool};
 use crate::selector::{NodeRails, Selector, SelectorError, matching_nodes};
 
 /// Field manager of everything the controller writes.
@@ -116,6 +120,7 @@ pub fn blocks_object(net: &MultiNicNetwork, node: &str, host: u32, blocks: Vec<R
             network: net.name_any(),
             node_name: node.to_string(),
             host_index: host,
+            granted_blocks: Vec::new(),
             blocks,
         },
     );
@@ -233,9 +238,13 @@ pub async fn apply_network(ctx: &Context, net: &MultiNicNetwork) -> Result<Outco
                 IpamType::Rails => Some(config.rails_layouts().map_err(|e| e.to_string())?),
                 _ => None,
             };
-            Ok((params, selector, layout))
+            let pool = match config.ipam.kind {
+                IpamType::Pool => Some(config.pool_layout().map_err(|e| e.to_string())?),
+                _ => None,
+            };
+            Ok((params, selector, layout, pool))
         });
-    let (params, selector, layout) = match validated {
+    let (params, selector, layout, pool) = match validated {
         Ok(v) => v,
         Err(message) => {
             let outcome = Outcome::Invalid(message);
@@ -274,6 +283,13 @@ pub async fn apply_network(ctx: &Context, net: &MultiNicNetwork) -> Result<Outco
         .await
         .map_err(kube_err(&name, "listing NicNodeBlocks"))?
         .items;
+    if let Some(pool) = pool {
+        let (outcome, summary) = apply_pool(ctx, net, &pool, &nodes, &existing).await?;
+        write_status(&networks, net, &outcome, Some(summary))
+            .await
+            .map_err(kube_err(&name, "writing the status"))?;
+        return Ok(outcome);
+    }
     let summary;
     let outcome = match layout {
         Some(layout) => {
@@ -342,6 +358,107 @@ pub async fn apply_network(ctx: &Context, net: &MultiNicNetwork) -> Result<Outco
         .await
         .map_err(kube_err(&name, "writing the status"))?;
     Ok(outcome)
+}
+
+/// The `pool` part of [`apply_network`]: every node that publishes selected devices gets a
+/// NicNodeBlocks; [`pool::grant`] decides the grants from what all of them say (read by a
+/// consistent list, so no block is granted twice). A node that no longer publishes selected
+/// devices keeps its object while it holds grants and its Node exists (its pods may still hold
+/// addresses); once the Node is gone (one GET, only for such a node) the object and its grants go.
+async fn apply_pool(
+    ctx: &Context,
+    net: &MultiNicNetwork,
+    layout: &PoolLayout,
+    nodes: &BTreeMap<String, NodeRails>,
+    existing: &[NicNodeBlocks],
+) -> Result<(Outcome, NodeSummary), ReconcileError> {
+    let name = net.name_any();
+    let node_blocks: Api<NicNodeBlocks> = Api::all(ctx.client.clone());
+    let node_objects: Api<Node> = Api::all(ctx.client.clone());
+    let apply = PatchParams::apply(MANAGER).force();
+    let mut inputs: BTreeMap<String, NodePool> = nodes
+        .keys()
+        .map(|n| {
+            let selected = NodePool {
+                selected: true,
+                ..Default::default()
+            };
+            (n.clone(), selected)
+        })
+        .collect();
+    for nb in existing {
+        let status = nb.status.clone().unwrap_or_default();
+        inputs.insert(
+            nb.spec.node_name.clone(),
+            NodePool {
+                granted: nb.spec.granted_blocks.clone(),
+                want: status.want_blocks.unwrap_or(0),
+                released: status.released_blocks,
+                selected: nodes.contains_key(&nb.spec.node_name),
+            },
+        );
+    }
+    let exclude = &net.spec.ipam.exclude;
+    let grants = pool::grant(layout, exclude, &inputs);
+    let mut with_blocks = BTreeSet::new();
+    for (node, granted) in &grants.granted {
+        let object = node_blocks_name(&name, node);
+        let current = existing.iter().find(|nb| nb.spec.node_name == *node);
+        if !nodes.contains_key(node) {
+            let gone = granted.is_empty()
+                || node_objects
+                    .get_metadata_opt(node)
+                    .await
+                    .map_err(kube_err(
+                        &name,
+                        "reading the Node of a pool node without selected devices",
+                    ))?
+                    .is_none();
+            if gone {
+                delete_ignoring_missing(&node_blocks, &object)
+                    .await
+                    .map_err(kube_err(&name, "deleting NicNodeBlocks"))?;
+                continue;
+            }
+        }
+        if current.is_none_or(|nb| nb.spec.granted_blocks != *granted) {
+            let mut body = blocks_object(net, node, 0, Vec::new());
+            body.spec.granted_blocks = granted.clone();
+            node_blocks
+                .patch(&object, &apply, &Patch::Apply(body))
+                .await
+                .map_err(kube_err(&name, "applying NicNodeBlocks"))?;
+        }
+        with_blocks.insert(node.clone());
+    }
+    let summary = NodeSummary::of(nodes, Some(&with_blocks));
+    let outcome = if grants.short.is_empty() {
+        Outcome::Ready { nodes: nodes.len() }
+    } else {
+        Outcome::Exhausted {
+            nodes: nodes.len(),
+            message: pool_exhausted_message(layout, exclude, &grants.short),
+        }
+    };
+    Ok((outcome, summary))
+}
+
+/// The `Exhausted` message of a pool network: who misses how many blocks, and the fixes.
+pub fn pool_exhausted_message(layout: &PoolLayout, exclude: &[IpNet], short: &BTreeMap<String, u32>) -> String {
+    let nodes: Vec<String> = short.iter().map(|(n, m)| format!("node {n} wants {m} more")).collect();
+    let excluding = match exclude {
+        [] => String::new(),
+        x => format!(
+            " excluding {}",
+            x.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    format!(
+        "pool {}{excluding} has no free /{} block: {}; grow ipam.subnet, shrink ipam.exclude, lengthen ipam.blockPrefix or release claims",
+        layout.subnet,
+        layout.block_prefix,
+        nodes.join(", ")
+    )
 }
 
 /// The node and device counts of a network's status.
@@ -518,6 +635,17 @@ mod tests {
             }
         );
         assert_eq!(NodeSummary::of(&nodes, None).ready_nodes, 3);
+    }
+
+    #[test]
+    fn the_pool_exhausted_message_names_the_nodes_and_the_fixes() {
+        let layout = PoolLayout::new("10.99.0.0/26".parse().unwrap(), Some(29)).unwrap();
+        let short = BTreeMap::from([("a".to_string(), 1), ("b".to_string(), 2)]);
+        assert_eq!(
+            pool_exhausted_message(&layout, &["10.99.0.0/27".parse().unwrap()], &short),
+            "pool 10.99.0.0/26 excluding 10.99.0.0/27 has no free /29 block: node a wants 1 more, node b wants 2 more; \
+             grow ipam.subnet, shrink ipam.exclude, lengthen ipam.blockPrefix or release claims"
+        );
     }
 
     #[test]

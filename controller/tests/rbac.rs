@@ -44,6 +44,18 @@ async fn controller_rbac_matches_its_calls() {
             "spec": {"ipam": {"type": "rails", "subnet": "10.10.0.0/16", "hostBlock": 8, "interfaceBlock": 2}}}),
         )
         .unwrap();
+    // A pool network; node n9 holds a grant but publishes nothing: the controller reads its Node
+    // (gone) and takes the grant back.
+    server
+        .insert(
+            json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "MultiNicNetwork", "metadata": {"name": "flat"},
+            "spec": {"attachment": {"mode": "macvlan"}, "ipam": {"type": "pool", "subnet": "10.30.0.0/24"}}}),
+        )
+        .unwrap();
+    server
+        .insert(json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "NicNodeBlocks", "metadata": {"name": "flat.n9", "labels": {"multinic.dev/network": "flat"}},
+            "spec": {"network": "flat", "nodeName": "n9", "blocks": [], "grantedBlocks": ["10.30.0.0/28"]}}))
+        .unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_multinic-controller"))
         .args([
             "--kubeconfig",
@@ -62,6 +74,15 @@ async fn controller_rbac_matches_its_calls() {
         server
             .get("multinic.dev/v1alpha1", "NicNodeBlocks", None, "rails.n1")
             .is_some()
+    })
+    .await;
+    wait_until("n1's pool object, and n9's gone with its grant", || {
+        server
+            .get("multinic.dev/v1alpha1", "NicNodeBlocks", None, "flat.n1")
+            .is_some()
+            && server
+                .get("multinic.dev/v1alpha1", "NicNodeBlocks", None, "flat.n9")
+                .is_none()
     })
     .await;
     // The network goes: the controller removes its class and blocks, then the finalizer.

@@ -1,13 +1,13 @@
 # shellcheck shell=bash
-# Scenario 12 of test.sh (sourced by it: uses check, scenario, running, pexec, claim_of, kc, $NS,
+# Scenario 13 of test.sh (sourced by it: uses check, scenario, running, pexec, claim_of, kc, $NS,
 # $NODE, $FABRIC_NS, $NIC_PREFIX): examples/rail-gateways and examples/static-pod-addresses, their
 # files unchanged, on rails 0 and 1 (macvlan children of mnic0/mnic1).
-#   12a. gatewayIndex 1 + defaultRoute: the fabric side of each rail gets the rail's gateway (the
+#   13a. gatewayIndex 1 + defaultRoute: the fabric side of each rail gets the rail's gateway (the
 #        first usable address of this node's block) and the fabric's loopback 198.51.100.1/32,
 #        an address no pod subnet holds. The pod's default route is via rail 0's gateway on net1;
 #        it pings 198.51.100.1 (only the gateway routes it), and the claim's networkData lists
 #        the addresses after the gateways.
-#   12b. podAddresses: the named pod default/rendezvous gets 10.68.255.1/16 and .2/16 (in the
+#   13b. podAddresses: the named pod default/rendezvous gets 10.68.255.1/16 and .2/16 (in the
 #        network's excluded range) on net1 and net2, in networkData and in the pod.
 # Deletes what it creates (the fabric addresses too).
 
@@ -24,7 +24,7 @@ in_default() {
 }
 gw_nd_ips() { kc -n "$NS" get resourceclaim "$(claim_of rail-gateways)" -o json | jq -r '[.status.devices[].networkData.ips[]] | join(" ")'; }
 
-scenario "12a. examples/rail-gateways: gatewayIndex 1 is each rail's gateway, the pod's default route goes via rail 0's"
+scenario "13a. examples/rail-gateways: gatewayIndex 1 is each rail's gateway, the pod's default route goes via rail 0's"
 kc apply -n "$NS" -f "$REPO/examples/rail-gateways/network.yaml" >/dev/null
 check "network rail-gateways Ready" kc wait --for=condition=Ready multinicnetwork/rail-gateways --timeout=90s
 check "NicNodeBlocks rail-gateways.$NODE written" wait_for 60 "rail-gateways blocks" gw_have_blocks
@@ -66,7 +66,7 @@ for a in "${gw_fabric[@]}"; do
 done
 ip -n "$FABRIC_NS" addr del 198.51.100.1/32 dev lo 2>/dev/null
 
-scenario "12b. examples/static-pod-addresses: the named pod default/rendezvous gets its listed addresses"
+scenario "13b. examples/static-pod-addresses: the named pod default/rendezvous gets its listed addresses"
 kc apply -f "$REPO/examples/static-pod-addresses/network.yaml" >/dev/null
 check "network static-pod-addresses Ready" kc wait --for=condition=Ready multinicnetwork/static-pod-addresses --timeout=90s
 kc apply -f "$REPO/examples/static-pod-addresses/pod.yaml" >/dev/null

@@ -576,7 +576,11 @@ kc delete multinicnetwork dual-stack --wait=true --timeout=60s >/dev/null
 check "NicNodeBlocks dual-stack.$NODE gone with its network" wait_for 60 "dual-stack blocks deleted" \
 	sh -c "! '$K8S_BIN/kubectl' get nicnodeblocks dual-stack.$NODE >/dev/null 2>&1"
 
-# 12. Per-rail gateways with the default route, static addresses for named pods.
+# 12. Pool IPAM: three nodes share a small flat range; a pod with a pool address; examples/graphcore.
+# shellcheck source-path=SCRIPTDIR source=pool.sh
+. "$E2E_DIR/pool.sh"
+
+# 13. Per-rail gateways with the default route, static addresses for named pods.
 # shellcheck source-path=SCRIPTDIR source=gateways.sh
 . "$E2E_DIR/gateways.sh"
 

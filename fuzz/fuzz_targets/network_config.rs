@@ -90,6 +90,12 @@ fuzz_target!(|data: &[u8]| {
         }
         blocks.insert(config.network.clone().unwrap_or_default(), rails);
     }
+    // A pool network: the first two blocks of its layout granted to the node.
+    let mut pool = BTreeMap::new();
+    if let Ok(layout) = config.pool_layout() {
+        let granted: Vec<ipnet::IpNet> = layout.blocks().take(2).map(ipnet::IpNet::V4).collect();
+        pool.insert(config.network.clone().unwrap_or_default(), granted);
+    }
     let published = build_device_table(&[nic(0), nic(1)], &SliceOptions::new("node-a"));
     let input = PlanInput {
         claim_uid: "0b6e5a3c-1111".into(),
@@ -106,6 +112,7 @@ fuzz_target!(|data: &[u8]| {
             })
             .collect(),
         blocks,
+        pool,
     };
     let leased: BTreeSet<std::net::IpAddr> = ["10.10.1.1", "10.10.0.1"].iter().map(|s| s.parse().unwrap()).collect();
     if let Ok(plan) = build_plan(&input, &leased) {

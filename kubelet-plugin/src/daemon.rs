@@ -24,6 +24,10 @@ use crate::publish::{InventorySource, KubeSliceStore, LoopTiming, Publisher, run
 use crate::setup::InventoryArgs;
 use crate::slices::SliceOptions;
 
+/// How often the `pool` requests are decided again besides after every prepare and unprepare
+/// (a decision reads memory only; the API server is called when the request changed).
+const POOL_EVERY: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
@@ -225,6 +229,14 @@ pub async fn run(args: Args) -> Result<(), RunError> {
     let reg = grpc::serve_registration(reg_listener, &reg_path, registration, stopped(stop_rx));
     tracing::info!(dra = %dra_path.display(), registration = %reg_path.display(), "serving the kubelet");
 
+    // The requests of `pool` networks (more blocks, blocks given back) to this node's NicNodeBlocks.
+    tokio::spawn(crate::pool::run(
+        driver.clone(),
+        kube::Api::all(client.clone()),
+        stores.clone(),
+        node.clone(),
+        POOL_EVERY,
+    ));
     // Peer routes of `routing.mode: l3` networks, on this node's rails; this task polls the watches.
     tokio::spawn(crate::routes::run_peer_routes(
         stores,

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -25,8 +26,10 @@ use multinic_api::plan::{Plan, PlanError, PlanStore};
 use crate::cdi;
 use crate::leases::Leases;
 use crate::plan_builder::{
-    BuildError, ClaimError, PlanInput, allocated_devices, build_plan, check_blocks, claim_pods, rails_networks,
+    BuildError, ClaimError, PlanInput, allocated_devices, build_plan, check_blocks, claim_pods, pool_networks,
+    rails_networks,
 };
+use crate::pool::PoolState;
 use crate::publish::DeviceTable;
 use crate::status::{self, NodeStatus, StatusInputs, free_addresses};
 
@@ -260,6 +263,8 @@ pub struct Driver<A> {
     /// NicNodeBlocks as the cluster watch sees them ([`crate::cluster::watch`], shared with the
     /// peer routes); empty until [`Driver::with_blocks`].
     blocks: Store<NicNodeBlocks>,
+    /// The `pool` blocks decided to be given back, shared with [`crate::pool::run`].
+    pool: Arc<PoolState>,
 }
 
 impl<A: ClaimApi> Driver<A> {
@@ -280,6 +285,7 @@ impl<A: ClaimApi> Driver<A> {
             leases: Leases::new(store.clone(), plans),
             store,
             blocks: reflector::store().0,
+            pool: Arc::default(),
         })
     }
 
@@ -289,6 +295,16 @@ impl<A: ClaimApi> Driver<A> {
     pub fn with_blocks(mut self, blocks: Store<NicNodeBlocks>) -> Self {
         self.blocks = blocks;
         self
+    }
+
+    /// The node's `pool` state ([`crate::pool`]).
+    pub fn pool(&self) -> Arc<PoolState> {
+        self.pool.clone()
+    }
+
+    /// The node's leases.
+    pub fn leases(&self) -> &Leases {
+        &self.leases
     }
 
     /// The published devices this driver prepares.
@@ -435,10 +451,20 @@ impl<A: ClaimApi> Driver<A> {
             None => {
                 let input = self.plan_input(claim, &rc).await?;
                 let build = |used: &BTreeSet<IpAddr>| {
+                    // Under the lease lock, as the pool decision: a block retired by then is out.
+                    let input = match input.pool.is_empty() {
+                        true => input.clone(),
+                        false => input.without_retired(|network| self.pool.retired(network)),
+                    };
                     let plan = build_plan(&input, used).map_err(|source| PrepareError::Build {
                         claim: Box::new(claim.clone()),
                         source,
-                    })?;
+                    });
+                    if !input.pool.is_empty() {
+                        // Fewer free addresses (or none): the node may need another block.
+                        self.pool.wake();
+                    }
+                    let plan = plan?;
                     self.fault(claim, FaultPoint::AfterLease)?;
                     Ok(plan)
                 };
@@ -524,6 +550,8 @@ impl<A: ClaimApi> Driver<A> {
             })
             .await?;
         self.table.release(&claim.uid);
+        // Freed addresses: a pool block may be empty now.
+        self.pool.wake();
         Ok(())
     }
 
@@ -541,6 +569,10 @@ impl<A: ClaimApi> Driver<A> {
                 blocks.insert(network.to_string(), checked);
             }
         }
+        let mut pool = BTreeMap::new();
+        for (network, config) in pool_networks(&devices) {
+            pool.insert(network.to_string(), self.pool_blocks(claim, network, config).await?);
+        }
         Ok(PlanInput {
             claim_uid: claim.uid.clone(),
             namespace: claim.namespace.clone(),
@@ -548,7 +580,47 @@ impl<A: ClaimApi> Driver<A> {
             pods: claim_pods(rc),
             devices,
             blocks,
+            pool,
         })
+    }
+
+    /// The granted blocks of a `pool` network prepare may allocate from (retired ones are taken
+    /// out under the lease lock), from the watch-backed store, or read from the API server when
+    /// the store does not hold the node's object yet (none: no block granted yet).
+    async fn pool_blocks(
+        &self,
+        claim: &ClaimRef,
+        network: &str,
+        config: &NetworkConfig,
+    ) -> Result<Vec<IpNet>, PrepareError> {
+        let layout = config.pool_layout().map_err(|e| PrepareError::Build {
+            claim: Box::new(claim.clone()),
+            source: BuildError::PoolConfig {
+                network: network.to_string(),
+                message: e.to_string(),
+            },
+        })?;
+        let name = node_blocks_name(network, &self.opts.node_name);
+        let object = match self.blocks.get(&ObjectRef::new(&name)) {
+            Some(watched) => Some(watched.as_ref().clone()),
+            None => self.read_node_blocks(claim, &name).await?,
+        };
+        Ok(object.map_or_else(Vec::new, |nb| {
+            let released = nb.status.unwrap_or_default().released_blocks;
+            crate::pool::usable_blocks(&layout, &nb.spec.granted_blocks, &released, &Default::default())
+        }))
+    }
+
+    /// The NicNodeBlocks `name` as the API server has it now.
+    async fn read_node_blocks(&self, claim: &ClaimRef, name: &str) -> Result<Option<NicNodeBlocks>, PrepareError> {
+        self.api
+            .get_node_blocks(name)
+            .await
+            .map_err(|source| PrepareError::Api {
+                claim: Box::new(claim.clone()),
+                what: "reading NicNodeBlocks",
+                source,
+            })
     }
 
     /// The node's blocks of a `rails` network checked against the config; `None` when the node has
@@ -566,16 +638,7 @@ impl<A: ClaimApi> Driver<A> {
         {
             return Ok(Some(checked));
         }
-        let fresh = self
-            .api
-            .get_node_blocks(&name)
-            .await
-            .map_err(|source| PrepareError::Api {
-                claim: Box::new(claim.clone()),
-                what: "reading NicNodeBlocks",
-                source,
-            })?;
-        let Some(fresh) = fresh else {
+        let Some(fresh) = self.read_node_blocks(claim, &name).await? else {
             return Ok(None);
         };
         check_blocks(config, &fresh.spec.blocks)

@@ -112,6 +112,12 @@ impl Leases {
         self.book.lock().await.used.clone()
     }
 
+    /// Runs `f` over every leased address under the lease lock: no prepare picks an address
+    /// meanwhile (the pool decision, [`crate::pool::run`]).
+    pub async fn with_used<T>(&self, f: impl FnOnce(&BTreeSet<IpAddr>) -> T) -> T {
+        f(&self.book.lock().await.used)
+    }
+
     fn find(book: &Book, uid: &str) -> Found {
         match book.plans.get(uid) {
             Some(Entry::Committed(p)) => Found::Plan(p.clone()),

@@ -12,6 +12,7 @@ pub mod leases;
 pub mod ledger;
 pub mod metrics;
 pub mod plan_builder;
+pub mod pool;
 pub mod publish;
 pub mod routes;
 pub mod setup;

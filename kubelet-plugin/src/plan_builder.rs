@@ -60,8 +60,16 @@ pub enum BuildError {
         "ipam.podAddresses names pod {pod} but the claim is shared by {pods} pods; static pod addresses need a claim per pod (a ResourceClaimTemplate)"
     )]
     PodAddressesShared { pod: String, pods: usize },
-    #[error("ipam type pool is not supported by this version; use rails, host, static or none")]
-    PoolUnsupported,
+    #[error(
+        "device {device}: network {network:?} has no free address in the {blocks} pool blocks granted to this node; the node has asked multinic-controller for another block and the kubelet retries the prepare — if MultiNicNetwork {network} reports Exhausted, grow its ipam.subnet, shrink ipam.exclude or release claims"
+    )]
+    PoolExhausted {
+        device: String,
+        network: String,
+        blocks: usize,
+    },
+    #[error("network {network:?}: {message}")]
+    PoolConfig { network: String, message: String },
     #[error(
         "NicNodeBlocks block {block} of rail {rail} is not a block of the network's subnets ({subnets}) with its hostBlock/interfaceBlock; the network's subnets or block bits changed after the controller assigned blocks — re-create the network"
     )]
@@ -104,6 +112,21 @@ pub struct PlanInput {
     pub devices: Vec<DeviceInput>,
     /// The node's blocks per network: rail index → its blocks, one per family, IPv4 first.
     pub blocks: BTreeMap<String, BTreeMap<u32, Vec<IpNet>>>,
+    /// The pool blocks per `pool` network that prepare may allocate from
+    /// ([`crate::pool::usable_blocks`]).
+    pub pool: BTreeMap<String, Vec<IpNet>>,
+}
+
+impl PlanInput {
+    /// The input without the pool blocks that `retired` names for their network.
+    pub fn without_retired(&self, retired: impl Fn(&str) -> BTreeSet<IpNet>) -> Self {
+        let mut input = self.clone();
+        for (network, blocks) in &mut input.pool {
+            let gone = retired(network);
+            blocks.retain(|b| !gone.contains(b));
+        }
+        input
+    }
 }
 
 /// Why the allocation of a claim cannot be planned on this node (the caller names the claim).
@@ -269,6 +292,16 @@ pub fn rails_networks(devices: &[DeviceInput]) -> BTreeMap<&str, &NetworkConfig>
     out
 }
 
+/// The `pool` networks of the devices, each with the config of its first device: the networks
+/// whose blocks [`PlanInput::pool`] needs.
+pub fn pool_networks(devices: &[DeviceInput]) -> BTreeMap<&str, &NetworkConfig> {
+    let mut out = BTreeMap::new();
+    for d in devices.iter().filter(|d| d.config.ipam.kind == IpamType::Pool) {
+        out.entry(rails_network(&d.config)).or_insert(&d.config);
+    }
+    out
+}
+
 /// Builds the plan; `leased` are the addresses other claims hold on this node.
 pub fn build_plan(input: &PlanInput, leased: &BTreeSet<IpAddr>) -> Result<Plan, BuildError> {
     // This claim's own addresses so far (a handful: a list beats a hash set).
@@ -304,7 +337,22 @@ pub fn build_plan(input: &PlanInput, leased: &BTreeSet<IpAddr>) -> Result<Plan, 
                 vec![cidr]
             }
             (None, IpamType::None) => Vec::new(),
-            (None, IpamType::Pool) => return Err(BuildError::PoolUnsupported),
+            (None, IpamType::Pool) => {
+                let network = rails_network(cfg);
+                let layout = cfg.pool_layout().map_err(|e| BuildError::PoolConfig {
+                    network: network.to_string(),
+                    message: e.to_string(),
+                })?;
+                let blocks = input.pool.get(network).map(Vec::as_slice).unwrap_or_default();
+                let ip = crate::pool::pick(&layout, blocks, &cfg.ipam.exclude, is_free).ok_or_else(|| {
+                    BuildError::PoolExhausted {
+                        device: name.clone(),
+                        network: network.to_string(),
+                        blocks: blocks.len(),
+                    }
+                })?;
+                vec![layout.address(ip)]
+            }
             (None, IpamType::Host) => {
                 let cidr = nic.ipv4.ok_or_else(|| BuildError::NoHostAddress {
                     device: name.clone(),
@@ -703,6 +751,7 @@ mod tests {
                 })
                 .collect(),
             blocks: BTreeMap::from([("rails".to_string(), blocks)]),
+            pool: BTreeMap::new(),
         }
     }
 
@@ -969,11 +1018,6 @@ mod tests {
             build_plan(&input(1, host, 0), &BTreeSet::new()),
             Err(BuildError::NoHostAddress { .. })
         ));
-        let pool = r#"{"ipam":{"type":"pool"}}"#;
-        assert_eq!(
-            build_plan(&input(1, pool, 0), &BTreeSet::new()).unwrap_err(),
-            BuildError::PoolUnsupported
-        );
         let mtu = r#"{"attachment":{"mode":"macvlan","mtu":65000}}"#;
         let plan = build_plan(&input(1, mtu, 0), &BTreeSet::new()).unwrap();
         assert_eq!(plan.devices[0].mtu, Some(9000), "never above the parent's MTU");
@@ -982,6 +1026,49 @@ mod tests {
         assert!(matches!(
             build_plan(&input(2, dup, 0), &BTreeSet::new()),
             Err(BuildError::DuplicateName(_))
+        ));
+    }
+
+    const POOL: &str = r#"{"network":"flat","attachment":{"mode":"macvlan"},"ipam":{"type":"pool","subnet":"10.20.0.0/24","blockPrefix":28,"exclude":["10.20.0.0/25"]}}"#;
+
+    /// `pool`: every device gets an address of the one subnet (its prefix, not the block's) from
+    /// the blocks granted to the node, first block first, leased and retired ones skipped; none
+    /// free is an error naming the network and the fix.
+    #[test]
+    fn pool_addresses_come_from_the_granted_blocks() {
+        let mut input = input(3, POOL, 0);
+        let b = |s: &str| s.parse::<IpNet>().unwrap();
+        input
+            .pool
+            .insert("flat".into(), vec![b("10.20.0.128/28"), b("10.20.0.144/28")]);
+        let leased: BTreeSet<IpAddr> = (129..=142).map(|i| IpAddr::from([10, 20, 0, i])).collect();
+        let plan = build_plan(&input, &leased).unwrap();
+        let ips: Vec<String> = plan.devices.iter().map(|d| d.ips[0].to_string()).collect();
+        // .128 is the subnet's first address but not excluded: a pool block has no network address.
+        assert_eq!(ips, ["10.20.0.128/24", "10.20.0.143/24", "10.20.0.144/24"]);
+        // The second block retired: two addresses left in the first, three devices.
+        let retired = input.without_retired(|n| match n {
+            "flat" => BTreeSet::from([b("10.20.0.144/28")]),
+            _ => BTreeSet::new(),
+        });
+        let err = build_plan(&retired, &leased).unwrap_err();
+        assert_eq!(
+            err,
+            BuildError::PoolExhausted {
+                device: plan.devices[2].device.clone(),
+                network: "flat".into(),
+                blocks: 1
+            }
+        );
+        assert!(
+            err.to_string().contains("MultiNicNetwork flat reports Exhausted"),
+            "{err}"
+        );
+        // No blocks granted yet.
+        input.pool.clear();
+        assert!(matches!(
+            build_plan(&input, &BTreeSet::new()),
+            Err(BuildError::PoolExhausted { blocks: 0, .. })
         ));
     }
 }

@@ -274,6 +274,7 @@ mod tests {
                 network: "rails".into(),
                 node_name: node.into(),
                 host_index: host,
+                granted_blocks: Vec::new(),
                 blocks: (0..2)
                     .map(|k| RailBlock {
                         rail_index: k,

@@ -293,6 +293,7 @@ mod tests {
             network: "rails".into(),
             node_name: node.into(),
             host_index: u32::from(h),
+            granted_blocks: Vec::new(),
             blocks: (0..2u8)
                 .map(|k| RailBlock {
                     rail_index: u32::from(k),

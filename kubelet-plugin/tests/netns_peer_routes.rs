@@ -27,6 +27,7 @@ fn blocks(node: &str, host: u32) -> NicNodeBlocks {
             network: "rails".into(),
             node_name: node.into(),
             host_index: host,
+            granted_blocks: Vec::new(),
             blocks: (0..2)
                 .flat_map(|k| {
                     [

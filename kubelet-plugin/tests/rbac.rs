@@ -4,7 +4,8 @@
 //! (first publish with a stale slice to delete, then a republish), prepare (claim, NicNodeBlocks,
 //! claim status), unprepare, the start-up reconcile that releases the plan of a deleted claim, and
 //! the peer-routes loop (watches and lists of MultiNicNetworks and NicNodeBlocks; no network is
-//! `l3` here, so it installs no route).
+//! `l3` here, so it installs no route), and the pool loop (the status of its node's NicNodeBlocks
+//! in a `pool` network).
 //! Every request the server saw is mapped to an RBAC (apiGroup, resource, verb) the way the API
 //! server authorizes it, and the set is compared with the ClusterRole in
 //! `deploy/kubelet-plugin-rbac.yaml` in both directions: nothing missing, nothing unused.
@@ -162,10 +163,21 @@ async fn rbac_matches_the_calls_the_plugin_makes() {
         .unwrap();
     let restarted = Driver::new(KubeClaimApi::new(api.client()), table.clone(), opts).unwrap();
     assert_eq!(restarted.reconcile().await, 1);
+    // A pool network of this node: the pool loop writes the node's request to its status.
+    api.insert(
+        json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "MultiNicNetwork", "metadata": {"name": "flat"},
+        "spec": {"ipam": {"type": "pool", "subnet": "10.30.0.0/24"}}}),
+    )
+    .unwrap();
+    api.insert(json!({"apiVersion": "multinic.dev/v1alpha1", "kind": "NicNodeBlocks",
+        "metadata": {"name": node_blocks_name("flat", NODE)},
+        "spec": {"network": "flat", "nodeName": NODE, "blocks": []}}))
+        .unwrap();
 
     // The peer-routes loop: until it has listed and watched both kinds and synced once.
     let handle = multinic_kubelet_plugin::inventory::netlink::connect().unwrap();
     let (stores, changes) = multinic_kubelet_plugin::cluster::watch(api.client());
+    let stores_pool = stores.clone();
     let routes = tokio::spawn(multinic_kubelet_plugin::routes::run_peer_routes(
         stores,
         changes,
@@ -200,6 +212,26 @@ async fn rbac_matches_the_calls_the_plugin_makes() {
     })
     .await
     .expect("the peer-routes loop lists and watches MultiNicNetworks and NicNodeBlocks");
+    let requests_pool = tokio::spawn(multinic_kubelet_plugin::pool::run(
+        std::sync::Arc::new(restarted),
+        kube::Api::all(api.client()),
+        stores_pool,
+        NODE.into(),
+        Duration::from_millis(20),
+    ));
+    let status_path = format!("/nicnodeblocks/{}/status", node_blocks_name("flat", NODE));
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !api
+            .requests()
+            .iter()
+            .any(|r| r.method == "PATCH" && r.path.ends_with(&status_path))
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the pool loop writes the node's request");
+    requests_pool.abort();
     routes.abort();
     watching.abort();
 

@@ -3,7 +3,7 @@
 //! [`FakeApiServer`] serves plain HTTP/1.1 on `127.0.0.1:<random port>` and keeps objects in
 //! memory. It implements the calls the multinic driver makes against `resource.k8s.io/v1`
 //! (`resourceclaims` with `status`, `resourceslices`, `deviceclasses`), `coordination.k8s.io/v1`
-//! (`leases`) and `multinic.dev/v1alpha1` (`multinicnetworks` with `status`, `nicnodeblocks`): get,
+//! (`leases`) and `multinic.dev/v1alpha1` (`multinicnetworks` with `status`, `nicnodeblocks` with `status`): get,
 //! list, watch, create, update,
 //! server-side apply, merge patch and delete: the calls the multinic binaries, `multinic demo` and
 //! the benches make. It rejects what the real API server rejects for those calls (validation of

@@ -196,10 +196,11 @@ pub static RESOURCES: &[ResourceDef] = &[
         version: "v1alpha1",
         plural: "nicnodeblocks",
         kind_name: "nicnodeblocks",
-        // As defined in multinic-api (`crd.rs`): kind `NicNodeBlocks`, no status subresource.
+        // As defined in multinic-api (`crd.rs`): kind `NicNodeBlocks`, with the status
+        // subresource (a pool network's requests of the node).
         kind: "NicNodeBlocks",
         namespaced: false,
-        has_status: false,
+        has_status: true,
         behaviour: Kind::Custom,
     },
 ];

@@ -127,6 +127,7 @@ pub fn allocator(runs: usize) -> Row {
                 })
                 .collect(),
             blocks: BTreeMap::from([(super::dra::NETWORK.to_string(), blocks)]),
+            pool: BTreeMap::new(),
         })
     };
     let input = match setup() {
