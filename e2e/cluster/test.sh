@@ -575,6 +575,8 @@ kc delete multinicnetwork dual-stack --wait=true --timeout=60s >/dev/null
 check "NicNodeBlocks dual-stack.$NODE gone with its network" wait_for 60 "dual-stack blocks deleted" \
 	sh -c "! '$K8S_BIN/kubectl' get nicnodeblocks dual-stack.$NODE >/dev/null 2>&1"
 
+# shellcheck source-path=SCRIPTDIR source=scale.sh
+. "$E2E_DIR/scale.sh"
 scenario "end: nothing leaked"
 check "no plan files left" [ "$(plans)" = 0 ]
 for ((k = 0; k < RAILS; k++)); do check "$NIC_PREFIX$k on the node" ip link show "$NIC_PREFIX$k"; done

@@ -106,6 +106,8 @@ pub enum PodstartError {
     Io { what: String, source: std::io::Error },
     #[error(transparent)]
     Fixture(#[from] FixtureError),
+    #[error(transparent)]
+    Load(#[from] super::load::LoadError),
     #[error("reading the plugin's metrics: {0}")]
     Metrics(#[from] StatusError),
     #[error("the pod manifest: {0}")]
@@ -116,7 +118,7 @@ pub enum PodstartError {
     Phase { phase: String, source: Box<PodstartError> },
 }
 
-fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> PodstartError {
+pub(super) fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> PodstartError {
     let what = what.into();
     move |source| PodstartError::Kube { what, source }
 }
@@ -354,20 +356,21 @@ pub fn pod_manifest(name: &str, node: &str, image: &str, template: Option<&str>)
     })
 }
 
-/// A MultiNicNetwork the row applies: all of the node's NICs, rails IPAM (64 hosts, 16 rails).
-fn network_manifest(name: &str, mode: Mode, subnet: &str) -> Value {
+/// A MultiNicNetwork the bench applies: all of the node's NICs, rails IPAM with `host_block`
+/// bits for hosts and `interface_block` for rails.
+pub(super) fn network_manifest(name: &str, mode: Mode, subnet: &str, host_block: u32, interface_block: u32) -> Value {
     json!({
         "apiVersion": "multinic.dev/v1alpha1",
         "kind": "MultiNicNetwork",
         "metadata": {"name": name, "labels": {LABEL.0: LABEL.1}},
         "spec": {
             "attachment": {"mode": mode.as_str()},
-            "ipam": {"type": "rails", "subnet": subnet, "hostBlock": 6, "interfaceBlock": 4},
+            "ipam": {"type": "rails", "subnet": subnet, "hostBlock": host_block, "interfaceBlock": interface_block},
         },
     })
 }
 
-fn template_manifest(name: &str, device_class: &str, nics: usize) -> Value {
+pub(super) fn template_manifest(name: &str, device_class: &str, nics: usize) -> Value {
     json!({
         "apiVersion": "resource.k8s.io/v1",
         "kind": "ResourceClaimTemplate",
@@ -793,7 +796,7 @@ async fn pod_netns(nics: usize) -> Result<rtnetlink::Handle, PodstartError> {
 }
 
 /// Polls `check` every 250 ms until it holds.
-async fn until<F, Fut>(secs: u64, what: String, mut check: F) -> Result<(), PodstartError>
+pub(super) async fn until<F, Fut>(secs: u64, what: String, mut check: F) -> Result<(), PodstartError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool, PodstartError>>,
@@ -906,7 +909,8 @@ async fn connect(args: &ClusterArgs, made: &mut Made) -> Result<Cluster, Podstar
                     .patch(
                         &name,
                         &PatchParams::apply(MANAGER).force(),
-                        &Patch::Apply(network_manifest(&name, mode, subnet)),
+                        // 64 hosts, 16 rails.
+                        &Patch::Apply(network_manifest(&name, mode, subnet, 6, 4)),
                     )
                     .await
                     .map_err(kube_err(format!("applying MultiNicNetwork {name}")))?;
