@@ -189,6 +189,35 @@ pub async fn create_nodes(
     Ok(())
 }
 
+/// Creates `objects` with `api`, `concurrency` at a time, each retried while the API server
+/// sheds load.
+pub async fn create_all<K>(api: &Api<K>, objects: Vec<K>, concurrency: usize) -> Result<(), LoadError>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let gate = tokio::sync::Mutex::new(RepeatGate::default());
+    let pp = PostParams::default();
+    futures::stream::iter(objects)
+        .map(|object| {
+            let (gate, pp) = (&gate, &pp);
+            async move {
+                let name = object.meta().name.clone().unwrap_or_default();
+                retried(&name, gate, || api.create(pp, &object))
+                    .await
+                    .map(drop)
+                    .map_err(|source| LoadError::Kube {
+                        what: format!("creating {} {name}", K::kind(&K::DynamicType::default())),
+                        source,
+                    })
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
 /// Deletes every fake node and its slices (by [`LABEL`]); returns how many nodes there were.
 pub async fn delete_nodes(client: &kube::Client) -> Result<usize, LoadError> {
     let gate = tokio::sync::Mutex::new(RepeatGate::default());

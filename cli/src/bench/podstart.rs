@@ -330,28 +330,41 @@ pub fn rows(
 /// pinned to `node` through the scheduler (node affinity, not `nodeName`, so the claim is
 /// allocated the normal way); with `template`, one claim from it.
 pub fn pod_manifest(name: &str, node: &str, image: &str, template: Option<&str>) -> Value {
-    let mut container = json!({
+    let container = json!({
         "name": "app",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
     });
-    let mut spec = json!({
+    let spec = json!({
         "terminationGracePeriodSeconds": 1,
         "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
             {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
         ]}}},
         "containers": [],
     });
-    if let Some(t) = template {
-        spec["resourceClaims"] = json!([{"name": "nics", "resourceClaimTemplateName": t}]);
+    let claim = template.map(|t| json!({"name": "nics", "resourceClaimTemplateName": t}));
+    pod_object(name, json!({LABEL.0: LABEL.1}), spec, container, claim)
+}
+
+/// A pod of `spec` with the one `container`, which uses the pod's claim `claim` (a
+/// `spec.resourceClaims` entry named `nics`) when there is one.
+pub(super) fn pod_object(
+    name: &str,
+    labels: Value,
+    mut spec: Value,
+    mut container: Value,
+    claim: Option<Value>,
+) -> Value {
+    if let Some(c) = claim {
+        spec["resourceClaims"] = json!([c]);
         container["resources"] = json!({"claims": [{"name": "nics"}]});
     }
     spec["containers"] = json!([container]);
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "labels": {LABEL.0: LABEL.1}},
+        "metadata": {"name": name, "labels": labels},
         "spec": spec,
     })
 }
@@ -811,6 +824,24 @@ where
     Ok(())
 }
 
+/// Waits until the controller wrote the NicNodeBlocks of `node` in `network`.
+pub(super) async fn wait_blocks(
+    blocks: &Api<NicNodeBlocks>,
+    network: &str,
+    node: &str,
+    secs: u64,
+) -> Result<(), PodstartError> {
+    let name = multinic_api::crd::node_blocks_name(network, node);
+    until(secs, format!("NicNodeBlocks {name}"), || async {
+        Ok(blocks
+            .get_opt(&name)
+            .await
+            .map_err(kube_err(format!("reading NicNodeBlocks {name}")))?
+            .is_some())
+    })
+    .await
+}
+
 /// The networks, templates and watches of the row; `made` records what to delete.
 async fn connect(args: &ClusterArgs, made: &mut Made) -> Result<Cluster, PodstartError> {
     let path = args.kubeconfig.as_deref().ok_or(PodstartError::NoKubeconfig)?;
@@ -928,15 +959,7 @@ async fn connect(args: &ClusterArgs, made: &mut Made) -> Result<Cluster, Podstar
                 .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")))
         };
         until(args.pod_timeout, format!("MultiNicNetwork {name} Ready"), ready).await?;
-        let node_blocks = format!("{name}.{node}");
-        until(args.pod_timeout, format!("NicNodeBlocks {node_blocks}"), || async {
-            Ok(blocks
-                .get_opt(&node_blocks)
-                .await
-                .map_err(kube_err(format!("reading NicNodeBlocks {node_blocks}")))?
-                .is_some())
-        })
-        .await?;
+        wait_blocks(&blocks, &name, &node, args.pod_timeout).await?;
         let class = networks
             .get_opt(&name)
             .await

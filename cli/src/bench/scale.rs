@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt as _, TryStreamExt as _};
+use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::resource::v1::{ResourceClaim, ResourceClaimTemplate, ResourceSlice};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -294,25 +294,16 @@ pub fn claim_manifest(name: &str, class: &str, rails: usize) -> Value {
 /// Row 12's pod: on any fake node (never started: no kubelet), tolerating the taints the node
 /// lifecycle controller puts on nodes that never report; with `claim`, that claim.
 pub fn fake_node_pod(name: &str, batch: &str, image: &str, claim: Option<&str>) -> Value {
-    let mut container = json!({"name": "app", "image": image, "command": ["sleep", "3600"]});
-    let mut spec = json!({
+    let container = json!({"name": "app", "image": image, "command": ["sleep", "3600"]});
+    let spec = json!({
         "terminationGracePeriodSeconds": 0,
         "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
             {"matchExpressions": [{"key": LABEL.0, "operator": "In", "values": [LABEL.1]}]}
         ]}}},
         "tolerations": [{"operator": "Exists"}],
     });
-    if let Some(c) = claim {
-        spec["resourceClaims"] = json!([{"name": "nics", "resourceClaimName": c}]);
-        container["resources"] = json!({"claims": [{"name": "nics"}]});
-    }
-    spec["containers"] = json!([container]);
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "labels": {LABEL.0: LABEL.1, BATCH: batch}},
-        "spec": spec,
-    })
+    let claim = claim.map(|c| json!({"name": "nics", "resourceClaimName": c}));
+    podstart::pod_object(name, json!({LABEL.0: LABEL.1, BATCH: batch}), spec, container, claim)
 }
 
 /// Row 13 at one cluster size: the plugin's requests per pod start and per pod delete.
@@ -320,6 +311,53 @@ pub fn fake_node_pod(name: &str, batch: &str, image: &str, claim: Option<&str>) 
 struct Counts {
     start: Vec<f64>,
     stop: Vec<f64>,
+}
+
+/// A watch of `api`'s objects with `labels`: (when seen, name) for every applied object `pick`
+/// names, and an empty name once the initial list is in.
+fn watch_names<K>(
+    api: Api<K>,
+    labels: String,
+    pick: fn(&K) -> Option<String>,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::mpsc::UnboundedReceiver<(Instant, String)>,
+)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let mut events = watcher(api, watcher::Config::default().labels(&labels))
+            .default_backoff()
+            .boxed();
+        while let Some(e) = events.next().await {
+            let msg = match e {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => pick(&o),
+                Ok(watcher::Event::InitDone) => Some(String::new()),
+                _ => None,
+            };
+            if let Some(m) = msg
+                && tx.send((Instant::now(), m)).is_err()
+            {
+                return;
+            }
+        }
+    });
+    (task, rx)
+}
+
+/// Whether the watch of [`watch_names`] listed within `secs`.
+async fn listed(rx: &mut tokio::sync::mpsc::UnboundedReceiver<(Instant, String)>, secs: u64) -> bool {
+    let list = async {
+        while let Some((_, m)) = rx.recv().await {
+            if m.is_empty() {
+                return true;
+            }
+        }
+        false
+    };
+    tokio::time::timeout(Duration::from_secs(secs), list).await == Ok(true)
 }
 
 /// What the rows made, to delete at the end.
@@ -490,19 +528,7 @@ impl Scale<'_> {
         self.apply_network(STARTS_NETWORK, net).await?;
         let (class, _) = self.network_ready(STARTS_NETWORK, None).await?;
         let blocks = Api::<NicNodeBlocks>::all(self.client.clone());
-        let name = multinic_api::crd::node_blocks_name(STARTS_NETWORK, node);
-        until(self.timeout(), format!("NicNodeBlocks {name}"), || {
-            let blocks = blocks.clone();
-            let name = name.clone();
-            async move {
-                Ok(blocks
-                    .get_opt(&name)
-                    .await
-                    .map_err(kube_err(format!("reading NicNodeBlocks {name}")))?
-                    .is_some())
-            }
-        })
-        .await?;
+        podstart::wait_blocks(&blocks, STARTS_NETWORK, node, self.timeout()).await?;
         Api::<ResourceClaimTemplate>::namespaced(self.client.clone(), &self.cluster.namespace)
             .patch(
                 STARTS_TEMPLATE,
@@ -615,35 +641,9 @@ impl Scale<'_> {
         // The watch of this network's blocks lists before the count starts (its WATCH request is
         // not counted).
         let blocks = Api::<NicNodeBlocks>::all(self.client.clone());
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let label = format!("{NETWORK_LABEL}={name}");
-        let watch = tokio::spawn(async move {
-            let mut events = watcher(blocks, watcher::Config::default().labels(&label))
-                .default_backoff()
-                .boxed();
-            while let Some(e) = events.next().await {
-                let msg = match e {
-                    Ok(watcher::Event::Apply(b) | watcher::Event::InitApply(b)) => b.metadata.name,
-                    Ok(watcher::Event::InitDone) => Some(String::new()),
-                    _ => None,
-                };
-                if let Some(m) = msg
-                    && tx.send(m).is_err()
-                {
-                    return;
-                }
-            }
-        });
-        let listed = tokio::time::timeout(Duration::from_secs(self.timeout()), async {
-            while let Some(m) = rx.recv().await {
-                if m.is_empty() {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        if listed != Ok(true) {
+        let (watch, mut rx) = watch_names(blocks, label, |b: &NicNodeBlocks| b.metadata.name.clone());
+        if !listed(&mut rx, self.timeout()).await {
             watch.abort();
             return Err(PodstartError::WatchEnded { what: "NicNodeBlocks" });
         }
@@ -654,7 +654,7 @@ impl Scale<'_> {
         let all_blocks = tokio::time::timeout(Duration::from_secs(self.timeout()), async {
             while seen.len() < nodes {
                 match rx.recv().await {
-                    Some(m) if !m.is_empty() => {
+                    Some((_, m)) if !m.is_empty() => {
                         seen.insert(m);
                     }
                     Some(_) => {}
@@ -763,42 +763,11 @@ impl Scale<'_> {
         let ns = &self.cluster.namespace;
         let pods = Api::<Pod>::namespaced(self.client.clone(), ns);
         let n = self.args.scale_pods;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let selector = format!("{BATCH}={batch}");
-        let watched = pods.clone();
-        let watch = tokio::spawn(async move {
-            let mut events = watcher(watched, watcher::Config::default().labels(&selector))
-                .default_backoff()
-                .boxed();
-            while let Some(e) = events.next().await {
-                let msg = match e {
-                    Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => p
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.node_name.as_ref())
-                        .and(p.metadata.name.clone()),
-                    Ok(watcher::Event::InitDone) => Some(String::new()),
-                    _ => None,
-                };
-                if let Some(m) = msg
-                    && tx.send((Instant::now(), m)).is_err()
-                {
-                    return;
-                }
-            }
-        });
+        let pick = |p: &Pod| p.spec.as_ref()?.node_name.as_ref().and(p.metadata.name.clone());
+        let (watch, mut rx) = watch_names(pods.clone(), format!("{BATCH}={batch}"), pick);
         let secs = self.timeout();
         let result = async {
-            let listed = tokio::time::timeout(Duration::from_secs(secs), async {
-                while let Some((_, m)) = rx.recv().await {
-                    if m.is_empty() {
-                        return true;
-                    }
-                }
-                false
-            })
-            .await;
-            if listed != Ok(true) {
+            if !listed(&mut rx, secs).await {
                 return Err(PodstartError::WatchEnded { what: "pods" });
             }
             let manifests = (0..n)
@@ -813,21 +782,7 @@ impl Scale<'_> {
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let t0 = Instant::now();
-            let pp = PostParams::default();
-            futures::stream::iter(manifests)
-                .map(|pod| {
-                    let (pods, pp) = (&pods, &pp);
-                    async move {
-                        let name = pod.metadata.name.clone().unwrap_or_default();
-                        pods.create(pp, &pod)
-                            .await
-                            .map(drop)
-                            .map_err(kube_err(format!("creating pod {name}")))
-                    }
-                })
-                .buffer_unordered(self.args.scale_concurrency.max(1))
-                .try_collect::<Vec<()>>()
-                .await?;
+            load::create_all(&pods, manifests, self.args.scale_concurrency).await?;
             let mut bound: HashMap<String, Instant> = HashMap::new();
             let done = tokio::time::timeout(Duration::from_secs(secs), async {
                 while bound.len() < n {
@@ -914,21 +869,7 @@ impl Scale<'_> {
             .iter()
             .map(|c| parse::<ResourceClaim>(claim_manifest(c, class, rails)))
             .collect::<Result<Vec<_>, _>>()?;
-        let pp = PostParams::default();
-        futures::stream::iter(objects)
-            .map(|c| {
-                let (api, pp) = (&claims_api, &pp);
-                async move {
-                    let name = c.metadata.name.clone().unwrap_or_default();
-                    api.create(pp, &c)
-                        .await
-                        .map(drop)
-                        .map_err(kube_err(format!("creating claim {name}")))
-                }
-            })
-            .buffer_unordered(self.args.scale_concurrency.max(1))
-            .try_collect::<Vec<()>>()
-            .await?;
+        load::create_all(&claims_api, objects, self.args.scale_concurrency).await?;
         let base = self.batch("base", None).await?;
         self.delete_batch("base").await?;
         let ours = self.batch("claim", Some(&names)).await?;
