@@ -62,7 +62,9 @@ fn labels(name: &str) -> BTreeMap<String, String> {
 
 /// A fake node: labelled, with room for 110 pods, no conditions (no kubelet posts them: the
 /// node lifecycle controller taints it not-ready, then unreachable; the rows' pods tolerate
-/// that).
+/// that). The status goes in with the create: Nodes keep it (kubernetes
+/// `pkg/registry/core/node/strategy.go`, `PrepareForCreate` drops only disabled fields), as the
+/// kubelet's registration does.
 pub fn node(index: usize) -> Node {
     let name = node_name(index);
     let resources = BTreeMap::from([
