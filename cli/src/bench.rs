@@ -10,11 +10,13 @@ mod error;
 pub mod fixtures;
 mod grpc;
 mod ipam;
+pub mod load;
 mod plot;
 mod podlog;
 mod podstart;
 mod prepare;
 pub mod rss;
+mod scale;
 mod stats;
 
 use std::collections::BTreeMap;
@@ -73,7 +75,7 @@ pub struct BenchArgs {
     /// Directory of the reference CNI plugins (host-device, macvlan, static, host-local).
     #[arg(long, default_value = "/usr/lib/cni")]
     pub cni_plugins_dir: PathBuf,
-    /// Only these rows (1-10, comma-separated); default: all but 10, which needs a cluster.
+    /// Only these rows (1-13, comma-separated); default: all but 10-13, which need a cluster.
     #[arg(long, value_delimiter = ',')]
     pub rows: Vec<u8>,
     /// Also write the figure of docs/benchmarks.md (SVG): attach/detach vs m of rows 1–3 and
@@ -85,6 +87,8 @@ pub struct BenchArgs {
     pub plot_caption: String,
     #[command(flatten)]
     pub cluster: podstart::ClusterArgs,
+    #[command(flatten)]
+    pub scale: scale::ScaleArgs,
 }
 
 pub(crate) fn sibling(name: &str) -> Result<PathBuf, SiblingError> {
@@ -114,8 +118,8 @@ pub async fn run(args: BenchArgs) -> Result<(), BenchError> {
 }
 
 async fn bench(args: BenchArgs) -> Result<(), BenchError> {
-    // Row 10 runs pods on a cluster: only when asked for.
-    let want = |row: u8| (args.rows.is_empty() && row != 10) || args.rows.contains(&row);
+    // Rows 10-13 run on a cluster: only when asked for.
+    let want = |row: u8| (args.rows.is_empty() && row < 10) || args.rows.contains(&row);
     let bins = Bins {
         cni: match &args.cni_bin {
             Some(p) => p.clone(),
@@ -224,6 +228,21 @@ async fn bench(args: BenchArgs) -> Result<(), BenchError> {
             source,
         })?;
         eprintln!("bench: figure written to {}", path.display());
+    }
+
+    let wanted = scale::Wanted {
+        controller: want(11),
+        scheduler: want(12),
+        starts: want(13),
+    };
+    if wanted.controller || wanted.scheduler || wanted.starts {
+        progress(&format!(
+            "fake nodes {:?} on the cluster: controller, scheduler, plugin requests (once per size)",
+            args.scale.scale_nodes
+        ));
+        let (r, n) = scale::bench(&args.cluster, &args.scale, wanted).await;
+        rows.extend(r);
+        notes.extend(n);
     }
 
     println!("{}", stats::render(&rows));

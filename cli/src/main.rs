@@ -46,7 +46,7 @@ enum Command {
     /// `kubectl exec -n multinic-system ds/multinic-kubelet-plugin -c plugin -- multinic status`.
     Status(status::StatusArgs),
     /// Run the benchmarks (needs root) and print one table; exits non-zero if any run failed.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
     /// Run the whole path on this host with no cluster (needs root): sandbox node, real plugin,
     /// claim, NodePrepareResources, CNI ADD into a pod netns, then a checked teardown.
     Demo(demo::DemoArgs),
@@ -82,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", status::run(&args).await?);
             Ok(())
         }
-        Command::Bench(args) => Ok(bench::run(args).await?),
+        Command::Bench(args) => Ok(bench::run(*args).await?),
         Command::Demo(args) => Ok(demo::run(args).await?),
         Command::InstallCni(args) => Ok(install::run(args)?),
         Command::VmCheck(args) => Ok(vmcheck::run(args).await?),

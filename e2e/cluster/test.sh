@@ -584,6 +584,9 @@ check "NicNodeBlocks dual-stack.$NODE gone with its network" wait_for 60 "dual-s
 # shellcheck source-path=SCRIPTDIR source=gateways.sh
 . "$E2E_DIR/gateways.sh"
 
+# 14. Scale: fake nodes for the controller, the scheduler and the plugin's requests (bench rows 11-13).
+# shellcheck source-path=SCRIPTDIR source=scale.sh
+. "$E2E_DIR/scale.sh"
 scenario "end: nothing leaked"
 check "no plan files left" [ "$(plans)" = 0 ]
 for ((k = 0; k < RAILS; k++)); do check "$NIC_PREFIX$k on the node" ip link show "$NIC_PREFIX$k"; done

@@ -13,7 +13,7 @@ use multinic_api::names::{
 };
 use multinic_api::observe;
 use multinic_api::plan::PlanError;
-use multinic_api::setup::{LogFormat, SetupError, kube_client, shutdown_signal};
+use multinic_api::setup::{LogFormat, SetupError, counted_kube_client, shutdown_signal};
 
 use crate::driver::{ClaimApi, Driver, DriverOptions, KubeClaimApi};
 use crate::grpc::{self, DraService, RegistrationService, ServeError};
@@ -140,8 +140,13 @@ pub async fn run(args: Args) -> Result<(), RunError> {
         .filter(|n| !n.is_empty())
         .ok_or(RunError::NoNodeName)?;
     let filters = args.inventory.filters()?;
-    let client = kube_client(args.kubeconfig.as_deref()).await?;
     let metrics = Arc::new(Metrics::new());
+    let counted = metrics.clone();
+    let client = counted_kube_client(
+        args.kubeconfig.as_deref(),
+        Arc::new(move |verb, resource| counted.api_request(verb, resource)),
+    )
+    .await?;
 
     let opts = SliceOptions {
         shared_pods: args.inventory.shared_pods,

@@ -26,6 +26,13 @@ struct MethodLabels {
     method: String,
 }
 
+/// An API request by verb and resource (`multinic_api::setup::request_kind`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    verb: String,
+    resource: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RailLabels {
     network: String,
@@ -44,6 +51,7 @@ pub struct Metrics {
     published_devices: Gauge,
     prepared_claims: Gauge,
     free_ips: Family<RailLabels, Gauge>,
+    api_requests: Family<ApiLabels, Counter>,
     /// Cleared when the kubelet reports a failed registration.
     pub registered: AtomicBool,
     /// Set once the first inventory is read.
@@ -85,6 +93,12 @@ impl Metrics {
             prepared_claims.clone(),
         );
         registry.register("free_ips", "free pod addresses per network and rail", free_ips.clone());
+        let api_requests = Family::<ApiLabels, Counter>::default();
+        registry.register(
+            "api_requests",
+            "requests this plugin sent to the API server, by verb and resource",
+            api_requests.clone(),
+        );
         Self {
             registry,
             rpc_requests,
@@ -92,6 +106,7 @@ impl Metrics {
             published_devices,
             prepared_claims,
             free_ips,
+            api_requests,
             registered: AtomicBool::new(true),
             inventory_ready: AtomicBool::new(false),
         }
@@ -107,6 +122,15 @@ impl Metrics {
         self.rpc_seconds
             .get_or_create(&MethodLabels { method: method.into() })
             .observe(seconds);
+    }
+
+    pub fn api_request(&self, verb: &str, resource: &str) {
+        self.api_requests
+            .get_or_create(&ApiLabels {
+                verb: verb.into(),
+                resource: resource.into(),
+            })
+            .inc();
     }
 
     pub fn set_published_devices(&self, n: usize) {
@@ -270,6 +294,23 @@ mod tests {
             get("/healthz").await.0,
             StatusCode::SERVICE_UNAVAILABLE,
             "registration failed"
+        );
+    }
+
+    #[test]
+    fn api_requests_are_counted_by_verb_and_resource() {
+        let m = Metrics::new();
+        m.api_request("get", "resourceclaims");
+        m.api_request("get", "resourceclaims");
+        m.api_request("patch", "resourceclaims/status");
+        let text = m.encode();
+        assert!(
+            text.contains("multinic_api_requests_total{verb=\"get\",resource=\"resourceclaims\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("multinic_api_requests_total{verb=\"patch\",resource=\"resourceclaims/status\"} 1"),
+            "{text}"
         );
     }
 }

@@ -137,10 +137,8 @@ pub enum DraError {
     Exited { log: String },
     #[error("reading {path}: {source}")]
     Status { path: String, source: std::io::Error },
-    #[error("{key} missing in {path}")]
+    #[error("{key} missing or not a number of kB in {path}")]
     StatusKey { key: String, path: String },
-    #[error("malformed line {line:?} in {path}")]
-    StatusLine { line: String, path: String },
 }
 
 /// Block (HOST_INDEX, `rail`) of the bench node in `layout`.

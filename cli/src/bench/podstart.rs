@@ -107,6 +107,8 @@ pub enum PodstartError {
     Io { what: String, source: std::io::Error },
     #[error(transparent)]
     Fixture(#[from] FixtureError),
+    #[error(transparent)]
+    Load(#[from] super::load::LoadError),
     #[error("reading the plugin's metrics: {0}")]
     Metrics(#[from] StatusError),
     #[error("the pod manifest: {0}")]
@@ -117,7 +119,7 @@ pub enum PodstartError {
     Phase { phase: String, source: Box<PodstartError> },
 }
 
-fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> PodstartError {
+pub(super) fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> PodstartError {
     let what = what.into();
     move |source| PodstartError::Kube { what, source }
 }
@@ -333,46 +335,60 @@ pub fn rows(
 /// pinned to `node` through the scheduler (node affinity, not `nodeName`, so the claim is
 /// allocated the normal way); with `template`, one claim from it.
 pub fn pod_manifest(name: &str, node: &str, image: &str, template: Option<&str>) -> Value {
-    let mut container = json!({
+    let container = json!({
         "name": "app",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
     });
-    let mut spec = json!({
+    let spec = json!({
         "terminationGracePeriodSeconds": 1,
         "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
             {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
         ]}}},
         "containers": [],
     });
-    if let Some(t) = template {
-        spec["resourceClaims"] = json!([{"name": "nics", "resourceClaimTemplateName": t}]);
+    let claim = template.map(|t| json!({"name": "nics", "resourceClaimTemplateName": t}));
+    pod_object(name, json!({LABEL.0: LABEL.1}), spec, container, claim)
+}
+
+/// A pod of `spec` with the one `container`, which uses the pod's claim `claim` (a
+/// `spec.resourceClaims` entry named `nics`) when there is one.
+pub(super) fn pod_object(
+    name: &str,
+    labels: Value,
+    mut spec: Value,
+    mut container: Value,
+    claim: Option<Value>,
+) -> Value {
+    if let Some(c) = claim {
+        spec["resourceClaims"] = json!([c]);
         container["resources"] = json!({"claims": [{"name": "nics"}]});
     }
     spec["containers"] = json!([container]);
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "labels": {LABEL.0: LABEL.1}},
+        "metadata": {"name": name, "labels": labels},
         "spec": spec,
     })
 }
 
-/// A MultiNicNetwork the row applies: all of the node's NICs, rails IPAM (64 hosts, 16 rails).
-fn network_manifest(name: &str, mode: Mode, subnet: &str) -> Value {
+/// A MultiNicNetwork the bench applies: all of the node's NICs, rails IPAM with `host_block`
+/// bits for hosts and `interface_block` for rails.
+pub(super) fn network_manifest(name: &str, mode: Mode, subnet: &str, host_block: u32, interface_block: u32) -> Value {
     json!({
         "apiVersion": "multinic.dev/v1alpha1",
         "kind": "MultiNicNetwork",
         "metadata": {"name": name, "labels": {LABEL.0: LABEL.1}},
         "spec": {
             "attachment": {"mode": mode.as_str()},
-            "ipam": {"type": "rails", "subnet": subnet, "hostBlock": 6, "interfaceBlock": 4},
+            "ipam": {"type": "rails", "subnet": subnet, "hostBlock": host_block, "interfaceBlock": interface_block},
         },
     })
 }
 
-fn template_manifest(name: &str, device_class: &str, nics: usize) -> Value {
+pub(super) fn template_manifest(name: &str, device_class: &str, nics: usize) -> Value {
     json!({
         "apiVersion": "resource.k8s.io/v1",
         "kind": "ResourceClaimTemplate",
@@ -798,7 +814,7 @@ async fn pod_netns(nics: usize) -> Result<rtnetlink::Handle, PodstartError> {
 }
 
 /// Polls `check` every 250 ms until it holds.
-async fn until<F, Fut>(secs: u64, what: String, mut check: F) -> Result<(), PodstartError>
+pub(super) async fn until<F, Fut>(secs: u64, what: String, mut check: F) -> Result<(), PodstartError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool, PodstartError>>,
@@ -811,6 +827,24 @@ where
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     Ok(())
+}
+
+/// Waits until the controller wrote the NicNodeBlocks of `node` in `network`.
+pub(super) async fn wait_blocks(
+    blocks: &Api<NicNodeBlocks>,
+    network: &str,
+    node: &str,
+    secs: u64,
+) -> Result<(), PodstartError> {
+    let name = multinic_api::crd::node_blocks_name(network, node);
+    until(secs, format!("NicNodeBlocks {name}"), || async {
+        Ok(blocks
+            .get_opt(&name)
+            .await
+            .map_err(kube_err(format!("reading NicNodeBlocks {name}")))?
+            .is_some())
+    })
+    .await
 }
 
 /// The networks, templates and watches of the row; `made` records what to delete.
@@ -911,7 +945,8 @@ async fn connect(args: &ClusterArgs, made: &mut Made) -> Result<Cluster, Podstar
                     .patch(
                         &name,
                         &PatchParams::apply(MANAGER).force(),
-                        &Patch::Apply(network_manifest(&name, mode, subnet)),
+                        // 64 hosts, 16 rails.
+                        &Patch::Apply(network_manifest(&name, mode, subnet, 6, 4)),
                     )
                     .await
                     .map_err(kube_err(format!("applying MultiNicNetwork {name}")))?;
@@ -929,15 +964,7 @@ async fn connect(args: &ClusterArgs, made: &mut Made) -> Result<Cluster, Podstar
                 .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")))
         };
         until(args.pod_timeout, format!("MultiNicNetwork {name} Ready"), ready).await?;
-        let node_blocks = format!("{name}.{node}");
-        until(args.pod_timeout, format!("NicNodeBlocks {node_blocks}"), || async {
-            Ok(blocks
-                .get_opt(&node_blocks)
-                .await
-                .map_err(kube_err(format!("reading NicNodeBlocks {node_blocks}")))?
-                .is_some())
-        })
-        .await?;
+        wait_blocks(&blocks, &name, &node, args.pod_timeout).await?;
         let class = networks
             .get_opt(&name)
             .await

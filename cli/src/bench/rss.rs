@@ -218,26 +218,21 @@ impl Proc {
             path: path.clone(),
             source,
         })?;
-        let kib = |key: &str| -> Result<f64, DraError> {
-            let line = status
-                .lines()
-                .find(|l| l.starts_with(key))
-                .ok_or_else(|| DraError::StatusKey {
-                    key: key.to_string(),
-                    path: path.clone(),
-                })?;
-            let v: f64 = line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| DraError::StatusLine {
-                    line: line.to_string(),
-                    path: path.clone(),
-                })?;
-            Ok(v / 1024.0)
+        let mib = |key: &str| -> Result<f64, DraError> {
+            status_mib(&status, key).ok_or_else(|| DraError::StatusKey {
+                key: key.to_string(),
+                path: path.clone(),
+            })
         };
-        Ok((kib("VmHWM:")?, kib("VmRSS:")?))
+        Ok((mib("VmHWM:")?, mib("VmRSS:")?))
     }
+}
+
+/// The value of `key` (`VmHWM:`, `VmRSS:`, in kB) of a /proc/<pid>/status text, in MiB.
+pub fn status_mib(status: &str, key: &str) -> Option<f64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 impl Drop for Proc {

@@ -59,15 +59,19 @@ pub fn ms(d: Duration) -> f64 {
 /// How a value is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
+    S,
     Ms,
     Us,
     PerSec,
     MiB,
+    /// A count (API requests): whole numbers as such, else 2 decimals.
+    Count,
 }
 
 impl Unit {
     fn fmt(self, x: f64) -> String {
         match self {
+            Unit::S => format!("{x:.2} s"),
             Unit::Ms => format!("{x:.2} ms"),
             Unit::Us => {
                 if x >= 100.0 {
@@ -84,6 +88,8 @@ impl Unit {
                 }
             }
             Unit::MiB => format!("{x:.1} MiB"),
+            Unit::Count if x.fract() == 0.0 => format!("{x:.0}"),
+            Unit::Count => format!("{x:.2}"),
         }
     }
 
@@ -254,5 +260,12 @@ mod tests {
         assert_eq!(text.lines().count(), 5);
         assert!(text.contains("FAILED"));
         assert!(text.contains("| −1.50 ms added |"), "{text}");
+        let mut count = Row::new("13", "requests", Unit::Count);
+        count.ours = Summary::of(&[3.0, 4.0]);
+        let mut secs = Row::new("11", "controller", Unit::S);
+        secs.ours = Summary::of(&[1.234]);
+        let text = render(&[count, secs]);
+        assert!(text.contains("| 3.50 [3 – 4] "), "{text}");
+        assert!(text.contains("| 1.23 s [1.23 s – 1.23 s] "), "{text}");
     }
 }
