@@ -106,8 +106,13 @@ impl DeviceLedger {
         for (id, nic) in ids.iter().zip(live) {
             match self.entries.get_mut(id) {
                 Some(entry) => {
-                    if &entry.nic != nic {
-                        entry.nic = nic.clone();
+                    // sysfs reports no speed for a link that is down (`speed` reads -1): the NIC
+                    // keeps the speed it was last seen with, so one that is set down on its way
+                    // into a pod keeps its `speedMbps` attribute and its bandwidth capacity.
+                    let mut fresh = nic.clone();
+                    fresh.speed_mbps = fresh.speed_mbps.or(entry.nic.speed_mbps);
+                    if entry.nic != fresh {
+                        entry.nic = fresh;
                         changed = true;
                     }
                 }
@@ -308,6 +313,25 @@ mod tests {
             ipv6: None,
             pf_name: None,
         }
+    }
+
+    #[test]
+    fn a_link_down_keeps_the_last_known_speed() {
+        let mut ledger = DeviceLedger::default();
+        let mut nic = veth("eth1", "02:00:00:00:00:aa");
+        nic.speed_mbps = Some(10_000);
+        assert!(ledger.observe(std::slice::from_ref(&nic)));
+        // Down (sysfs speed -1): the speed stays, nothing changed.
+        let mut down = nic.clone();
+        down.speed_mbps = None;
+        assert!(!ledger.observe(std::slice::from_ref(&down)));
+        let speed = |l: &DeviceLedger| l.entries.values().next().and_then(|e| e.nic.speed_mbps);
+        assert_eq!(speed(&ledger), Some(10_000));
+        // A new reading replaces it.
+        let mut faster = nic.clone();
+        faster.speed_mbps = Some(25_000);
+        assert!(ledger.observe(std::slice::from_ref(&faster)));
+        assert_eq!(speed(&ledger), Some(25_000));
     }
 
     fn veth(name: &str, mac: &str) -> Nic {
