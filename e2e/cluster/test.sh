@@ -576,17 +576,6 @@ kc delete multinicnetwork dual-stack --wait=true --timeout=60s >/dev/null
 check "NicNodeBlocks dual-stack.$NODE gone with its network" wait_for 60 "dual-stack blocks deleted" \
 	sh -c "! '$K8S_BIN/kubectl' get nicnodeblocks dual-stack.$NODE >/dev/null 2>&1"
 
-# 12. Pool IPAM: three nodes share a small flat range; a pod with a pool address; examples/graphcore.
-# shellcheck source-path=SCRIPTDIR source=pool.sh
-. "$E2E_DIR/pool.sh"
-
-# 13. Per-rail gateways with the default route, static addresses for named pods.
-# shellcheck source-path=SCRIPTDIR source=gateways.sh
-. "$E2E_DIR/gateways.sh"
-
-# 14. Scale: fake nodes for the controller, the scheduler and the plugin's requests (bench rows 11-13).
-# shellcheck source-path=SCRIPTDIR source=scale.sh
-. "$E2E_DIR/scale.sh"
 scenario "end: nothing leaked"
 check "no plan files left" [ "$(plans)" = 0 ]
 for ((k = 0; k < RAILS; k++)); do check "$NIC_PREFIX$k on the node" ip link show "$NIC_PREFIX$k"; done
