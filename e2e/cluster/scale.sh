@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Scenario "bench: rows 11-13" for test.sh (not sourced yet, see docs/benchmarks.md; it uses uses check, scenario, kc, $TARGET_DIR,
+# Scenario "bench: rows 11-13" for test.sh (not sourced yet, see docs/benchmarks.md; it uses check, scenario, kc, $TARGET_DIR,
 # $KUBECONFIG, $NODE, $RAILS, $BUSYBOX_IMAGE, $LOGS): `multinic bench --rows 11,12,13` at a small
 # size — 100 fake nodes (Node + the ResourceSlice of 8 RoCE NICs each, written by the bench's load
 # tool; no kubelet), 50 pods per batch of row 12, 3 pod starts per size of row 13 on this node.
