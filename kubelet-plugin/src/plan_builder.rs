@@ -319,6 +319,14 @@ pub fn build_plan(input: &PlanInput, leased: &BTreeSet<IpAddr>) -> Result<Plan, 
         let is_free = |ip: &IpAddr| !leased.contains(ip) && !taken.contains(ip);
         // The gateways of this device, IPv4 first: `ipam.gateway`, or the rails blocks' own.
         let mut gateways: Vec<IpAddr> = cfg.ipam.gateway.map(IpAddr::V4).into_iter().collect();
+        // A listed address (podAddresses, ipam.addresses): the pod gets it unless it is leased.
+        let fixed = |cidr: IpNet, device: &str| match is_free(&cidr.addr()) {
+            true => Ok(vec![cidr]),
+            false => Err(BuildError::StaticTaken {
+                device: device.to_string(),
+                ip: cidr.addr(),
+            }),
+        };
         let named = pod_addresses(input, cfg)?;
         let ips: Vec<IpNet> = match (named, cfg.ipam.kind) {
             (Some((pod, addresses)), _) => {
@@ -328,13 +336,7 @@ pub fn build_plan(input: &PlanInput, leased: &BTreeSet<IpAddr>) -> Result<Plan, 
                     given: addresses.len(),
                     needed: input.devices.len(),
                 })?;
-                if !is_free(&cidr.addr()) {
-                    return Err(BuildError::StaticTaken {
-                        device: name,
-                        ip: cidr.addr(),
-                    });
-                }
-                vec![cidr]
+                fixed(cidr, &name)?
             }
             (None, IpamType::None) => Vec::new(),
             (None, IpamType::Pool) => {
@@ -366,13 +368,7 @@ pub fn build_plan(input: &PlanInput, leased: &BTreeSet<IpAddr>) -> Result<Plan, 
                     given: cfg.ipam.addresses.len(),
                     needed: input.devices.len(),
                 })?;
-                if !is_free(&cidr.addr()) {
-                    return Err(BuildError::StaticTaken {
-                        device: name,
-                        ip: cidr.addr(),
-                    });
-                }
-                vec![cidr]
+                fixed(cidr, &name)?
             }
             (None, IpamType::Rails) => {
                 let network = rails_network(cfg);
