@@ -200,8 +200,7 @@ pub async fn cleanup_network(client: &kube::Client, net: &MultiNicNetwork) -> Re
     delete_ignoring_missing(&classes, &name)
         .await
         .map_err(kube_err(&name, "deleting the DeviceClass"))?;
-    for nb in node_blocks
-        .list(&ours(&name))
+    for nb in list_ours(&node_blocks, &name)
         .await
         .map_err(kube_err(&name, "listing NicNodeBlocks"))?
     {
@@ -217,8 +216,28 @@ fn kube_err(network: &str, what: &str) -> impl FnOnce(kube::Error) -> ReconcileE
     move |source| ReconcileError::Kube { network, what, source }
 }
 
-fn ours(network: &str) -> ListParams {
-    ListParams::default().labels(&format!("{NETWORK_LABEL}={network}"))
+/// Objects per page of [`list_ours`]: a network of 7,500 nodes is 15 requests, and no response
+/// (or its parse) holds every object at once; the managed fields, which the reconcile never reads,
+/// are dropped per page (they are most of an object's size).
+const LIST_PAGE: u32 = 500;
+
+/// The NicNodeBlocks of `network`, listed in pages of [`LIST_PAGE`], without managed fields.
+async fn list_ours(api: &Api<NicNodeBlocks>, network: &str) -> Result<Vec<NicNodeBlocks>, kube::Error> {
+    let mut params = ListParams::default()
+        .labels(&format!("{NETWORK_LABEL}={network}"))
+        .limit(LIST_PAGE);
+    let mut out = Vec::new();
+    loop {
+        let page = api.list(&params).await?;
+        out.extend(page.items.into_iter().map(|mut nb| {
+            nb.metadata.managed_fields = None;
+            nb
+        }));
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(out),
+        }
+    }
 }
 
 /// Makes the DeviceClass, the NicNodeBlocks and the status of a network match its spec and the
@@ -278,11 +297,9 @@ pub async fn apply_network(ctx: &Context, net: &MultiNicNetwork) -> Result<Outco
         }
     };
 
-    let existing = node_blocks
-        .list(&ours(&name))
+    let existing = list_ours(&node_blocks, &name)
         .await
-        .map_err(kube_err(&name, "listing NicNodeBlocks"))?
-        .items;
+        .map_err(kube_err(&name, "listing NicNodeBlocks"))?;
     if let Some(pool) = pool {
         let (outcome, summary) = apply_pool(ctx, net, &pool, &nodes, &existing).await?;
         write_status(&networks, net, &outcome, Some(summary))

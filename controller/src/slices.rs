@@ -35,7 +35,12 @@ impl SliceTracker {
     /// version the store held before (when it differs) and the new one, so that a network a
     /// device leaves is reached as well as one it joins; at the end of a list, the slices that
     /// are gone (deleted while the watch was down).
-    pub fn apply(&mut self, event: Event<ResourceSlice>) -> Vec<ResourceSlice> {
+    /// The store holds each slice without its managed fields, which nothing here reads: the store
+    /// is most of the controller's memory, which grows with the nodes (docs/benchmarks.md, row 11).
+    pub fn apply(&mut self, mut event: Event<ResourceSlice>) -> Vec<ResourceSlice> {
+        if let Event::Apply(slice) | Event::InitApply(slice) | Event::Delete(slice) = &mut event {
+            slice.metadata.managed_fields = None;
+        }
         let touched = match &event {
             Event::Apply(slice) | Event::Delete(slice) => self.with_previous(slice),
             Event::Init => {

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Scenario 13 for test.sh (not sourced yet, see README; it uses uses check, scenario, running, pexec, claim_of, kc, $NS,
+# Scenario 13 of test.sh (sourced by it: uses check, scenario, running, pexec, claim_of, kc, $NS,
 # $NODE, $FABRIC_NS, $NIC_PREFIX): examples/rail-gateways and examples/static-pod-addresses, their
 # files unchanged, on rails 0 and 1 (macvlan children of mnic0/mnic1).
 #   13a. gatewayIndex 1 + defaultRoute: the fabric side of each rail gets the rail's gateway (the

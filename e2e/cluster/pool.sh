@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Scenario 12 for test.sh (not sourced yet, see README; it uses uses check, scenario, running, show, pexec, pod_yaml,
+# Scenario 12 of test.sh (sourced by it: uses check, scenario, running, show, pexec, pod_yaml,
 # template_yaml, shared_pods, $NS, $NODE, $REPO, $LOGS, $KUBECONFIG): `pool` IPAM, one subnet
 # shared by all nodes and granted to them in blocks on demand (issue 16 item 5), and the
 # Graphcore example (item 7).

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Scenario "bench: rows 11-13" for test.sh (not sourced yet, see docs/benchmarks.md; it uses check, scenario, kc, $TARGET_DIR,
+# Scenario 14 of test.sh, bench rows 11-13 (sourced by it: uses check, scenario, kc, $TARGET_DIR,
 # $KUBECONFIG, $NODE, $RAILS, $BUSYBOX_IMAGE, $LOGS): `multinic bench --rows 11,12,13` at a small
 # size — 100 fake nodes (Node + the ResourceSlice of 8 RoCE NICs each, written by the bench's load
 # tool; no kubelet), 50 pods per batch of row 12, 3 pod starts per size of row 13 on this node.
@@ -8,7 +8,7 @@
 # namespace). Timings are printed for the log, not checked. The full-size numbers (1,000 and 7,500
 # nodes, 500 pods) are measured by hand: docs/benchmarks.md, rows 11-13.
 
-scenario "bench: multinic bench --rows 11,12,13 (100 fake nodes × 8 NICs, 50 pods, 3 starts)"
+scenario "14. bench: multinic bench --rows 11,12,13 (100 fake nodes × 8 NICs, 50 pods, 3 starts)"
 scale_log=$LOGS/bench-scale.log
 "$TARGET_DIR/release/multinic" bench --rows 11,12,13 --kubeconfig "$KUBECONFIG" --node "$NODE" \
 	--nics "$RAILS" --pod-image "$BUSYBOX_IMAGE" --scale-nodes 100 --scale-pods 50 --scale-starts 3 \

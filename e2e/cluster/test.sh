@@ -197,6 +197,14 @@ claim_nics() {
 plugin_log() { cat "$STATE"/pod-logs/multinic-system_multinic-kubelet-plugin-*/plugin/*.log 2>/dev/null; }
 plans() { find /var/lib/multinic/plans -maxdepth 1 -name '*.json' 2>/dev/null | wc -l; }
 
+# The plugin's --shared-pods N ("" for none), rolled out (scenarios 9 and 12).
+shared_pods() { # N, or "" for none: the plugin's --shared-pods, rolled out
+	kc -n multinic-system get ds multinic-kubelet-plugin -o json |
+		jq --arg n "$1" '.spec.template.spec.containers[0].args |= (map(select(startswith("--shared-pods") | not)) +
+			(if $n == "" then [] else ["--shared-pods=\($n)"] end))' | kc replace -f - >/dev/null &&
+		kc -n multinic-system rollout status ds/multinic-kubelet-plugin --timeout=120s >/dev/null
+}
+
 # ------------------------------------------------------------------------------------------------
 kc delete ns "$NS" --ignore-not-found --wait=true >/dev/null 2>&1
 kc delete multinicnetwork "$NET" e2e-impossible ipvlan-l3 e2e-health quickstart e2e-shared dual-stack --ignore-not-found --wait=true >/dev/null 2>&1
@@ -469,12 +477,6 @@ scenario "9. shared NICs (consumable capacity): macvlan pods on one parent; --sh
 # capacity multinic.dev/pods = N (a claim consumes 1 unless it asks for more).
 SNET=e2e-shared
 sdev=$(awk '$2 == 3 {print $1}' "$DEVMAP")
-shared_pods() { # N, or "" for none: the plugin's --shared-pods, rolled out
-	kc -n multinic-system get ds multinic-kubelet-plugin -o json |
-		jq --arg n "$1" '.spec.template.spec.containers[0].args |= (map(select(startswith("--shared-pods") | not)) +
-			(if $n == "" then [] else ["--shared-pods=\($n)"] end))' | kc replace -f - >/dev/null &&
-		kc -n multinic-system rollout status ds/multinic-kubelet-plugin --timeout=120s >/dev/null
-}
 published_share() {
 	kc get resourceslices -o json | jq -r --arg d "$sdev" '[.items[] | select(.spec.driver == "multinic.dev") |
 		.spec.devices[] | select(.name == $d) |
@@ -575,6 +577,15 @@ kc -n "$NS" delete resourceclaimtemplate two-dual-stack --ignore-not-found >/dev
 kc delete multinicnetwork dual-stack --wait=true --timeout=60s >/dev/null
 check "NicNodeBlocks dual-stack.$NODE gone with its network" wait_for 60 "dual-stack blocks deleted" \
 	sh -c "! '$K8S_BIN/kubectl' get nicnodeblocks dual-stack.$NODE >/dev/null 2>&1"
+
+# Scenarios 12 (pool IPAM, examples/graphcore), 13 (examples/rail-gateways and
+# examples/static-pod-addresses) and 14 (bench rows 11-13 at a small size).
+# shellcheck source-path=SCRIPTDIR source=pool.sh
+. "$E2E_DIR/pool.sh"
+# shellcheck source-path=SCRIPTDIR source=gateways.sh
+. "$E2E_DIR/gateways.sh"
+# shellcheck source-path=SCRIPTDIR source=scale.sh
+. "$E2E_DIR/scale.sh"
 
 scenario "end: nothing leaked"
 check "no plan files left" [ "$(plans)" = 0 ]

@@ -7,7 +7,8 @@
 //! Node a draws 20 (three blocks), b 5 (the fourth), c gets no block and the network says
 //! Exhausted naming c; a and b draw the rest: all 31 addresses, none twice, no block granted to
 //! two nodes. Then a frees all of its addresses: it gives two empty blocks back (keeping one),
-//! the controller grants them to b and c, and c draws from its new block.
+//! a drops them from its releasedBlocks once they left its grants, the controller grants them to
+//! b and c, and c draws from its new block.
 //!
 //! Built only with `--features real-cluster`; the kubeconfig is `$MULTINIC_E2E_KUBECONFIG`.
 
@@ -280,6 +281,18 @@ async fn three_nodes_share_a_range_too_small_for_fixed_blocks() {
             grants(&api).await
         );
         a.sync(&api, &layout, &exclude).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // a's loop runs on, as the plugin's does: once the controller took the blocks out of a's
+    // grants, a drops them from releasedBlocks, and only then are they free for b and c.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let nb = a.sync(&api, &layout, &exclude).await;
+        let listed = nb.and_then(|nb| nb.status).map_or(0, |s| s.released_blocks.len());
+        if listed == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a still lists {listed} released blocks");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let before = c.used.len();

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::{StreamExt as _, TryStreamExt as _};
-use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus};
+use k8s_openapi::api::core::v1::{Node, NodeSpec, NodeStatus, Taint};
 use k8s_openapi::api::resource::v1::ResourceSlice;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -20,6 +20,13 @@ use multinic_testkit::fixtures::roce_nic;
 
 /// Label on every object the load tool and the scale rows create (the same as row 10's).
 pub const LABEL: (&str, &str) = ("app.kubernetes.io/part-of", "multinic-bench");
+/// The taint of every fake node (`NoSchedule`): the DaemonSet controller makes no pod for a node
+/// whose `NoSchedule` taints the pod does not tolerate (kubernetes
+/// `pkg/controller/daemon/daemon_controller.go`, `NodeShouldRunDaemonPod`), so the driver's own
+/// DaemonSet stays off the fake nodes: no plugin pod that no kubelet will ever run, per node, in
+/// the API server, the scheduler and the controller-manager while the rows measure them. The
+/// rows' pods tolerate every taint.
+pub const FAKE_NODE_TAINT: &str = "multinic.dev/bench-fake-node";
 /// How many times one create or delete is tried while the API server answers 429/5xx.
 const ATTEMPTS: usize = 6;
 
@@ -62,7 +69,7 @@ fn labels(name: &str) -> BTreeMap<String, String> {
 
 /// A fake node: labelled, with room for 110 pods, no conditions (no kubelet posts them: the
 /// node lifecycle controller taints it not-ready, then unreachable; the rows' pods tolerate
-/// that). The status goes in with the create: Nodes keep it (kubernetes
+/// that), tainted [`FAKE_NODE_TAINT`]. The status goes in with the create: Nodes keep it (kubernetes
 /// `pkg/registry/core/node/strategy.go`, `PrepareForCreate` drops only disabled fields), as the
 /// kubelet's registration does.
 pub fn node(index: usize) -> Node {
@@ -78,7 +85,14 @@ pub fn node(index: usize) -> Node {
             name: Some(name),
             ..Default::default()
         },
-        spec: Some(NodeSpec::default()),
+        spec: Some(NodeSpec {
+            taints: Some(vec![Taint {
+                key: FAKE_NODE_TAINT.to_string(),
+                effect: "NoSchedule".to_string(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
         status: Some(NodeStatus {
             capacity: Some(resources.clone()),
             allocatable: Some(resources),
@@ -260,6 +274,12 @@ mod tests {
         let pods = status.allocatable.unwrap_or_default().get("pods").cloned();
         assert_eq!(pods, Some(Quantity("110".into())));
         assert!(status.conditions.is_none(), "no kubelet: no conditions");
+        let taints = n.spec.unwrap_or_default().taints.unwrap_or_default();
+        assert_eq!(taints.len(), 1, "{taints:?}");
+        assert_eq!(
+            (taints[0].key.as_str(), taints[0].effect.as_str()),
+            (FAKE_NODE_TAINT, "NoSchedule")
+        );
     }
 
     #[test]

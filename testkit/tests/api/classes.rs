@@ -190,11 +190,10 @@ async fn nic_node_blocks_are_served() {
         .await
         .expect("apply-create");
     assert_eq!(created.data["spec"]["blocks"][0]["cidr"], "192.168.4.0/24");
-    // No status subresource (as in multinic-api): /status is not found.
-    assert_eq!(status(api.get_status(&name).await).code, 404);
-    // The schema has no status and no unknown fields: a written status is pruned, the write is
-    // a no-op and the generation stays.
-    let p = json!({"status": {"note": "x"}, "spec": {"unknown": 1}});
+    // The status subresource (a `pool` node's requests, multinic_api::pool): a status written
+    // through the main resource is dropped, and so is an unknown spec field; the write is a no-op
+    // and the generation stays.
+    let p = json!({"status": {"wantBlocks": 2}, "spec": {"unknown": 1}});
     let o = api
         .patch(&name, &PatchParams::default(), &Patch::Merge(&p))
         .await
@@ -202,6 +201,21 @@ async fn nic_node_blocks_are_served() {
     assert!(o.data.get("status").is_none(), "{:?}", o.data);
     assert!(o.data["spec"].get("unknown").is_none(), "{:?}", o.data);
     assert_eq!(o.metadata.generation, Some(1));
+    // Through /status the node's fields are stored, a spec change in the same write is not, an
+    // unknown status field is pruned, and the generation still stays.
+    let p = json!({"status": {"wantBlocks": 2, "releasedBlocks": ["10.98.0.32/29"], "note": "x"},
+                   "spec": {"hostIndex": 9}});
+    let o = api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&p))
+        .await
+        .expect("status merge");
+    assert_eq!(o.data["status"]["wantBlocks"], 2, "{:?}", o.data);
+    assert_eq!(o.data["status"]["releasedBlocks"][0], "10.98.0.32/29");
+    assert!(o.data["status"].get("note").is_none(), "{:?}", o.data);
+    assert_eq!(o.data["spec"]["hostIndex"], 3, "{:?}", o.data);
+    assert_eq!(o.metadata.generation, Some(1));
+    let got = api.get_status(&name).await.expect("get status");
+    assert_eq!(got.data["status"]["wantBlocks"], 2);
 }
 
 /// The CRD's CEL rules on the real API server, per address family: an IPv6 or dual-stack `rails`
