@@ -128,6 +128,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_store_keeps_slices_without_managed_fields() {
+        let (store, mut tracker) = SliceTracker::new();
+        let mut s = slice("a", true);
+        s.metadata.managed_fields = Some(vec![Default::default()]);
+        tracker.apply(Event::Init);
+        tracker.apply(Event::InitApply(s.clone()));
+        tracker.apply(Event::InitDone);
+        tracker.apply(Event::Apply(s));
+        store.wait_until_ready().await.unwrap();
+        let stored = store.state();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].metadata.managed_fields, None);
+    }
+
+    #[tokio::test]
     async fn changes_hand_over_the_previous_version_and_relists_the_vanished_slices() {
         let (store, mut tracker) = SliceTracker::new();
         assert!(tracker.apply(Event::Init).is_empty());

@@ -185,6 +185,42 @@ async fn network_yields_class_and_blocks_follows_edits_and_cleans_up_on_delete()
     );
 }
 
+/// More NicNodeBlocks than one list page (500): the reconcile and the cleanup read every page, so
+/// every node keeps its host index and the delete leaves none behind.
+#[tokio::test]
+async fn networks_larger_than_a_list_page_are_read_whole() {
+    let server = FakeApiServer::start().await;
+    let nodes = 501;
+    for n in 0..nodes {
+        server.insert(slice(&format!("n{n:03}"), &[(true, 0)])).unwrap();
+    }
+    server.insert(network("big", RDMA, rails("10.0.0.0/8", 10, 2))).unwrap();
+    reconcile_once(&server, "big").await;
+    reconcile_once(&server, "big").await;
+    let before = blocks(&server);
+    assert_eq!(before.len(), nodes);
+
+    server.clear_requests();
+    assert_eq!(apply(&server, "big").await, Outcome::Ready { nodes });
+    let lists: Vec<String> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/nicnodeblocks"))
+        .map(|r| r.query)
+        .collect();
+    assert_eq!(lists.len(), 2, "two pages: {lists:?}");
+    assert!(lists.iter().all(|q| q.contains("limit=500")), "{lists:?}");
+    assert!(lists[1].contains("continue="), "{lists:?}");
+    assert_eq!(blocks(&server), before, "every node keeps its host index and blocks");
+
+    Api::<MultiNicNetwork>::all(server.client())
+        .delete("big", &DeleteParams::default())
+        .await
+        .unwrap();
+    reconcile_once(&server, "big").await;
+    assert!(blocks(&server).is_empty(), "the second page is deleted too");
+}
+
 #[tokio::test]
 async fn invalid_specs_that_get_through_are_reported_not_applied() {
     let server = FakeApiServer::start().await;
