@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::resource::v1::{
@@ -316,7 +317,7 @@ pub async fn apply_network(ctx: &Context, net: &MultiNicNetwork) -> Result<Outco
                 .collect();
             let wanted: BTreeSet<String> = nodes.keys().cloned().collect();
             let assignment = blocks::assign(&layout, &recorded, &wanted);
-            let mut with_blocks = BTreeSet::new();
+            let (mut with_blocks, mut desired) = (BTreeSet::new(), Vec::new());
             let mut problems = assignment
                 .exhausted
                 .iter()
@@ -340,13 +341,12 @@ pub async fn apply_network(ctx: &Context, net: &MultiNicNetwork) -> Result<Outco
                         continue;
                     }
                 };
-                let body = blocks_object(net, node, host, rail_blocks);
-                node_blocks
-                    .patch(&node_blocks_name(&name, node), &apply, &Patch::Apply(body))
-                    .await
-                    .map_err(kube_err(&name, "applying NicNodeBlocks"))?;
+                desired.push(blocks_object(net, node, host, rail_blocks));
                 with_blocks.insert(node.clone());
             }
+            apply_changed(&node_blocks, &existing, desired)
+                .await
+                .map_err(kube_err(&name, "applying NicNodeBlocks"))?;
             delete_stale(&node_blocks, &existing, &assignment)
                 .await
                 .map_err(kube_err(&name, "deleting NicNodeBlocks"))?;
@@ -392,7 +392,6 @@ async fn apply_pool(
     let name = net.name_any();
     let node_blocks: Api<NicNodeBlocks> = Api::all(ctx.client.clone());
     let node_objects: Api<Node> = Api::all(ctx.client.clone());
-    let apply = PatchParams::apply(MANAGER).force();
     let mut inputs: BTreeMap<String, NodePool> = nodes
         .keys()
         .map(|n| {
@@ -417,10 +416,9 @@ async fn apply_pool(
     }
     let exclude = &net.spec.ipam.exclude;
     let grants = pool::grant(layout, exclude, &inputs);
-    let mut with_blocks = BTreeSet::new();
+    let (mut with_blocks, mut desired) = (BTreeSet::new(), Vec::new());
     for (node, granted) in &grants.granted {
         let object = node_blocks_name(&name, node);
-        let current = existing.iter().find(|nb| nb.spec.node_name == *node);
         if !nodes.contains_key(node) {
             let gone = granted.is_empty()
                 || node_objects
@@ -438,16 +436,14 @@ async fn apply_pool(
                 continue;
             }
         }
-        if current.is_none_or(|nb| nb.spec.granted_blocks != *granted) {
-            let mut body = blocks_object(net, node, 0, Vec::new());
-            body.spec.granted_blocks = granted.clone();
-            node_blocks
-                .patch(&object, &apply, &Patch::Apply(body))
-                .await
-                .map_err(kube_err(&name, "applying NicNodeBlocks"))?;
-        }
+        let mut body = blocks_object(net, node, 0, Vec::new());
+        body.spec.granted_blocks = granted.clone();
+        desired.push(body);
         with_blocks.insert(node.clone());
     }
+    apply_changed(&node_blocks, existing, desired)
+        .await
+        .map_err(kube_err(&name, "applying NicNodeBlocks"))?;
     let summary = NodeSummary::of(nodes, Some(&with_blocks));
     let outcome = if grants.short.is_empty() {
         Outcome::Ready { nodes: nodes.len() }
@@ -510,6 +506,51 @@ fn exhausted_message(layout: &RailsLayouts, problems: &[String]) -> String {
         layout.hosts(),
         layout.rails()
     )
+}
+
+/// NicNodeBlocks applied at once by [`apply_changed`]. The API server admits 200 mutating
+/// requests in flight by default (`--max-mutating-requests-inflight`,
+/// `staging/src/k8s.io/apiserver/pkg/server/options/server_run_options.go`); 16 keeps the
+/// controller a small share of that while a first reconcile of thousands of nodes is not one
+/// round trip after another.
+const APPLY_CONCURRENCY: usize = 16;
+
+/// Whether `current` already says what a server-side apply of `desired` would write: its spec,
+/// its network label and its controlling owner. A reconcile of a network whose nodes did not
+/// change therefore writes no NicNodeBlocks at all (the status, written by the node, is not ours).
+pub fn up_to_date(current: &NicNodeBlocks, desired: &NicNodeBlocks) -> bool {
+    let label = |nb: &NicNodeBlocks| nb.labels().get(NETWORK_LABEL).cloned();
+    let owner = |nb: &NicNodeBlocks| {
+        nb.owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .map(|o| (o.uid.clone(), o.name.clone(), o.kind.clone()))
+    };
+    current.spec == desired.spec && label(current) == label(desired) && owner(current) == owner(desired)
+}
+
+/// Applies each of `desired` (server-side, forced) that is not [`up_to_date`] with its object in
+/// `existing`, [`APPLY_CONCURRENCY`] at a time; the first error stops the rest (the next reconcile
+/// applies what is still different).
+async fn apply_changed(
+    api: &Api<NicNodeBlocks>,
+    existing: &[NicNodeBlocks],
+    desired: Vec<NicNodeBlocks>,
+) -> Result<(), kube::Error> {
+    let current: BTreeMap<String, &NicNodeBlocks> = existing.iter().map(|nb| (nb.name_any(), nb)).collect();
+    let apply = PatchParams::apply(MANAGER).force();
+    let changed = desired
+        .into_iter()
+        .filter(|body| current.get(&body.name_any()).is_none_or(|nb| !up_to_date(nb, body)));
+    futures::stream::iter(changed.map(Ok))
+        .try_for_each_concurrent(APPLY_CONCURRENCY, |body| {
+            let apply = &apply;
+            async move {
+                api.patch(&body.name_any(), apply, &Patch::Apply(&body)).await?;
+                Ok(())
+            }
+        })
+        .await
 }
 
 async fn delete_stale(
@@ -609,6 +650,8 @@ async fn write_status(
 
 #[cfg(test)]
 mod tests {
+    use multinic_api::crd::NicNodeBlocksStatus;
+
     use super::*;
 
     fn net() -> MultiNicNetwork {
@@ -652,6 +695,44 @@ mod tests {
             }
         );
         assert_eq!(NodeSummary::of(&nodes, None).ready_nodes, 3);
+    }
+
+    #[test]
+    fn only_what_an_apply_would_change_makes_an_object_out_of_date() {
+        let block = |cidr: &str| RailBlock {
+            rail_index: 0,
+            cidr: cidr.parse().unwrap(),
+            node_address: None,
+        };
+        let desired = blocks_object(&net(), "n1", 3, vec![block("10.10.3.0/26")]);
+        let mut read = desired.clone();
+        read.metadata.resource_version = Some("7".into());
+        read.metadata.managed_fields = Some(Vec::new());
+        read.status = Some(NicNodeBlocksStatus {
+            want_blocks: Some(2),
+            released_blocks: Vec::new(),
+        });
+        assert!(
+            up_to_date(&read, &desired),
+            "server fields and the node's status are not ours"
+        );
+
+        let changed = |edit: &dyn Fn(&mut NicNodeBlocks)| {
+            let mut nb = read.clone();
+            edit(&mut nb);
+            up_to_date(&nb, &desired)
+        };
+        assert!(!changed(&|nb| nb.spec.host_index = 4));
+        assert!(!changed(&|nb| nb.spec.blocks = vec![block("10.10.4.0/26")]));
+        assert!(!changed(
+            &|nb| nb.spec.granted_blocks = vec!["10.10.0.0/29".parse().unwrap()]
+        ));
+        assert!(!changed(&|nb| nb.metadata.labels = None));
+        assert!(!changed(&|nb| nb.metadata.owner_references = None));
+        // The network was deleted and made again under the same name: a new uid to own it.
+        assert!(!changed(
+            &|nb| nb.metadata.owner_references.as_mut().unwrap()[0].uid = "u-2".into()
+        ));
     }
 
     #[test]

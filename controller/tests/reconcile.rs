@@ -145,9 +145,17 @@ async fn network_yields_class_and_blocks_follows_edits_and_cleans_up_on_delete()
     assert_eq!(status.device_class_name.as_deref(), Some("rails"));
     let ready = status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!(ready.status, "True");
-    // Idempotent: a second pass changes nothing.
+    // Idempotent: a second pass changes nothing, and writes no NicNodeBlocks.
+    server.clear_requests();
     assert_eq!(apply(&server, "rails").await, Outcome::Ready { nodes: 2 });
     assert_eq!(blocks(&server).len(), 2);
+    let writes: Vec<String> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET" && r.path.contains("/nicnodeblocks"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(writes.is_empty(), "unchanged objects are not applied again: {writes:?}");
 
     // Editing the selector updates the class and moves the blocks (n1 still matches through its rail-2 device).
     let mut edited = server
