@@ -5,9 +5,9 @@
 # Both streams are parsed, the kustomize Namespace is dropped (`helm install --create-namespace`
 # makes it), so are the labels the chart adds (chart, managed-by, instance, part-of, version) on
 # objects and pod templates; numbers are compared as JSON numbers (kustomize prints the CRDs'
-# `minimum: 0.0` as 0, Helm copies crds/ verbatim); the rest is sorted by kind/namespace/name and
-# diffed. Exits non-zero
-# on any difference. Needs helm and kubectl (env HELM, KUBECTL, default: on PATH) and python3-yaml.
+# `minimum: 0.0` as 0, Helm copies crds/ verbatim), and so is the namespace kustomize gives the
+# admission policy (cluster-scoped, which kustomize does not know); the rest is sorted by
+# kind/namespace/name and diffed. Exits non-zero on any difference. Needs helm and kubectl (env HELM, KUBECTL, default: on PATH) and python3-yaml.
 # usage: deploy/helm/check.sh
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -39,9 +39,14 @@ def numbers(v):
     if isinstance(v, float) and v.is_integer():
         return int(v)
     return v
+# Cluster-scoped kinds kustomize (v5.8.1) does not know as such: its namespace transformer gives
+# them metadata.namespace, which the API server drops on create (rest.BeforeCreate).
+CLUSTER_SCOPED = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
 objs = [numbers(d) for d in yaml.safe_load_all(sys.stdin) if d and d.get("kind") != "Namespace"]
 for o in objs:
     strip(o["metadata"])
+    if o["kind"] in CLUSTER_SCOPED:
+        o["metadata"].pop("namespace", None)
     template = o.get("spec", {}).get("template")
     if isinstance(template, dict) and "metadata" in template:
         strip(template["metadata"])

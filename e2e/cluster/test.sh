@@ -579,13 +579,16 @@ check "NicNodeBlocks dual-stack.$NODE gone with its network" wait_for 60 "dual-s
 	sh -c "! '$K8S_BIN/kubectl' get nicnodeblocks dual-stack.$NODE >/dev/null 2>&1"
 
 # Scenarios 12 (pool IPAM, examples/graphcore), 13 (examples/rail-gateways and
-# examples/static-pod-addresses) and 14 (bench rows 11-13 at a small size).
+# examples/static-pod-addresses), 14 (bench rows 11-13 at a small size) and 15 (the admission
+# policy that keeps each plugin pod to its own node's objects).
 # shellcheck source-path=SCRIPTDIR source=pool.sh
 . "$E2E_DIR/pool.sh"
 # shellcheck source-path=SCRIPTDIR source=gateways.sh
 . "$E2E_DIR/gateways.sh"
 # shellcheck source-path=SCRIPTDIR source=scale.sh
 . "$E2E_DIR/scale.sh"
+# shellcheck source-path=SCRIPTDIR source=node-scope.sh
+. "$E2E_DIR/node-scope.sh"
 
 scenario "end: nothing leaked"
 check "no plan files left" [ "$(plans)" = 0 ]
