@@ -30,10 +30,14 @@ as() {
 	KC
 	"$K8S_BIN/kubectl" --kubeconfig="$scope_kubeconfig" "$@"
 }
-# status_write TOKEN NODE: dry-run patch of the status of NicNodeBlocks $NET.NODE (wantBlocks 0).
+# status_write TOKEN NODE: dry-run server-side apply (the plugin's write: RBAC grants it patch,
+# not get) of the status of NicNodeBlocks $NET.NODE, wantBlocks 0.
 status_write() {
-	as "$1" patch nicnodeblocks "$NET.$2" --subresource=status --type=merge \
-		-p '{"status":{"wantBlocks":0}}' --dry-run=server 2>&1
+	as "$1" apply --server-side --subresource=status --field-manager=node-scope --dry-run=server \
+		-f - 2>&1 <<-STATUS
+		{"apiVersion": "multinic.dev/v1alpha1", "kind": "NicNodeBlocks", "metadata": {"name": "$NET.$2"},
+		 "status": {"wantBlocks": 0}}
+	STATUS
 }
 # slice_write TOKEN NODE: dry-run create of a ResourceSlice of NODE in the driver's own pool.
 slice_write() {
@@ -63,7 +67,7 @@ kc apply -f - >/dev/null <<-OBJ
 OBJ
 out=$(status_write "$pod_token" "$NODE")
 echo "$out"
-check "status of NicNodeBlocks $NET.$NODE accepted" grep -q "patched" <<<"$out"
+check "status of NicNodeBlocks $NET.$NODE accepted" grep -q "serverside-applied" <<<"$out"
 out=$(slice_write "$pod_token" "$NODE")
 echo "$out"
 check "ResourceSlice of node $NODE accepted" grep -q "resourceslice.resource.k8s.io/node-scope-$NODE" <<<"$out"
