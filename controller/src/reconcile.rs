@@ -518,7 +518,7 @@ const APPLY_CONCURRENCY: usize = 16;
 /// Whether `current` already says what a server-side apply of `desired` would write: its spec,
 /// its network label and its controlling owner. A reconcile of a network whose nodes did not
 /// change therefore writes no NicNodeBlocks at all (the status, written by the node, is not ours).
-pub fn up_to_date(current: &NicNodeBlocks, desired: &NicNodeBlocks) -> bool {
+fn up_to_date(current: &NicNodeBlocks, desired: &NicNodeBlocks) -> bool {
     let label = |nb: &NicNodeBlocks| nb.labels().get(NETWORK_LABEL).cloned();
     let owner = |nb: &NicNodeBlocks| {
         nb.owner_references()

@@ -7,7 +7,8 @@
 # objects and pod templates; numbers are compared as JSON numbers (kustomize prints the CRDs'
 # `minimum: 0.0` as 0, Helm copies crds/ verbatim), and so is the namespace kustomize gives the
 # admission policy (cluster-scoped, which kustomize does not know); the rest is sorted by
-# kind/namespace/name and diffed. Exits non-zero on any difference. Needs helm and kubectl (env HELM, KUBECTL, default: on PATH) and python3-yaml.
+# kind/namespace/name and diffed. Exits non-zero on any difference. Needs helm and kubectl (env
+# HELM, KUBECTL, default: on PATH) and python3-yaml.
 # usage: deploy/helm/check.sh
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
